@@ -1,0 +1,2 @@
+//! Everything that touches the outside world: pcap files (replay), AF_PACKET and TAP
+//! backends, worker threads (bridge).
