@@ -8,6 +8,7 @@
 //! - [`engine`]: the sans-IO filter: `handle_frame(now, side, frame)` and timers.
 //! - [`io`]: pcap files, AF_PACKET and TAP backends, worker threads.
 
+pub mod cli;
 pub mod engine;
 pub mod io;
 pub mod smtp;

@@ -20,7 +20,10 @@ pub struct Time(pub u64);
 impl Time {
     /// `self + d`, saturating.
     pub fn add(self, d: std::time::Duration) -> Time {
-        Time(self.0.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64))
+        Time(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
     }
 }
 
@@ -303,7 +306,9 @@ impl Stats {
     /// The counters as JSON (names as in the text summary).
     pub fn to_json(&self) -> serde_json::Value {
         let by_name = |m: &BTreeMap<VerbName, u64>| -> serde_json::Map<String, serde_json::Value> {
-            m.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect()
+            m.iter()
+                .map(|(k, v)| (k.to_string(), (*v).into()))
+                .collect()
         };
         let forwarded: serde_json::Map<_, _> = ForwardReason::ALL
             .iter()

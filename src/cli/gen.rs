@@ -1,0 +1,13 @@
+//! `mailguard gen`: writes synthetic SMTP captures (bundled examples, benchmark loads).
+
+use super::CliError;
+
+/// Options of this subcommand.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn run(args: &Args) -> Result<(), CliError> {
+    let _ = args;
+    Err(CliError::new("not implemented yet"))
+}

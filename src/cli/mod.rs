@@ -1,0 +1,139 @@
+//! The command-line front ends: `replay`, `bridge`, `gen`. Each subcommand lives in its own
+//! module; what they share (the policy options) is here.
+
+pub mod bridge;
+pub mod gen;
+pub mod replay;
+
+use crate::engine::{EngineConfig, FailMode};
+use crate::smtp::{BannerMask, PolicyConfig, Profile};
+use std::sync::Arc;
+
+/// A failed command: a one-line message for the user and the process exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// What went wrong, one line, no trailing newline.
+    pub message: String,
+    /// Process exit code (non-zero).
+    pub code: u8,
+}
+
+impl CliError {
+    /// An error with exit code 1.
+    pub fn new(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Profile names for clap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfileArg {
+    /// `no fixup protocol smtp 25`: nothing is filtered.
+    Off,
+    /// PIX 4.0/4.1 `mailhost`: blocked lines removed and answered `250 OK` by the filter.
+    Pix40,
+    /// PIX 4.2-4.4: blocked lines X-ed, banner text turned to `*`.
+    Pix44,
+    /// PIX 5.1+/6.x: blocked lines X-ed, banner all `*` but `2`, `0` and reply codes.
+    Pix51,
+    /// ASA `inspect esmtp` default map: ESMTP verbs allowed, EHLO reply masked, limits.
+    Asa,
+    /// Secure and ESMTP-friendly: unsafe extensions removed from EHLO, smuggling-proof DATA.
+    Strict,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::Off => Profile::Off,
+            ProfileArg::Pix40 => Profile::Pix40,
+            ProfileArg::Pix44 => Profile::Pix44,
+            ProfileArg::Pix51 => Profile::Pix51,
+            ProfileArg::Asa => Profile::Asa,
+            ProfileArg::Strict => Profile::Strict,
+        }
+    }
+}
+
+/// `--banner-mask` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BannerMaskArg {
+    /// Keep each line's reply code and the separator after it.
+    Standard,
+    /// Mask the separator too, as in the Microsoft KB 320027 example.
+    Kb,
+}
+
+/// `--fail-mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailModeArg {
+    /// Forward what cannot be judged untouched.
+    Open,
+    /// Drop what cannot be judged (reset its connection).
+    Closed,
+}
+
+/// The policy options shared by `replay` and `bridge`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Which Mailguard to be (see the README's profiles table).
+    #[arg(long, value_enum, default_value = "strict")]
+    pub profile: ProfileArg,
+    /// TCP server ports treated as SMTP, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "25",
+        value_name = "PORT,..."
+    )]
+    pub ports: Vec<u16>,
+    /// Banner masking: `kb` also masks the separator after the reply code.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub banner_mask: BannerMaskArg,
+    /// A verb `strict` allows besides its own list (repeatable), e.g. X-LINK2STATE, XEXCH50.
+    #[arg(long = "allow-verb", value_name = "VERB")]
+    pub allow_verbs: Vec<String>,
+    /// What to do with traffic the engine cannot judge (unparseable, over a limit).
+    #[arg(long, value_enum, default_value = "open")]
+    pub fail_mode: FailModeArg,
+}
+
+impl PolicyArgs {
+    /// The policy these options describe.
+    pub fn policy(&self) -> PolicyConfig {
+        PolicyConfig {
+            profile: self.profile.into(),
+            banner_mask: match self.banner_mask {
+                BannerMaskArg::Standard => BannerMask::Standard,
+                BannerMaskArg::Kb => BannerMask::Kb,
+            },
+            allow_verbs: self
+                .allow_verbs
+                .iter()
+                .map(|v| v.to_ascii_uppercase())
+                .collect(),
+        }
+    }
+
+    /// An engine configuration with these options.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            ports: self.ports.clone(),
+            policy: Arc::new(self.policy()),
+            fail_mode: match self.fail_mode {
+                FailModeArg::Open => FailMode::Open,
+                FailModeArg::Closed => FailMode::Closed,
+            },
+            ..EngineConfig::default()
+        }
+    }
+}
