@@ -19,7 +19,7 @@ pub struct Time(pub u64);
 
 impl Time {
     /// `self + d`, saturating.
-    pub fn add(self, d: std::time::Duration) -> Time {
+    pub fn after(self, d: std::time::Duration) -> Time {
         Time(
             self.0
                 .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
