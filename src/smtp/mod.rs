@@ -19,6 +19,17 @@
 //!   list, placed at the right position of its stream.
 //! - [`Output::reset`] set means: reset the connection on both sides; no further ops follow.
 
+mod client;
+mod ops;
+mod policy;
+mod server;
+mod session;
+mod transform;
+
+pub use ops::apply_ops;
+pub use session::Session;
+pub use transform::{transform, Transcript};
+
 /// Upper bound on the bytes a [`Session`] may hold undecided per direction.
 pub const MAX_HELD: usize = 4096;
 
@@ -288,41 +299,5 @@ impl Output {
         self.to_client.clear();
         self.events.clear();
         self.reset = None;
-    }
-}
-
-/// The policy state of one SMTP connection.
-#[derive(Debug)]
-pub struct Session {
-    config: std::sync::Arc<PolicyConfig>,
-}
-
-impl Session {
-    /// A new connection, before the server's greeting.
-    pub fn new(config: std::sync::Arc<PolicyConfig>) -> Session {
-        Session { config }
-    }
-
-    /// The profile this session applies.
-    pub fn profile(&self) -> Profile {
-        self.config.profile
-    }
-
-    /// Feeds the next in-order bytes of `dir`; decisions are appended to `out`.
-    pub fn feed(&mut self, dir: Dir, data: &[u8], out: &mut Output) {
-        if !data.is_empty() {
-            out.ops_mut(dir).push(Op::Copy(data.len()));
-        }
-    }
-
-    /// The sender of `dir` closed its stream (FIN): decide whatever is still held.
-    pub fn finish(&mut self, dir: Dir, out: &mut Output) {
-        let _ = (dir, out);
-    }
-
-    /// True once nothing more will ever be rewritten in either direction (profile `off`, or
-    /// after STARTTLS): the engine may stop feeding the session and pass bytes through.
-    pub fn is_passthrough(&self) -> bool {
-        self.config.profile == Profile::Off
     }
 }

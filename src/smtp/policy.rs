@@ -1,0 +1,176 @@
+//! What each profile allows and how it masks: verb allow-lists, banner masking, EHLO keywords.
+
+use super::{BannerMask, PolicyConfig, Profile};
+
+/// The seven verbs of PIX `mailhost` / `fixup protocol smtp` (RFC 821 minimum).
+const PIX_VERBS: &[&str] = &["HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT"];
+
+/// ASA `inspect esmtp` default policy map.
+const ASA_VERBS: &[&str] = &[
+    "AUTH", "DATA", "EHLO", "ETRN", "HELO", "HELP", "MAIL", "NOOP", "QUIT", "RCPT", "RSET", "SAML",
+    "SEND", "SOML", "VRFY",
+];
+
+/// Ours, before the operator's additions.
+const STRICT_VERBS: &[&str] = &[
+    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "STARTTLS", "AUTH",
+];
+
+/// EHLO keywords the ASA leaves readable (all others are X-ed, STARTTLS becomes XXXXXXXA).
+const ASA_EHLO_KEEP: &[&str] = &[
+    "8BITMIME",
+    "AUTH",
+    "BINARYMIME",
+    "CHECKPOINT",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "ETRN",
+    "PIPELINING",
+    "SIZE",
+    "VRFY",
+];
+
+/// EHLO keywords strict keeps (before the operator's verbs); every other line is removed.
+/// SMTPUTF8 is a MAIL parameter only, which strict does not filter, so it stays.
+const STRICT_EHLO_KEEP: &[&str] = &[
+    "SIZE",
+    "PIPELINING",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "8BITMIME",
+    "BINARYMIME",
+    "CHUNKING",
+    "AUTH",
+    "STARTTLS",
+    "SMTPUTF8",
+];
+
+/// Longest verb accepted in the operator's allow-list (longer entries are ignored).
+pub(crate) const MAX_VERB: usize = 64;
+
+/// A profile compiled for fast lookups.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub profile: Profile,
+    pub kb: bool,
+    verbs: Vec<Vec<u8>>,
+    ehlo_keep: Vec<Vec<u8>>,
+}
+
+fn owned(list: &[&str]) -> Vec<Vec<u8>> {
+    list.iter().map(|v| v.as_bytes().to_vec()).collect()
+}
+
+impl Policy {
+    /// Compiles a configuration. The operator's allow-list only applies to `strict`.
+    pub fn new(cfg: &PolicyConfig) -> Policy {
+        let (verbs, keep): (&[&str], &[&str]) = match cfg.profile {
+            Profile::Off => (&[], &[]),
+            Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => (PIX_VERBS, &[]),
+            Profile::Asa => (ASA_VERBS, ASA_EHLO_KEEP),
+            Profile::Strict => (STRICT_VERBS, STRICT_EHLO_KEEP),
+        };
+        let mut verbs = owned(verbs);
+        let mut ehlo_keep = owned(keep);
+        if cfg.profile == Profile::Strict {
+            for v in &cfg.allow_verbs {
+                let up = v.trim().to_ascii_uppercase().into_bytes();
+                let ok = !up.is_empty()
+                    && up.len() <= MAX_VERB
+                    && up.iter().all(|b| b.is_ascii_graphic());
+                if ok && !verbs.contains(&up) {
+                    verbs.push(up.clone());
+                    ehlo_keep.push(up);
+                }
+            }
+        }
+        Policy {
+            profile: cfg.profile,
+            kb: cfg.banner_mask == BannerMask::Kb,
+            verbs,
+            ehlo_keep,
+        }
+    }
+
+    /// True if `verb` (exactly, case-insensitively) is allowed.
+    pub fn verb_allowed(&self, verb: &[u8]) -> bool {
+        self.verbs.iter().any(|v| v.eq_ignore_ascii_case(verb))
+    }
+
+    /// True if some allowed verb starts with `prefix` (case-insensitively).
+    pub fn verb_prefix_possible(&self, prefix: &[u8]) -> bool {
+        self.verbs.iter().any(|v| {
+            v.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        })
+    }
+
+    /// asa and strict hold a whole command line (≤ 512 bytes) to check limits before
+    /// forwarding it; the PIX profiles stream a line once its verb is decided.
+    pub fn holds_command_lines(&self) -> bool {
+        matches!(self.profile, Profile::Asa | Profile::Strict)
+    }
+
+    /// pix40 removes a blocked line and answers itself; the others X it.
+    pub fn deletes_blocked(&self) -> bool {
+        self.profile == Profile::Pix40
+    }
+
+    /// The masked value of byte `b` at position `pos` of a greeting line (pix44, pix51, asa,
+    /// strict).
+    pub fn banner_byte(&self, pos: usize, b: u8) -> u8 {
+        if pos < 3 || b == b'\r' || b == b'\n' {
+            return b;
+        }
+        if pos == 3 {
+            return if self.kb { b'*' } else { b };
+        }
+        match self.profile {
+            Profile::Pix44 => b'*',
+            _ if b == b'2' || b == b'0' => b,
+            _ => b'*',
+        }
+    }
+
+    /// True if an EHLO keyword stays as it is (asa: readable, strict: line kept).
+    pub fn ehlo_keyword_kept(&self, kw: &[u8]) -> bool {
+        self.ehlo_keep.iter().any(|k| k.eq_ignore_ascii_case(kw))
+    }
+}
+
+/// The text pix40 sends instead of a greeting of `len` bytes: `220 SMTP/cmap`, underscores,
+/// ` read\r\n`, as long as the original (or the 20-byte minimum with no underscore).
+pub(crate) fn pix40_banner(len: usize) -> Vec<u8> {
+    const HEAD: &[u8] = b"220 SMTP/cmap";
+    const TAIL: &[u8] = b" read\r\n";
+    let pad = len.saturating_sub(HEAD.len() + TAIL.len());
+    let mut v = Vec::with_capacity(HEAD.len() + pad + TAIL.len());
+    v.extend_from_slice(HEAD);
+    v.resize(HEAD.len() + pad, b'_');
+    v.extend_from_slice(TAIL);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pix40_banner_lengths() {
+        assert_eq!(pix40_banner(0), b"220 SMTP/cmap read\r\n");
+        assert_eq!(pix40_banner(22), b"220 SMTP/cmap__ read\r\n");
+    }
+
+    #[test]
+    fn operator_verbs_only_for_strict() {
+        let mut cfg = PolicyConfig {
+            profile: Profile::Strict,
+            allow_verbs: vec!["x-link2state".into()],
+            ..Default::default()
+        };
+        assert!(Policy::new(&cfg).verb_allowed(b"X-LINK2STATE"));
+        assert!(Policy::new(&cfg).ehlo_keyword_kept(b"x-link2state"));
+        cfg.profile = Profile::Pix51;
+        assert!(!Policy::new(&cfg).verb_allowed(b"X-LINK2STATE"));
+    }
+}

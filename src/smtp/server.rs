@@ -1,0 +1,411 @@
+//! The server-to-client direction: replies matched to commands in order, greeting masking,
+//! EHLO reply rewriting, and the reply codes that switch the client's state (354, 334, 220).
+
+use super::ops;
+use super::policy::pix40_banner;
+use super::session::{CmdKind, Expect, Session};
+use super::{Event, Output, Profile, ResetReason, MAX_HELD};
+
+const LF: u8 = b'\n';
+
+/// A keyword longer than this is not one the policies know: it is masked without holding.
+const MAX_KEYWORD: usize = 32;
+
+/// What the reply being received is, decided from the queue and its first line's code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Plain,
+    /// The greeting, masked byte by byte (pix44, pix51, asa, strict).
+    Banner,
+    /// The greeting, removed and replaced at its end (pix40).
+    Pix40Banner,
+    /// A 250 reply to EHLO under asa: keywords masked in place.
+    EhloAsa,
+    /// A 250 reply to EHLO under strict: held whole, lines removed.
+    EhloStrict,
+}
+
+#[derive(Debug)]
+struct Reply {
+    role: Role,
+    line_index: usize,
+    changed: bool,
+    /// pix40: greeting bytes removed so far.
+    deleted: usize,
+}
+
+/// How the rest of a line passes once its head is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineAction {
+    Copy,
+    Banner,
+    Delete,
+    /// asa EHLO line: keyword bytes held after the code.
+    Keyword,
+    /// asa EHLO line: a long keyword being masked as it comes.
+    KeywordMask,
+    /// strict EHLO reply: everything held.
+    Hold,
+}
+
+/// The server direction's state.
+#[derive(Debug, Default)]
+pub(crate) struct ServerSide {
+    /// Held bytes of the current line (code, separator, maybe a keyword).
+    head: Vec<u8>,
+    /// Bytes of the current line seen so far.
+    pos: usize,
+    action: Option<LineAction>,
+    code: [u8; 3],
+    sep: u8,
+    reply: Option<Reply>,
+    /// strict: the EHLO reply held whole.
+    held_reply: Vec<u8>,
+    lines_seen: u64,
+}
+
+impl ServerSide {
+    /// True between replies (where an injected reply may be inserted).
+    pub(crate) fn between_replies(&self) -> bool {
+        self.reply.is_none() && self.pos == 0
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.head.len() + self.held_reply.len()
+    }
+
+    fn has_code(&self) -> bool {
+        self.code.iter().all(u8::is_ascii_digit)
+    }
+}
+
+fn is_keyword_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-'
+}
+
+impl Session {
+    pub(crate) fn feed_server(&mut self, data: &[u8], out: &mut Output) {
+        let mut i = 0;
+        while i < data.len() && self.reset.is_none() && !self.tls {
+            let rest = data.get(i..).unwrap_or(&[]);
+            i += self.server_line_bytes(rest, out);
+        }
+        if self.tls && i < data.len() {
+            ops::copy(&mut out.to_client, data.len() - i);
+        }
+    }
+
+    /// Consumes bytes of the current line, up to and including its LF; returns how many.
+    fn server_line_bytes(&mut self, data: &[u8], out: &mut Output) -> usize {
+        if self.server.pos == 0 && self.server.reply.is_none() {
+            self.flush_injected(out);
+        }
+        let mut k = 0;
+        while k < data.len() {
+            let b = data[k];
+            k += 1;
+            let s = &mut self.server;
+            s.pos += 1;
+            match s.action {
+                None => {
+                    s.head.push(b);
+                    if s.head.len() >= 4 || b == LF {
+                        self.decide_line(out);
+                    }
+                }
+                Some(LineAction::Copy) => {
+                    let n = data
+                        .get(k - 1..)
+                        .and_then(|r| r.iter().position(|&c| c == LF))
+                        .map_or(data.len() - (k - 1), |p| p + 1);
+                    ops::copy(&mut out.to_client, n);
+                    s.pos += n - 1;
+                    k += n - 1;
+                    if data.get(k - 1) == Some(&LF) {
+                        self.server_line_end(out);
+                        return k;
+                    }
+                    continue;
+                }
+                Some(LineAction::Banner) => {
+                    let m = self.policy.banner_byte(s.pos - 1, b);
+                    ops::same_len(&mut out.to_client, &[b], &[m]);
+                }
+                Some(LineAction::Delete) => {
+                    ops::delete(&mut out.to_client, 1);
+                    if let Some(r) = s.reply.as_mut() {
+                        r.deleted += 1;
+                    }
+                }
+                Some(LineAction::Keyword) => {
+                    if is_keyword_byte(b) {
+                        s.head.push(b);
+                        if s.head.len() > 4 + MAX_KEYWORD {
+                            let masked = vec![b'X'; s.head.len() - 4];
+                            ops::copy(&mut out.to_client, 4);
+                            ops::same_len(&mut out.to_client, &s.head[4..], &masked);
+                            s.head.clear();
+                            s.action = Some(LineAction::KeywordMask);
+                            if let Some(r) = s.reply.as_mut() {
+                                r.changed = true;
+                            }
+                        }
+                    } else {
+                        self.decide_keyword(out);
+                        let s = &mut self.server;
+                        s.action = Some(LineAction::Copy);
+                        ops::copy(&mut out.to_client, 1);
+                    }
+                }
+                Some(LineAction::KeywordMask) => {
+                    if is_keyword_byte(b) {
+                        ops::same_len(&mut out.to_client, &[b], b"X");
+                    } else {
+                        s.action = Some(LineAction::Copy);
+                        ops::copy(&mut out.to_client, 1);
+                    }
+                }
+                Some(LineAction::Hold) => {
+                    s.held_reply.push(b);
+                    if s.held_reply.len() > MAX_HELD {
+                        self.do_reset(ResetReason::HeldBytesLimit, out);
+                        return k;
+                    }
+                }
+            }
+            if b == LF {
+                self.server_line_end(out);
+                return k;
+            }
+            if self.reset.is_some() {
+                return k;
+            }
+        }
+        k
+    }
+
+    /// The line's code and separator are known (or the line ended early): choose the
+    /// reply's role (on its first line) and this line's action, and emit the held head.
+    fn decide_line(&mut self, out: &mut Output) {
+        let s = &mut self.server;
+        s.code = [0; 3];
+        for (c, h) in s.code.iter_mut().zip(&s.head) {
+            *c = *h;
+        }
+        s.sep = s.head.get(3).copied().unwrap_or(0);
+        if s.lines_seen == 0 && !s.has_code() && !self.server_not_smtp {
+            self.server_not_smtp = true;
+            out.events.push(Event::NotSmtp);
+            log::info!("smtp: server sends non-SMTP bytes");
+        }
+        let s = &mut self.server;
+        if s.reply.is_none() {
+            let role = match (self.queue.front(), &s.code) {
+                (Some(Expect::Greeting), b"220") if self.policy.deletes_blocked() => {
+                    Role::Pix40Banner
+                }
+                (Some(Expect::Greeting), b"220") => Role::Banner,
+                (Some(Expect::Cmd(CmdKind::Ehlo)), b"250") => match self.policy.profile {
+                    Profile::Asa => Role::EhloAsa,
+                    Profile::Strict => Role::EhloStrict,
+                    _ => Role::Plain,
+                },
+                _ => Role::Plain,
+            };
+            s.reply = Some(Reply {
+                role,
+                line_index: 0,
+                changed: false,
+                deleted: 0,
+            });
+        }
+        let (role, index) = s
+            .reply
+            .as_ref()
+            .map_or((Role::Plain, 0), |r| (r.role, r.line_index));
+        let ehlo_line = index > 0 && &s.code == b"250" && (s.sep == b'-' || s.sep == b' ');
+        let action = match role {
+            Role::Plain => LineAction::Copy,
+            Role::Banner => LineAction::Banner,
+            Role::Pix40Banner => LineAction::Delete,
+            Role::EhloAsa if ehlo_line && s.head.len() == 4 => LineAction::Keyword,
+            Role::EhloAsa => LineAction::Copy,
+            Role::EhloStrict => LineAction::Hold,
+        };
+        s.action = Some(action);
+        let head = std::mem::take(&mut s.head);
+        match action {
+            LineAction::Copy => ops::copy(&mut out.to_client, head.len()),
+            LineAction::Banner => {
+                let masked: Vec<u8> = head
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &b)| self.policy.banner_byte(p, b))
+                    .collect();
+                ops::same_len(&mut out.to_client, &head, &masked);
+            }
+            LineAction::Delete => {
+                ops::delete(&mut out.to_client, head.len());
+                if let Some(r) = s.reply.as_mut() {
+                    r.deleted += head.len();
+                }
+            }
+            LineAction::Keyword => s.head = head,
+            LineAction::KeywordMask => {}
+            LineAction::Hold => s.held_reply.extend_from_slice(&head),
+        }
+    }
+
+    /// asa: the keyword held after `250-` is complete: emit it, masked if not allowed.
+    fn decide_keyword(&mut self, out: &mut Output) {
+        let s = &mut self.server;
+        let head = std::mem::take(&mut s.head);
+        let kw = head.get(4..).unwrap_or(&[]);
+        ops::copy(&mut out.to_client, head.len().min(4));
+        if kw.is_empty() || self.policy.ehlo_keyword_kept(kw) {
+            ops::copy(&mut out.to_client, kw.len());
+            return;
+        }
+        let masked = if kw.eq_ignore_ascii_case(b"STARTTLS") {
+            b"XXXXXXXA".to_vec()
+        } else {
+            vec![b'X'; kw.len()]
+        };
+        ops::same_len(&mut out.to_client, kw, &masked);
+        if let Some(r) = s.reply.as_mut() {
+            r.changed = true;
+        }
+    }
+
+    /// A server line ended at its LF.
+    fn server_line_end(&mut self, out: &mut Output) {
+        if self.server.action == Some(LineAction::Keyword) {
+            self.decide_keyword(out);
+        }
+        let s = &mut self.server;
+        let is_final = !(s.has_code() && s.sep == b'-');
+        let code = s.code;
+        s.pos = 0;
+        s.action = None;
+        s.lines_seen += 1;
+        if let Some(r) = s.reply.as_mut() {
+            r.line_index += 1;
+        }
+        if is_final {
+            self.reply_done(code, out);
+        }
+    }
+
+    /// A whole reply was received: rewrite what was held, match it to its command.
+    fn reply_done(&mut self, code: [u8; 3], out: &mut Output) {
+        let Some(reply) = self.server.reply.take() else {
+            return;
+        };
+        self.end_reply_rewrites(&reply, true, out);
+        if self.reset.is_some() {
+            return;
+        }
+        let expect = self.queue.pop_front();
+        match (expect, &code) {
+            (Some(Expect::Cmd(CmdKind::Data)), b"354") => {
+                self.data_accepted = true;
+                out.events.push(Event::DataStarted);
+                log::debug!("smtp: DATA accepted, body follows");
+            }
+            (Some(Expect::Cmd(CmdKind::StartTls)), c) => {
+                self.starttls_answered(c == b"220", out);
+            }
+            (Some(Expect::Cmd(CmdKind::Auth | CmdKind::AuthContinuation)), b"334") => {
+                self.auth_continuation = true;
+            }
+            _ => {}
+        }
+        self.flush_injected(out);
+    }
+
+    /// Emits what a reply's role defers to its end (pix40's banner, strict's EHLO lines).
+    /// `complete`: the reply ended normally (not cut by FIN).
+    fn end_reply_rewrites(&mut self, reply: &Reply, complete: bool, out: &mut Output) {
+        let _ = complete;
+        match reply.role {
+            Role::Pix40Banner => {
+                ops::insert(&mut out.to_client, &pix40_banner(reply.deleted));
+                out.events.push(Event::BannerMasked);
+                log::info!("smtp: greeting replaced");
+            }
+            Role::Banner => {
+                out.events.push(Event::BannerMasked);
+                log::info!("smtp: greeting masked");
+            }
+            Role::EhloStrict => {
+                let held = std::mem::take(&mut self.server.held_reply);
+                if self.strict_ehlo(&held, out) {
+                    out.events.push(Event::EhloReplyRewritten);
+                    log::info!("smtp: EHLO reply lines removed");
+                }
+            }
+            Role::EhloAsa if reply.changed => {
+                out.events.push(Event::EhloReplyRewritten);
+                log::info!("smtp: EHLO reply masked");
+            }
+            _ => {}
+        }
+    }
+
+    /// strict: emits a held EHLO reply without the lines of blocked extensions, the last kept
+    /// line's separator fixed to a space. Returns true if anything changed.
+    fn strict_ehlo(&self, held: &[u8], out: &mut Output) -> bool {
+        let lines: Vec<&[u8]> = held.split_inclusive(|&b| b == LF).collect();
+        let keep: Vec<bool> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 0 {
+                    return true;
+                }
+                let kw_end = l
+                    .get(4..)
+                    .map_or(0, |r| r.iter().take_while(|&&b| is_keyword_byte(b)).count());
+                let kw = l.get(4..4 + kw_end).unwrap_or(&[]);
+                self.policy.ehlo_keyword_kept(kw)
+            })
+            .collect();
+        let last_kept = keep.iter().rposition(|&k| k).unwrap_or(0);
+        let fix_sep = lines
+            .get(last_kept)
+            .is_some_and(|l| l.get(3) == Some(&b'-'));
+        let mut changed = false;
+        for (i, (l, k)) in lines.iter().zip(&keep).enumerate() {
+            if !k {
+                ops::delete(&mut out.to_client, l.len());
+                changed = true;
+            } else if i == last_kept && fix_sep {
+                ops::copy(&mut out.to_client, 3);
+                ops::replace(&mut out.to_client, b" ");
+                ops::copy(&mut out.to_client, l.len() - 4);
+                changed = true;
+            } else {
+                ops::copy(&mut out.to_client, l.len());
+            }
+        }
+        changed
+    }
+
+    /// FIN from the server: emit what is held as if the line and reply ended here. Injected
+    /// replies still behind owed replies are never sent.
+    pub(crate) fn finish_server(&mut self, out: &mut Output) {
+        if self.server.action.is_none() && !self.server.head.is_empty() {
+            self.decide_line(out);
+        }
+        if self.server.action == Some(LineAction::Keyword) {
+            self.decide_keyword(out);
+        }
+        if let Some(reply) = self.server.reply.take() {
+            self.end_reply_rewrites(&reply, false, out);
+        }
+        self.server.pos = 0;
+        self.server.action = None;
+        self.flush_injected(out);
+        self.queue.clear();
+    }
+}

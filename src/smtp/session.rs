@@ -1,0 +1,186 @@
+//! The per-connection state shared by both directions, and the feed loop.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::client::ClientState;
+use super::ops;
+use super::policy::Policy;
+use super::server::ServerSide;
+use super::{Dir, Event, Output, PolicyConfig, Profile, ResetReason};
+
+/// Bound on replies owed by the server (pipelined commands not yet answered). Past it the
+/// connection is reset ([`ResetReason::HeldBytesLimit`]): memory per connection is bounded.
+pub(crate) const MAX_OUTSTANDING: usize = 4096;
+
+/// The reply pix40 sends in place of a blocked command.
+pub(crate) const INJECTED_OK: &[u8] = b"250 OK\r\n";
+
+/// What a reply in the server's queue answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The greeting (the first reply of the connection).
+    Greeting,
+    /// A command line the filter forwarded (allowed or masked).
+    Cmd(CmdKind),
+    /// A command pix40 removed: the filter answers it itself, in this slot.
+    Injected,
+}
+
+/// The kind of a forwarded command, as far as reply handling cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CmdKind {
+    Data,
+    Bdat,
+    StartTls,
+    Auth,
+    AuthContinuation,
+    Ehlo,
+    EndOfMessage,
+    Other,
+}
+
+/// The policy state of one SMTP connection.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) config: Arc<PolicyConfig>,
+    pub(crate) policy: Policy,
+    /// Replies owed to the client, oldest first.
+    pub(crate) queue: VecDeque<Expect>,
+    pub(crate) client: ClientState,
+    pub(crate) server: ServerSide,
+    /// The server accepted DATA (354): the client's next line starts the body.
+    pub(crate) data_accepted: bool,
+    /// The server answered 334 to AUTH: the client's next line is a continuation.
+    pub(crate) auth_continuation: bool,
+    /// RCPT commands in the current transaction (asa limit).
+    pub(crate) rcpt_count: u32,
+    pub(crate) tls: bool,
+    pub(crate) reset: Option<ResetReason>,
+    pub(crate) client_closed: bool,
+    pub(crate) server_closed: bool,
+    pub(crate) client_not_smtp: bool,
+    pub(crate) server_not_smtp: bool,
+}
+
+impl Session {
+    /// A new connection, before the server's greeting.
+    pub fn new(config: Arc<PolicyConfig>) -> Session {
+        let policy = Policy::new(&config);
+        let mut queue = VecDeque::new();
+        queue.push_back(Expect::Greeting);
+        Session {
+            config,
+            policy,
+            queue,
+            client: ClientState::default(),
+            server: ServerSide::default(),
+            data_accepted: false,
+            auth_continuation: false,
+            rcpt_count: 0,
+            tls: false,
+            reset: None,
+            client_closed: false,
+            server_closed: false,
+            client_not_smtp: false,
+            server_not_smtp: false,
+        }
+    }
+
+    /// The profile this session applies.
+    pub fn profile(&self) -> Profile {
+        self.config.profile
+    }
+
+    /// Feeds the next in-order bytes of `dir`; decisions are appended to `out`.
+    pub fn feed(&mut self, dir: Dir, data: &[u8], out: &mut Output) {
+        if self.reset.is_some() || data.is_empty() {
+            return;
+        }
+        if self.is_passthrough() {
+            ops::copy(out.ops_mut(dir), data.len());
+            return;
+        }
+        match dir {
+            Dir::ClientToServer => self.feed_client(data, out),
+            Dir::ServerToClient => self.feed_server(data, out),
+        }
+    }
+
+    /// The sender of `dir` closed its stream (FIN): decide whatever is still held.
+    pub fn finish(&mut self, dir: Dir, out: &mut Output) {
+        if self.reset.is_some() {
+            return;
+        }
+        match dir {
+            Dir::ClientToServer if !self.client_closed => {
+                self.client_closed = true;
+                if !self.is_passthrough() {
+                    self.finish_client(out);
+                }
+            }
+            Dir::ServerToClient if !self.server_closed => {
+                self.server_closed = true;
+                if !self.is_passthrough() {
+                    self.finish_server(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// True once nothing more will ever be rewritten in either direction (profile `off`, or
+    /// after STARTTLS): the engine may stop feeding the session and pass bytes through.
+    pub fn is_passthrough(&self) -> bool {
+        self.config.profile == Profile::Off || self.tls
+    }
+
+    /// Bytes of `dir` fed but not yet consumed by an op (held undecided). Never more than
+    /// [`super::MAX_HELD`].
+    pub fn held(&self, dir: Dir) -> usize {
+        match dir {
+            Dir::ClientToServer => self.client.held(),
+            Dir::ServerToClient => self.server.held(),
+        }
+    }
+
+    /// Why the policy reset the connection, if it did.
+    pub fn reset_reason(&self) -> Option<ResetReason> {
+        self.reset
+    }
+
+    /// Asks for a reset of both sides; nothing more is decided afterwards.
+    pub(crate) fn do_reset(&mut self, reason: ResetReason, out: &mut Output) {
+        if self.reset.is_some() {
+            return;
+        }
+        log::warn!("smtp: reset ({})", reason.name());
+        self.reset = Some(reason);
+        out.reset = Some(reason);
+        out.events.push(Event::Reset(reason));
+    }
+
+    /// Queues a reply the server owes; resets past [`MAX_OUTSTANDING`].
+    pub(crate) fn expect(&mut self, e: Expect, out: &mut Output) {
+        if self.queue.len() >= MAX_OUTSTANDING {
+            self.do_reset(ResetReason::HeldBytesLimit, out);
+            return;
+        }
+        self.queue.push_back(e);
+        self.flush_injected(out);
+    }
+
+    /// Emits pix40's `250 OK` for every injected slot at the head of the queue, provided the
+    /// server's stream is between replies (so the insert lands at a reply boundary).
+    pub(crate) fn flush_injected(&mut self, out: &mut Output) {
+        if !self.server.between_replies() {
+            return;
+        }
+        while self.queue.front() == Some(&Expect::Injected) {
+            self.queue.pop_front();
+            ops::insert(&mut out.to_client, INJECTED_OK);
+            out.events.push(Event::ReplyInjected);
+            log::info!("smtp: injected 250 OK for a removed command");
+        }
+    }
+}
