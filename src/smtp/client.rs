@@ -608,17 +608,36 @@ impl Session {
     fn data_bytes(&mut self, data: &[u8], out: &mut Output) -> usize {
         let strict = self.policy.profile == super::Profile::Strict;
         let asa = self.policy.profile == super::Profile::Asa;
-        for (k, &b) in data.iter().enumerate() {
+        let mut k = 0;
+        while k < data.len() {
             let ClientState::Data(d) = &mut self.client else {
                 return k;
             };
+            // Fast path: the middle of a line passes as one run (not under asa, whose line
+            // limits are checked byte by byte).
+            if d.phase == BodyPhase::Other && !d.pending_cr && !asa {
+                let rest = data.get(k..).unwrap_or(&[]);
+                let run = rest
+                    .iter()
+                    .position(|&c| c == LF || (strict && c == CR))
+                    .unwrap_or(rest.len());
+                if run > 0 {
+                    ops::copy(&mut out.to_server, run);
+                    d.len += run;
+                    d.last_cr = rest.get(run - 1) == Some(&CR);
+                    k += run;
+                    continue;
+                }
+            }
+            let b = data[k];
+            k += 1;
             if strict {
                 if d.pending_cr {
                     d.pending_cr = false;
                     if b == LF {
                         ops::copy(&mut out.to_server, 2);
                         if self.body_line_end(out) {
-                            return k + 1;
+                            return k;
                         }
                         continue;
                     }
@@ -626,10 +645,10 @@ impl Session {
                     ops::copy(&mut out.to_server, 1);
                     ops::insert(&mut out.to_server, b"\n");
                     if self.body_line_end(out) {
-                        return k;
+                        return k - 1;
                     }
                     let ClientState::Data(d) = &mut self.client else {
-                        return k;
+                        return k - 1;
                     };
                     if b == CR {
                         d.pending_cr = true;
@@ -645,7 +664,7 @@ impl Session {
                         ops::insert(&mut out.to_server, b"\r");
                         ops::copy(&mut out.to_server, 1);
                         if self.body_line_end(out) {
-                            return k + 1;
+                            return k;
                         }
                     }
                     _ => {
@@ -658,7 +677,7 @@ impl Session {
             ops::copy(&mut out.to_server, 1);
             if b == LF {
                 if self.body_line_end(out) {
-                    return k + 1;
+                    return k;
                 }
                 continue;
             }
@@ -668,7 +687,7 @@ impl Session {
                 if content > MAX_MESSAGE_LINE {
                     if d.in_headers {
                         self.do_reset(ResetReason::HeaderLineTooLong, out);
-                        return k + 1;
+                        return k;
                     }
                     if !d.long_logged {
                         d.long_logged = true;

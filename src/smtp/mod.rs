@@ -18,6 +18,75 @@
 //! - An insert into the *other* direction (pix40's `250 OK`) appears in that direction's op
 //!   list, placed at the right position of its stream.
 //! - [`Output::reset`] set means: reset the connection on both sides; no further ops follow.
+//!
+//! # Structure
+//!
+//! - `session`: [`Session`], the state both directions share: the queue of replies the
+//!   server owes (greeting, each forwarded command, pix40's injected slots), flags the
+//!   server's replies set for the client (354 → body, 334 → AUTH continuation), the reset.
+//! - `client`: the client's typed state (`Command` line / `AuthContinuation` / `Data` /
+//!   `Bdat(n)` / `StartTlsWait`); verbs are decided as soon as they can be.
+//! - `server`: reply parsing (multi-line `ddd-`), each reply matched in order to what it
+//!   answers, greeting masking and EHLO rewriting.
+//! - `policy`: allow-lists and masking rules per profile; `ops`: [`apply_ops`] and op
+//!   builders; `transform`: [`transform`] for whole scripted sessions.
+//!
+//! # Holding
+//!
+//! The PIX profiles hold only a verb's undecided prefix: `MA` may become `MAIL`, `EX` cannot
+//! become any allowed verb and is decided (blocked) at once; a blocked line then streams
+//! X-ed (holding at most one CR, to know whether it is the line end) or deleted (pix40).
+//! asa and strict hold the whole command line, at most 512 bytes, because both limit command
+//! lines to 512 bytes (CRLF included) and reset past it: the server never sees a truncated
+//! line. AUTH continuation lines, DATA bodies and BDAT chunks stream. Server lines hold their
+//! 3-digit code and separator (4 bytes); asa holds an EHLO keyword (≤ 32 bytes, longer ones
+//! are masked as they come); strict holds a whole EHLO reply, and resets the connection
+//! ([`ResetReason::HeldBytesLimit`]) if it grows past [`MAX_HELD`], as it does if more than
+//! 4096 replies are owed at once.
+//!
+//! # Choices where the spec is silent
+//!
+//! - **Verbs.** The verb is the bytes up to the first SP or LF (a CR just before LF is the
+//!   line end). Anything else in it (tab, NUL, bare CR, 8-bit bytes, a leading space, an
+//!   empty line) means no allowed verb: the line is blocked whole. Blocked-verb names are
+//!   reported upper-cased, non-printable bytes as `?`.
+//! - **Masking** keeps the line end (LF or CRLF); a bare CR inside a blocked line is X-ed.
+//! - **Greeting.** The greeting is the server's first reply. It is masked (pix40: replaced)
+//!   only if its first line's code is `220`; a first reply with another code (`554`, `421`,
+//!   or text that is not SMTP, which raises [`Event::NotSmtp`]) passes untouched but still
+//!   counts as the greeting. pix40's replacement is `220 SMTP/cmap` + underscores +
+//!   ` read\r\n`, as long as the whole original greeting (all its lines), 20 bytes at least.
+//!   `banner-mask = kb` applies to every masking profile (pix44 too).
+//! - **Client talking first.** Its commands are filtered as usual and wait in the reply
+//!   queue behind the greeting; pix40's injected `250 OK`s come after the greeting.
+//! - **Replies.** A line whose code is three digits followed by `-` continues a reply; any
+//!   other line ends it. Replies the server sends when nothing is owed pass unchanged.
+//!   An injected reply is only ever inserted between two server replies.
+//! - **DATA.** Only a `354` answering a forwarded DATA starts the body; an unsolicited 354
+//!   changes nothing (CVE-2000-1022). Lines the client sends after DATA, before the reply,
+//!   are commands (a client must wait for 354; a PIX filters them the same way). After a
+//!   rejected DATA, pipelined lines are commands. The body ends at a line that is exactly
+//!   `.` before its line end: `.\r\n` or `.\n` (servers such as Postfix accept the latter);
+//!   under strict, bare CR and bare LF first become CRLF, so `.\r` + `X` also ends the body.
+//! - **EHLO replies.** The first line (the server's name) is never masked or removed.
+//!   asa masks only the keyword (its parameters stay). strict keeps SIZE, PIPELINING, DSN,
+//!   ENHANCEDSTATUSCODES, 8BITMIME, BINARYMIME, CHUNKING, AUTH, STARTTLS, SMTPUTF8 and the
+//!   operator's verbs; every other extension, known or not, is removed.
+//! - **asa limits.** RCPT is counted per transaction (reset by MAIL, RSET, HELO, EHLO and
+//!   the end of a message); the sender address is the text between `<` and `>` (or up to a
+//!   space) after `MAIL FROM:`; `|` is replaced only inside the address; message lines are
+//!   measured without their CRLF; headers end at the first empty line.
+//! - **BDAT** with a missing or unparsable size is a command without a chunk (the server
+//!   will refuse it).
+//! - **STARTTLS.** Client bytes between STARTTLS and its reply are dropped whatever the reply;
+//!   on a `220` both directions pass through ([`Session::is_passthrough`]); on anything else
+//!   the client is back in command mode.
+//! - **FIN.** A command line unterminated at the client's FIN is decided by its verb like any
+//!   other (copied, X-ed or deleted) but expects no reply (pix40 injects nothing for it); a
+//!   held CR in a strict body becomes CRLF. At the server's FIN, a held line or EHLO reply is
+//!   emitted as decided so far (pix40's replacement greeting is still sent), and injected
+//!   replies still waiting behind replies the server will never send are dropped.
+//! - **Operator verbs** (`allow_verbs`) only apply to strict.
 
 mod client;
 mod ops;

@@ -156,6 +156,10 @@ impl Session {
         }
         log::warn!("smtp: reset ({})", reason.name());
         self.reset = Some(reason);
+        // Nothing held will ever be emitted: free it.
+        self.client = ClientState::default();
+        self.server = ServerSide::default();
+        self.queue.clear();
         out.reset = Some(reason);
         out.events.push(Event::Reset(reason));
     }
