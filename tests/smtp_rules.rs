@@ -310,3 +310,20 @@ fn ops_account_for_every_fed_byte() {
     }
     assert!(checked > 200);
 }
+
+#[test]
+fn client_talking_first_is_reported_once_and_filtered() {
+    let t = run(
+        Profile::Pix51,
+        &[
+            (C, b"HELO x\r\nEXPN y\r\n"),
+            (S, GREET),
+            (S, b"250 ok\r\n500 no\r\n"),
+        ],
+    );
+    assert_eq!(t.events.iter().filter(|e| **e == Event::NotSmtp).count(), 1);
+    assert_eq!(s(&t.to_server), s(b"HELO x\r\nXXXXXX\r\n"));
+    // A compliant client is not reported.
+    let t = run(Profile::Pix51, &[(S, GREET), (C, b"HELO x\r\n")]);
+    assert!(!t.events.contains(&Event::NotSmtp));
+}

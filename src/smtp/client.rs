@@ -320,14 +320,25 @@ impl Session {
             let ClientState::Command(line) = &mut self.client else {
                 return k;
             };
-            if line.head.is_empty()
-                && !self.client_not_smtp
-                && !(b.is_ascii_graphic() || b == b' ' || b == CR || b == LF || b == b'\t')
-            {
-                self.client_not_smtp = true;
-                out.events.push(Event::NotSmtp);
-                log::info!("smtp: client sends non-SMTP bytes");
+            if line.head.is_empty() && !self.client_not_smtp {
+                let binary = !(b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | CR | LF));
+                let before_greeting = self.queue.front() == Some(&Expect::Greeting);
+                if binary || before_greeting {
+                    self.client_not_smtp = true;
+                    out.events.push(Event::NotSmtp);
+                    log::info!(
+                        "smtp: client {}",
+                        if binary {
+                            "sends non-SMTP bytes"
+                        } else {
+                            "talks before the greeting"
+                        }
+                    );
+                }
             }
+            let ClientState::Command(line) = &mut self.client else {
+                return k;
+            };
             line.head.push(b);
             line.verb.push(b);
             if holds {

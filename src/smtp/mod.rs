@@ -58,7 +58,10 @@
 //!   ` read\r\n`, as long as the whole original greeting (all its lines), 20 bytes at least.
 //!   `banner-mask = kb` applies to every masking profile (pix44 too).
 //! - **Client talking first.** Its commands are filtered as usual and wait in the reply
-//!   queue behind the greeting; pix40's injected `250 OK`s come after the greeting.
+//!   queue behind the greeting; pix40's injected `250 OK`s come after the greeting. It is
+//!   reported once as [`Event::NotSmtp`] (a compliant client waits for the greeting), as are
+//!   a client line starting with a byte that is neither printable ASCII nor white space
+//!   (TLS ClientHello, binary junk) and a server whose first line has no 3-digit code.
 //! - **Replies.** A line whose code is three digits followed by `-` continues a reply; any
 //!   other line ends it. Replies the server sends when nothing is owed pass unchanged.
 //!   An injected reply is only ever inserted between two server replies.
