@@ -640,7 +640,9 @@ impl Session {
                     continue;
                 }
             }
-            let b = data[k];
+            let Some(&b) = data.get(k) else {
+                break;
+            };
             k += 1;
             if strict {
                 if d.pending_cr {

@@ -101,8 +101,7 @@ impl Session {
             self.flush_injected(out);
         }
         let mut k = 0;
-        while k < data.len() {
-            let b = data[k];
+        while let Some(&b) = data.get(k) {
             k += 1;
             let s = &mut self.server;
             s.pos += 1;
@@ -141,9 +140,9 @@ impl Session {
                     if is_keyword_byte(b) {
                         s.head.push(b);
                         if s.head.len() > 4 + MAX_KEYWORD {
-                            let masked = vec![b'X'; s.head.len() - 4];
+                            let kw = s.head.get(4..).unwrap_or(&[]);
                             ops::copy(&mut out.to_client, 4);
-                            ops::same_len(&mut out.to_client, &s.head[4..], &masked);
+                            ops::same_len(&mut out.to_client, kw, &vec![b'X'; kw.len()]);
                             s.head.clear();
                             s.action = Some(LineAction::KeywordMask);
                             if let Some(r) = s.reply.as_mut() {
