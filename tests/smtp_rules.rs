@@ -327,3 +327,19 @@ fn client_talking_first_is_reported_once_and_filtered() {
     let t = run(Profile::Pix51, &[(S, GREET), (C, b"HELO x\r\n")]);
     assert!(!t.events.contains(&Event::NotSmtp));
 }
+
+#[test]
+fn nothing_is_injected_after_the_server_closed() {
+    let config = Arc::new(PolicyConfig {
+        profile: Profile::Pix40,
+        ..Default::default()
+    });
+    let mut session = Session::new(config);
+    let mut out = Output::default();
+    session.feed(S, GREET, &mut out);
+    session.finish(S, &mut out);
+    out.clear();
+    session.feed(C, b"VRFY x\r\nQUIT\r\n", &mut out);
+    assert!(out.to_client.is_empty());
+    assert_eq!(out.to_server, vec![Op::Delete(8), Op::Copy(6)]);
+}

@@ -88,7 +88,8 @@
 //!   other (copied, X-ed or deleted) but expects no reply (pix40 injects nothing for it); a
 //!   held CR in a strict body becomes CRLF. At the server's FIN, a held line or EHLO reply is
 //!   emitted as decided so far (pix40's replacement greeting is still sent), and injected
-//!   replies still waiting behind replies the server will never send are dropped.
+//!   replies still waiting behind replies the server will never send are dropped, as is any
+//!   reply pix40 would inject after the server's FIN.
 //! - **Operator verbs** (`allow_verbs`) only apply to strict.
 
 mod client;

@@ -182,6 +182,11 @@ impl Session {
         }
         while self.queue.front() == Some(&Expect::Injected) {
             self.queue.pop_front();
+            if self.server_closed {
+                // Nothing can follow the server's FIN on the client's side.
+                log::info!("smtp: server closed, no reply injected for a removed command");
+                continue;
+            }
             ops::insert(&mut out.to_client, INJECTED_OK);
             out.events.push(Event::ReplyInjected);
             log::info!("smtp: injected 250 OK for a removed command");
