@@ -155,3 +155,82 @@ fn off_is_identity() {
     assert_eq!(t.to_client, SERVER.concat());
     assert!(t.events.is_empty());
 }
+
+/// Drives a Session step by step and checks the engine contract after every step: ops
+/// consume exactly what was fed minus what is held, held ≤ MAX_HELD, nothing after a reset.
+/// Returns the bytes each side receives.
+fn drive(cfg: &Arc<PolicyConfig>, steps: &[(Dir, Vec<u8>)]) -> (Vec<u8>, Vec<u8>) {
+    use mailguard::smtp::{apply_ops, Op, Output, Session};
+    let mut session = Session::new(cfg.clone());
+    let mut out = Output::default();
+    let mut input = [Vec::new(), Vec::new()];
+    let mut ops: [Vec<Op>; 2] = [Vec::new(), Vec::new()];
+    let mut reset = false;
+    let idx = |d: Dir| usize::from(d == Dir::ServerToClient);
+    for (d, b) in steps {
+        session.feed(*d, b, &mut out);
+        input[idx(*d)].extend_from_slice(b);
+        if reset {
+            assert!(
+                out.to_server.is_empty() && out.to_client.is_empty(),
+                "op after reset"
+            );
+        }
+        reset |= out.reset.is_some();
+        ops[0].append(&mut out.to_server);
+        ops[1].append(&mut out.to_client);
+        out.clear();
+        if reset {
+            continue;
+        }
+        for d in [Dir::ClientToServer, Dir::ServerToClient] {
+            let consumed: usize = ops[idx(d)].iter().map(Op::consumed).sum();
+            assert!(session.held(d) <= MAX_HELD);
+            assert_eq!(consumed + session.held(d), input[idx(d)].len());
+        }
+    }
+    for d in [Dir::ClientToServer, Dir::ServerToClient] {
+        session.finish(d, &mut out);
+        ops[0].append(&mut out.to_server);
+        ops[1].append(&mut out.to_client);
+        out.clear();
+    }
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    apply_ops(&input[0], &ops[0], &mut a);
+    apply_ops(&input[1], &ops[1], &mut b);
+    (a, b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes (biased towards SMTP-ish ones) in arbitrary steps.
+    #[test]
+    fn arbitrary_steps_keep_the_contract(
+        cfg in config(),
+        steps in prop::collection::vec(
+            (any::<bool>(), prop::collection::vec(
+                prop_oneof![
+                    3 => prop::sample::select(&b"\r\n. -:<>|0123456789ADEHILMNOPQRSTVX"[..]),
+                    1 => any::<u8>(),
+                ],
+                0..60,
+            )),
+            0..40,
+        ),
+    ) {
+        let cfg = Arc::new(cfg);
+        let steps: Vec<(Dir, Vec<u8>)> = steps
+            .into_iter()
+            .map(|(c, b)| (if c { Dir::ClientToServer } else { Dir::ServerToClient }, b))
+            .collect();
+        let whole = drive(&cfg, &steps);
+        let bytes: Vec<(Dir, Vec<u8>)> = steps
+            .iter()
+            .flat_map(|(d, b)| b.iter().map(move |x| (*d, vec![*x])))
+            .collect();
+        let split = drive(&cfg, &bytes);
+        prop_assert_eq!(whole, split);
+    }
+}
