@@ -168,17 +168,43 @@ fn strict_ehlo_reply_all_extensions_removed() {
 }
 
 #[test]
-fn strict_ehlo_reply_past_the_bound_resets() {
-    let mut reply = b"250-mx\r\n".to_vec();
-    while reply.len() <= MAX_HELD {
+fn strict_ehlo_reply_past_the_bound_is_decided_line_by_line() {
+    let mut reply = b"250-mx\r\n250-VRFY\r\n".to_vec();
+    let mut expected = b"250-mx\r\n".to_vec();
+    while reply.len() <= MAX_HELD + 100 {
         reply.extend_from_slice(b"250-SIZE 1\r\n");
+        expected.extend_from_slice(b"250-SIZE 1\r\n");
+        reply.extend_from_slice(b"250-XEXCH50\r\n");
     }
-    let t = run(
+    reply.extend_from_slice(b"250 ETRN\r\n");
+    expected.extend_from_slice(b"250 XXXX\r\n");
+    let whole = run(
         Profile::Strict,
         &[(S, GREET), (C, b"EHLO c\r\n"), (S, &reply)],
     );
-    assert_eq!(t.reset, Some(ResetReason::HeldBytesLimit));
-    assert!(t.max_held <= MAX_HELD);
+    assert_eq!(whole.reset, None);
+    assert!(whole.max_held <= MAX_HELD);
+    assert_eq!(
+        s(&whole.to_client),
+        s(&[b"220 ********\r\n", &expected[..]].concat())
+    );
+    assert!(whole.events.contains(&Event::EhloReplyRewritten));
+    // Any segmentation gives the same, wherever the bound falls inside a line.
+    for size in [1usize, 3, 7, 100, 1000] {
+        let mut script: Vec<(Dir, &[u8])> = vec![(S, GREET), (C, b"EHLO c\r\n")];
+        script.extend(reply.chunks(size).map(|c| (S, c)));
+        let t = run(Profile::Strict, &script);
+        assert_eq!(s(&t.to_client), s(&whole.to_client), "chunks of {size}");
+    }
+    // A final line that is kept ends the reply as it is.
+    let mut reply2 = reply.clone();
+    reply2.truncate(reply.len() - b"250 ETRN\r\n".len());
+    reply2.extend_from_slice(b"250 8BITMIME\r\n");
+    let t = run(
+        Profile::Strict,
+        &[(S, GREET), (C, b"EHLO c\r\n"), (S, &reply2)],
+    );
+    assert!(t.to_client.ends_with(b"250-SIZE 1\r\n250 8BITMIME\r\n"));
 }
 
 #[test]

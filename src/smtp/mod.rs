@@ -40,9 +40,12 @@
 //! lines to 512 bytes (CRLF included) and reset past it: the server never sees a truncated
 //! line. AUTH continuation lines, DATA bodies and BDAT chunks stream. Server lines hold their
 //! 3-digit code and separator (4 bytes); asa holds an EHLO keyword (≤ 32 bytes, longer ones
-//! are masked as they come); strict holds a whole EHLO reply, and resets the connection
-//! ([`ResetReason::HeldBytesLimit`]) if it grows past [`MAX_HELD`], as it does if more than
-//! 4096 replies are owed at once.
+//! are masked as they come); strict holds a whole EHLO reply (to fix the last kept line's
+//! separator). If that reply outgrows [`MAX_HELD`], its complete lines are decided (the
+//! separator left as it is, since the reply goes on) and the rest is decided line by line
+//! on its keyword: lines of blocked extensions are deleted, except a final `250 ` line,
+//! whose keyword is X-ed instead so that the reply still ends. More than 4096 replies owed
+//! at once resets the connection ([`ResetReason::HeldBytesLimit`]).
 //!
 //! # Choices where the spec is silent
 //!

@@ -4,7 +4,7 @@
 use super::ops;
 use super::policy::pix40_banner;
 use super::session::{CmdKind, Expect, Session};
-use super::{Event, Output, Profile, ResetReason, MAX_HELD};
+use super::{Event, Output, Profile, MAX_HELD};
 
 const LF: u8 = b'\n';
 
@@ -23,6 +23,10 @@ enum Role {
     EhloAsa,
     /// A 250 reply to EHLO under strict: held whole, lines removed.
     EhloStrict,
+    /// A strict EHLO reply that outgrew [`MAX_HELD`]: the rest is decided line by line
+    /// (lines of blocked extensions deleted, except a final one, which is X-ed instead so
+    /// that the reply still ends).
+    EhloStrictStream,
 }
 
 #[derive(Debug)]
@@ -40,7 +44,7 @@ enum LineAction {
     Copy,
     Banner,
     Delete,
-    /// asa EHLO line: keyword bytes held after the code.
+    /// asa EHLO line (or strict past the bound): keyword bytes held after the code.
     Keyword,
     /// asa EHLO line: a long keyword being masked as it comes.
     KeywordMask,
@@ -140,20 +144,16 @@ impl Session {
                     if is_keyword_byte(b) {
                         s.head.push(b);
                         if s.head.len() > 4 + MAX_KEYWORD {
-                            let kw = s.head.get(4..).unwrap_or(&[]);
-                            ops::copy(&mut out.to_client, 4);
-                            ops::same_len(&mut out.to_client, kw, &vec![b'X'; kw.len()]);
-                            s.head.clear();
-                            s.action = Some(LineAction::KeywordMask);
-                            if let Some(r) = s.reply.as_mut() {
-                                r.changed = true;
-                            }
+                            // No policy knows a keyword this long: it is not kept.
+                            self.drop_keyword(out, true);
                         }
                     } else {
                         self.decide_keyword(out);
-                        let s = &mut self.server;
-                        s.action = Some(LineAction::Copy);
-                        ops::copy(&mut out.to_client, 1);
+                        if self.server.action == Some(LineAction::Delete) {
+                            ops::delete(&mut out.to_client, 1);
+                        } else {
+                            ops::copy(&mut out.to_client, 1);
+                        }
                     }
                 }
                 Some(LineAction::KeywordMask) => {
@@ -165,11 +165,17 @@ impl Session {
                     }
                 }
                 Some(LineAction::Hold) => {
-                    s.held_reply.push(b);
-                    if s.held_reply.len() > MAX_HELD {
-                        self.do_reset(ResetReason::HeldBytesLimit, out);
+                    if s.held_reply.len() >= MAX_HELD {
+                        // Decide what is held, then go on line by line with this byte.
+                        let mut tail = self.overflow_strict_ehlo(out);
+                        tail.push(b);
+                        let mut j = 0;
+                        while j < tail.len() && self.reset.is_none() {
+                            j += self.server_line_bytes(tail.get(j..).unwrap_or(&[]), out);
+                        }
                         return k;
                     }
+                    s.held_reply.push(b);
                 }
             }
             if b == LF {
@@ -227,8 +233,10 @@ impl Session {
             Role::Plain => LineAction::Copy,
             Role::Banner => LineAction::Banner,
             Role::Pix40Banner => LineAction::Delete,
-            Role::EhloAsa if ehlo_line && s.head.len() == 4 => LineAction::Keyword,
-            Role::EhloAsa => LineAction::Copy,
+            Role::EhloAsa | Role::EhloStrictStream if ehlo_line && s.head.len() == 4 => {
+                LineAction::Keyword
+            }
+            Role::EhloAsa | Role::EhloStrictStream => LineAction::Copy,
             Role::EhloStrict => LineAction::Hold,
         };
         s.action = Some(action);
@@ -255,25 +263,70 @@ impl Session {
         }
     }
 
-    /// asa: the keyword held after `250-` is complete: emit it, masked if not allowed.
+    /// The keyword held after `250-` is complete: emit it, or mask / delete its line.
     fn decide_keyword(&mut self, out: &mut Output) {
+        let s = &mut self.server;
+        let kw = s.head.get(4..).unwrap_or(&[]);
+        if kw.is_empty() || self.policy.ehlo_keyword_kept(kw) {
+            ops::copy(&mut out.to_client, s.head.len());
+            s.head.clear();
+            s.action = Some(LineAction::Copy);
+            return;
+        }
+        self.drop_keyword(out, false);
+    }
+
+    /// The keyword held after the code is not kept. asa masks it (`STARTTLS` → `XXXXXXXA`);
+    /// strict past the bound deletes the line, or masks it if it ends the reply.
+    /// `more`: the keyword continues after what is held.
+    fn drop_keyword(&mut self, out: &mut Output, more: bool) {
         let s = &mut self.server;
         let head = std::mem::take(&mut s.head);
         let kw = head.get(4..).unwrap_or(&[]);
-        ops::copy(&mut out.to_client, head.len().min(4));
-        if kw.is_empty() || self.policy.ehlo_keyword_kept(kw) {
-            ops::copy(&mut out.to_client, kw.len());
+        let strict = s
+            .reply
+            .as_ref()
+            .is_some_and(|r| r.role == Role::EhloStrictStream);
+        if let Some(r) = s.reply.as_mut() {
+            r.changed = true;
+        }
+        if strict && s.sep == b'-' {
+            ops::delete(&mut out.to_client, head.len());
+            s.action = Some(LineAction::Delete);
             return;
         }
-        let masked = if kw.eq_ignore_ascii_case(b"STARTTLS") {
+        ops::copy(&mut out.to_client, head.len().min(4));
+        let masked = if !strict && !more && kw.eq_ignore_ascii_case(b"STARTTLS") {
             b"XXXXXXXA".to_vec()
         } else {
             vec![b'X'; kw.len()]
         };
         ops::same_len(&mut out.to_client, kw, &masked);
+        s.action = Some(if more {
+            LineAction::KeywordMask
+        } else {
+            LineAction::Copy
+        });
+    }
+
+    /// strict: the held EHLO reply reached [`MAX_HELD`]. Emits its complete lines (the reply
+    /// goes on, so no separator is fixed), switches the reply to line-by-line decisions and
+    /// returns the held bytes of the current, incomplete line for reprocessing.
+    fn overflow_strict_ehlo(&mut self, out: &mut Output) -> Vec<u8> {
+        log::info!("smtp: EHLO reply longer than {MAX_HELD} bytes, deciding line by line");
+        let held = std::mem::take(&mut self.server.held_reply);
+        let complete = held.iter().rposition(|&b| b == LF).map_or(0, |p| p + 1);
+        let (lines, tail) = held.split_at(complete);
+        self.strict_ehlo(lines, false, out);
+        let s = &mut self.server;
         if let Some(r) = s.reply.as_mut() {
+            r.role = Role::EhloStrictStream;
             r.changed = true;
         }
+        s.pos = 0;
+        s.action = None;
+        s.head.clear();
+        tail.to_vec()
     }
 
     /// A server line ended at its LF.
@@ -338,12 +391,12 @@ impl Session {
             }
             Role::EhloStrict => {
                 let held = std::mem::take(&mut self.server.held_reply);
-                if self.strict_ehlo(&held, out) {
+                if self.strict_ehlo(&held, true, out) {
                     out.events.push(Event::EhloReplyRewritten);
                     log::info!("smtp: EHLO reply lines removed");
                 }
             }
-            Role::EhloAsa if reply.changed => {
+            Role::EhloAsa | Role::EhloStrictStream if reply.changed => {
                 out.events.push(Event::EhloReplyRewritten);
                 log::info!("smtp: EHLO reply masked");
             }
@@ -353,7 +406,7 @@ impl Session {
 
     /// strict: emits a held EHLO reply without the lines of blocked extensions, the last kept
     /// line's separator fixed to a space. Returns true if anything changed.
-    fn strict_ehlo(&self, held: &[u8], out: &mut Output) -> bool {
+    fn strict_ehlo(&self, held: &[u8], complete: bool, out: &mut Output) -> bool {
         let lines: Vec<&[u8]> = held.split_inclusive(|&b| b == LF).collect();
         let keep: Vec<bool> = lines
             .iter()
@@ -370,9 +423,10 @@ impl Session {
             })
             .collect();
         let last_kept = keep.iter().rposition(|&k| k).unwrap_or(0);
-        let fix_sep = lines
-            .get(last_kept)
-            .is_some_and(|l| l.get(3) == Some(&b'-'));
+        let fix_sep = complete
+            && lines
+                .get(last_kept)
+                .is_some_and(|l| l.get(3) == Some(&b'-'));
         let mut changed = false;
         for (i, (l, k)) in lines.iter().zip(&keep).enumerate() {
             if !k {
