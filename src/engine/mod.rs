@@ -9,9 +9,24 @@
 //! Live mode feeds a monotonic clock, replay feeds pcap timestamps, tests a simulated clock:
 //! the same inputs at the same times always give the same outputs.
 
-use crate::smtp::{PolicyConfig, VerbName};
+mod conn;
+mod half;
+pub mod policy;
+
+pub use policy::{Edit, Identity, Policy, PolicyFactory, Scripted, SessionFactory};
+
+use crate::smtp::{Output, PolicyConfig, VerbName};
+use crate::wire::{classify, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame};
+use conn::{Conn, Ctx};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Index of the client-to-server half of a connection.
+const IDX_C2S: usize = 0;
+/// Index of the server-to-client half of a connection.
+const IDX_S2C: usize = 1;
 
 /// A point in time, in nanoseconds since an arbitrary epoch chosen by the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -115,11 +130,13 @@ pub enum DropReason {
     OverLimit,
     /// The connection was reset by the filter.
     ConnectionReset,
+    /// A mid-stream segment on a filtered port of a connection not tracked (fail-closed).
+    Untracked,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Duplicate,
         DropReason::BadChecksum,
         DropReason::OutOfWindow,
@@ -127,6 +144,7 @@ impl DropReason {
         DropReason::Fragment,
         DropReason::OverLimit,
         DropReason::ConnectionReset,
+        DropReason::Untracked,
     ];
 
     /// Stable name for summaries and reports.
@@ -139,6 +157,7 @@ impl DropReason {
             DropReason::Fragment => "fragment",
             DropReason::OverLimit => "over-limit",
             DropReason::ConnectionReset => "connection-reset",
+            DropReason::Untracked => "untracked",
         }
     }
 }
@@ -335,19 +354,114 @@ impl Stats {
     }
 }
 
-/// The filter engine of one worker.
-pub struct Engine {
-    config: EngineConfig,
-    stats: Stats,
+/// Resource bounds and timers of an engine (per connection unless said otherwise).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections tracked at once (per engine); a SYN beyond this is dropped.
+    pub max_connections: usize,
+    /// Out-of-order bytes held per direction.
+    pub max_ooo_bytes: usize,
+    /// Out-of-order pieces held per direction.
+    pub max_ooo_segments: usize,
+    /// Edit records in flight per direction.
+    pub max_edits: usize,
+    /// Output bytes kept until acknowledged, per direction.
+    pub max_log_bytes: usize,
+    /// Bytes the policy may hold undecided per direction.
+    pub max_held: usize,
+    /// How far (bytes) a segment may start from the next expected offset.
+    pub max_ahead: u64,
+    /// Idle time after which an established connection is forgotten.
+    pub idle_timeout: Duration,
+    /// Time a connection with only a SYN seen is kept.
+    pub embryonic_timeout: Duration,
+    /// Time a closed or reset connection is kept for late segments.
+    pub closed_linger: Duration,
+    /// Initial retransmission timeout of the engine's own output (doubles per retry).
+    pub rto: Duration,
+    /// Retransmissions of unacknowledged output before the engine gives up on it.
+    pub max_retries: u32,
 }
 
-impl Engine {
-    /// A new engine with no connections.
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 65_536,
+            max_ooo_bytes: 1 << 20,
+            max_ooo_segments: 1024,
+            max_edits: 4096,
+            max_log_bytes: 8 << 20,
+            max_held: crate::smtp::MAX_HELD,
+            max_ahead: 1 << 30,
+            idle_timeout: Duration::from_secs(3600),
+            embryonic_timeout: Duration::from_secs(60),
+            closed_linger: Duration::from_secs(30),
+            rto: Duration::from_millis(250),
+            max_retries: 8,
+        }
+    }
+}
+
+/// A connection's identity, client first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct FlowKey {
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+}
+
+/// The filter engine of one worker, generic over the policy (the SMTP [`crate::smtp::Session`]
+/// by default; tests use [`Identity`] or [`Scripted`]).
+///
+/// Choices where the spec is silent:
+/// - Fail-closed drops what the engine cannot judge (unparseable frames, untracked
+///   mid-stream segments on a filtered port); frames that are simply not its concern
+///   (not IP, not TCP, other ports) are forwarded in both modes.
+/// - IP fragments of TCP are dropped when the first fragment names a filtered port, or when a
+///   later fragment is between two addresses with a tracked connection; other fragments are
+///   forwarded (fail-open) or dropped (fail-closed) as unparseable.
+/// - A SYN carrying data (TCP Fast Open) to a filtered port is dropped: its data could not be
+///   filtered; clients retry without data.
+/// - Bytes the policy holds undecided are acknowledged to their sender once everything before
+///   them is acknowledged by the receiver (so that a client typing one byte per segment is
+///   not stalled by Nagle); their output, when decided, is then the filter's to deliver and
+///   is retransmitted on the engine's timer, like injected bytes.
+/// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
+pub struct Engine<F: PolicyFactory = SessionFactory> {
+    config: EngineConfig,
+    stats: Stats,
+    factory: F,
+    limits: Limits,
+    conns: BTreeMap<FlowKey, Conn<F::Policy>>,
+    out: Output,
+    reports: Vec<ConnectionReport>,
+}
+
+impl Engine<SessionFactory> {
+    /// A new engine with no connections, running the SMTP policy of `config`.
     pub fn new(config: EngineConfig) -> Engine {
+        let factory = SessionFactory(config.policy.clone());
+        Engine::with_policy(config, factory)
+    }
+}
+
+impl<F: PolicyFactory> Engine<F> {
+    /// A new engine running policies made by `factory` (`config.policy` is then unused).
+    pub fn with_policy(config: EngineConfig, factory: F) -> Engine<F> {
         Engine {
             config,
             stats: Stats::default(),
+            factory,
+            limits: Limits::default(),
+            conns: BTreeMap::new(),
+            out: Output::default(),
+            reports: Vec::new(),
         }
+    }
+
+    /// Replaces the resource bounds and timers.
+    pub fn with_limits(mut self, limits: Limits) -> Engine<F> {
+        self.limits = limits;
+        self
     }
 
     /// The configuration this engine runs with.
@@ -355,7 +469,13 @@ impl Engine {
         &self.config
     }
 
-    /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`.
+    /// Connections currently tracked.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`
+    /// (the caller writes the input frame first if the verdict is `Forward`).
     pub fn handle_frame(
         &mut self,
         now: Time,
@@ -363,20 +483,200 @@ impl Engine {
         frame: &[u8],
         sink: &mut FrameSink,
     ) -> Verdict {
-        let _ = (now, side, frame, sink);
         self.stats.frames_in += 1;
-        self.stats.forwarded[ForwardReason::Unchanged as usize] += 1;
+        let class = classify(frame);
+        let verdict = if self.factory.forwards_everything() {
+            Verdict::Forward(match class {
+                Classified::NotIp => ForwardReason::NotIp,
+                Classified::NotTcp | Classified::Fragment(_) => ForwardReason::NotTcp,
+                Classified::Unparseable => ForwardReason::Unparseable,
+                Classified::Tcp(t) if self.filtered(&t) => ForwardReason::Unchanged,
+                Classified::Tcp(_) => ForwardReason::OtherPort,
+            })
+        } else {
+            match class {
+                Classified::NotIp => Verdict::Forward(ForwardReason::NotIp),
+                Classified::NotTcp => Verdict::Forward(ForwardReason::NotTcp),
+                Classified::Unparseable => {
+                    self.cannot_judge(ForwardReason::Unparseable, DropReason::Unparseable)
+                }
+                Classified::Fragment(f) => self.on_fragment(&f),
+                Classified::Tcp(t) => self.on_tcp(now, side, frame, &t, sink),
+            }
+        };
+        match verdict {
+            Verdict::Forward(r) => self.stats.forwarded[r as usize] += 1,
+            Verdict::Rewritten => self.stats.rewritten += 1,
+            Verdict::Drop(r) => self.stats.dropped[r as usize] += 1,
+        }
+        verdict
+    }
+
+    fn filtered(&self, t: &TcpFrame) -> bool {
+        self.config.ports.contains(&t.seg.dst_port) || self.config.ports.contains(&t.seg.src_port)
+    }
+
+    fn cannot_judge(&self, open: ForwardReason, closed: DropReason) -> Verdict {
+        match self.config.fail_mode {
+            FailMode::Open => Verdict::Forward(open),
+            FailMode::Closed => Verdict::Drop(closed),
+        }
+    }
+
+    fn on_fragment(&self, f: &IpFragment) -> Verdict {
+        match f.ports {
+            Some((sp, dp))
+                if self.config.ports.contains(&sp) || self.config.ports.contains(&dp) =>
+            {
+                Verdict::Drop(DropReason::Fragment)
+            }
+            Some(_) => Verdict::Forward(ForwardReason::OtherPort),
+            None => {
+                let tracked = self.conns.keys().any(|k| {
+                    (k.client.0 == f.src && k.server.0 == f.dst)
+                        || (k.client.0 == f.dst && k.server.0 == f.src)
+                });
+                if tracked {
+                    Verdict::Drop(DropReason::Fragment)
+                } else {
+                    self.cannot_judge(ForwardReason::Unparseable, DropReason::Unparseable)
+                }
+            }
+        }
+    }
+
+    fn on_tcp(
+        &mut self,
+        now: Time,
+        side: Side,
+        frame: &[u8],
+        t: &TcpFrame,
+        sink: &mut FrameSink,
+    ) -> Verdict {
+        if !self.filtered(t) {
+            return Verdict::Forward(ForwardReason::OtherPort);
+        }
+        if !verify_checksums(frame, t) {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        let ports = &self.config.ports;
+        let as_client = FlowKey {
+            client: (t.src, t.seg.src_port),
+            server: (t.dst, t.seg.dst_port),
+        };
+        let as_server = FlowKey {
+            client: (t.dst, t.seg.dst_port),
+            server: (t.src, t.seg.src_port),
+        };
+        let is_syn = t.seg.flags.has(TcpFlags::SYN) && !t.seg.flags.has(TcpFlags::ACK);
+        if is_syn && ports.contains(&t.seg.dst_port) {
+            return self.on_syn(now, side, frame, t, as_client);
+        }
+        let (key, d) = if self.conns.contains_key(&as_client) {
+            (as_client, IDX_C2S)
+        } else if self.conns.contains_key(&as_server) {
+            (as_server, IDX_S2C)
+        } else {
+            return self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked);
+        };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return Verdict::Drop(DropReason::Unparseable);
+        };
+        let expected_side = if d == IDX_C2S {
+            conn.client_side
+        } else {
+            conn.client_side.other()
+        };
+        if side != expected_side {
+            // The same flow seen on the wrong interface: not something a bump in the wire
+            // should see; leave it alone.
+            return Verdict::Forward(ForwardReason::Untracked);
+        }
+        let mut ctx = Ctx {
+            now,
+            sink,
+            stats: &mut self.stats,
+            limits: &self.limits,
+            out: &mut self.out,
+            pushed: [0; 2],
+        };
+        conn.on_segment(&mut ctx, d, frame, t)
+    }
+
+    fn on_syn(
+        &mut self,
+        now: Time,
+        side: Side,
+        frame: &[u8],
+        t: &TcpFrame,
+        key: FlowKey,
+    ) -> Verdict {
+        if t.payload_len() > 0 {
+            return Verdict::Drop(DropReason::Unparseable);
+        }
+        if let Some(c) = self.conns.get_mut(&key) {
+            if c.same_syn(t) {
+                c.last_seen = now;
+                return Verdict::Forward(ForwardReason::Unchanged);
+            }
+            // A new connection reusing the addresses.
+            if let Some(old) = self.conns.remove(&key) {
+                self.retire(old);
+            }
+        }
+        if self.conns.len() >= self.limits.max_connections {
+            return Verdict::Drop(DropReason::OverLimit);
+        }
+        let conn = Conn::new(
+            self.factory.session(),
+            &self.limits,
+            side,
+            frame,
+            t,
+            now,
+            self.config.record_connections,
+        );
+        self.conns.insert(key, conn);
+        self.stats.connections += 1;
         Verdict::Forward(ForwardReason::Unchanged)
+    }
+
+    fn retire(&mut self, conn: Conn<F::Policy>) {
+        if let Some(r) = conn.report {
+            self.reports.push(r);
+        }
     }
 
     /// When [`Engine::handle_timeout`] next needs to run, if ever.
     pub fn poll_timeout(&self) -> Option<Time> {
-        None
+        self.conns.values().map(|c| c.deadline(&self.limits)).min()
     }
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
-        let _ = (now, sink);
+        let mut expired = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.deadline(&self.limits) > now {
+                continue;
+            }
+            let mut ctx = Ctx {
+                now,
+                sink,
+                stats: &mut self.stats,
+                limits: &self.limits,
+                out: &mut self.out,
+                pushed: [0; 2],
+            };
+            conn.on_timeout(&mut ctx);
+            if conn.expired(now, &self.limits) {
+                expired.push(*key);
+            }
+        }
+        for key in expired {
+            if let Some(c) = self.conns.remove(&key) {
+                self.retire(c);
+            }
+        }
     }
 
     /// Counters so far.
@@ -386,7 +686,17 @@ impl Engine {
 
     /// Takes the reports of connections recorded so far (closed ones and, at `flush`, all).
     pub fn take_connection_reports(&mut self, flush: bool) -> Vec<ConnectionReport> {
-        let _ = flush;
-        Vec::new()
+        if flush {
+            for c in self.conns.values_mut() {
+                if let Some(r) = &mut c.report {
+                    self.reports.push(ConnectionReport {
+                        client: r.client.clone(),
+                        server: r.server.clone(),
+                        actions: std::mem::take(&mut r.actions),
+                    });
+                }
+            }
+        }
+        std::mem::take(&mut self.reports)
     }
 }

@@ -1,0 +1,784 @@
+//! One tracked connection: its two [`Half`]s, its policy, and the processing of its segments.
+
+use super::half::Half;
+use super::policy::Policy;
+use super::{ConnectionReport, DropReason, ForwardReason, FrameSink, Limits, Side, Stats, Time};
+use super::{Verdict, IDX_C2S, IDX_S2C};
+use crate::smtp::{Dir, Event, Op, Output};
+use crate::tcp::SeqSpace;
+use crate::wire::{build_tcp_frame, SackBlocks, TcpFlags, TcpFrame, Template};
+use std::net::IpAddr;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// Client SYN seen.
+    SynSent,
+    /// Both SYNs seen.
+    Established,
+    /// Both FINs acknowledged, or an endpoint reset it: lingering for late segments.
+    Closed,
+    /// The filter reset it: every further segment is dropped.
+    Reset,
+}
+
+/// Everything a connection needs from the engine while handling one event.
+pub(super) struct Ctx<'a> {
+    pub now: Time,
+    pub sink: &'a mut FrameSink,
+    pub stats: &'a mut Stats,
+    pub limits: &'a Limits,
+    pub out: &'a mut Output,
+    /// Frames pushed to each side during this event (indexed by [`side_idx`]).
+    pub pushed: [u32; 2],
+}
+
+fn side_idx(s: Side) -> usize {
+    match s {
+        Side::Outside => 0,
+        Side::Inside => 1,
+    }
+}
+
+/// A connection tracked because its SYN went to a filtered port.
+pub(super) struct Conn<P: Policy> {
+    pub client: (IpAddr, u16),
+    pub server: (IpAddr, u16),
+    /// The interface the client's frames arrive on.
+    pub client_side: Side,
+    pub state: State,
+    pub halves: [Half; 2],
+    pub policy: P,
+    /// Headers for frames in each direction (c2s, s2c), from frames seen.
+    pub tpl: [Option<Template>; 2],
+    /// Window scale shifts announced by the client and the server.
+    pub wscale: [Option<u8>; 2],
+    pub last_seen: Time,
+    pub closed_at: Option<Time>,
+    pub report: Option<ConnectionReport>,
+    ip_id: u16,
+}
+
+/// The connection must be reset by the filter (a limit was hit or the policy asked).
+struct MustReset(&'static str);
+
+impl<P: Policy> Conn<P> {
+    /// A connection opened by the client SYN `t` (read from `client_side`).
+    pub fn new(
+        policy: P,
+        limits: &Limits,
+        client_side: Side,
+        frame: &[u8],
+        t: &TcpFrame,
+        now: Time,
+        record: bool,
+    ) -> Conn<P> {
+        let mk = || {
+            Half::new(
+                limits.max_ooo_bytes,
+                limits.max_ooo_segments,
+                limits.max_edits,
+            )
+        };
+        let mut c = Conn {
+            client: (t.src, t.seg.src_port),
+            server: (t.dst, t.seg.dst_port),
+            client_side,
+            state: State::SynSent,
+            halves: [mk(), mk()],
+            policy,
+            tpl: [Template::from_frame(frame, t), None],
+            wscale: [t.seg.options.wscale.map(|w| w.min(14)), None],
+            last_seen: now,
+            closed_at: None,
+            report: record.then(|| ConnectionReport {
+                client: sock(t.src, t.seg.src_port),
+                server: sock(t.dst, t.seg.dst_port),
+                actions: Vec::new(),
+            }),
+            ip_id: t.seg.seq as u16,
+        };
+        let c2s = &mut c.halves[IDX_C2S];
+        c2s.space = SeqSpace::new(t.seg.seq);
+        c2s.known = true;
+        c2s.ts = t.seg.options.timestamps;
+        let s2c = &mut c.halves[IDX_S2C];
+        s2c.rcv_mss = mss_or_default(t.seg.options.mss, t.src);
+        s2c.rcv_wnd = u64::from(t.seg.window);
+        c
+    }
+
+    /// The client's SYN was seen again: same ISN is a retransmission.
+    pub fn same_syn(&self, t: &TcpFrame) -> bool {
+        self.halves[IDX_C2S].space.isn() == t.seg.seq
+    }
+
+    /// The server's SYN-ACK.
+    pub fn on_syn_ack(&mut self, frame: &[u8], t: &TcpFrame) {
+        let c2s_isn = self.halves[IDX_C2S].space.isn();
+        if t.seg.ack != c2s_isn.wrapping_add(1) || self.halves[IDX_S2C].known {
+            return;
+        }
+        self.tpl[IDX_S2C] = Template::from_frame(frame, t);
+        self.wscale[IDX_S2C] = t.seg.options.wscale.map(|w| w.min(14));
+        let scaling = self.wscale[0].is_some() && self.wscale[1].is_some();
+        let (ws_c, ws_s) = (self.wscale[0].unwrap_or(0), self.wscale[1].unwrap_or(0));
+        let s2c = &mut self.halves[IDX_S2C];
+        s2c.space = SeqSpace::new(t.seg.seq);
+        s2c.known = true;
+        s2c.ts = t.seg.options.timestamps;
+        s2c.rcv_shift = if scaling { ws_c } else { 0 };
+        let c2s = &mut self.halves[IDX_C2S];
+        c2s.rcv_mss = mss_or_default(t.seg.options.mss, t.src);
+        c2s.rcv_wnd = u64::from(t.seg.window);
+        c2s.rcv_shift = if scaling { ws_s } else { 0 };
+        self.state = State::Established;
+    }
+
+    /// Side a frame of data direction `d` goes out on (the receiver's side).
+    fn out_side(&self, d: usize) -> Side {
+        if d == IDX_C2S {
+            self.client_side.other()
+        } else {
+            self.client_side
+        }
+    }
+
+    fn template(&self, d: usize) -> Option<Template> {
+        self.tpl[d].or_else(|| self.tpl[1 - d].map(|t| t.reversed()))
+    }
+
+    /// Builds and queues a frame carrying direction `d`'s sequence number `seq_off` (output
+    /// space) and, if `data` is set, that output range from `d`'s log; the ACK, window and
+    /// SACK fields tell `d`'s receiver about its own data (the other half).
+    fn emit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        seq_off: u64,
+        data: Option<(u64, u64)>,
+        flags: u8,
+    ) {
+        let Some(tpl) = self.template(d) else { return };
+        let r = 1 - d;
+        let told = self.halves[r].known.then(|| self.halves[r].peek());
+        let mut flags = flags;
+        let (ack, window, sack) = match &told {
+            Some(t) => {
+                flags |= TcpFlags::ACK;
+                (t.ack, t.window, t.sack)
+            }
+            None => (0, 0, SackBlocks::default()),
+        };
+        let h = &self.halves[d];
+        let mut opts = [0u8; 40];
+        let opts_len = write_options(
+            &mut opts,
+            h.ts,
+            if flags & TcpFlags::RST != 0 {
+                &[]
+            } else {
+                sack.as_slice()
+            },
+        );
+        let (a, b) = match data {
+            Some((s, e)) => {
+                let (_, a, b) = h.log.range(s, e);
+                (a, b)
+            }
+            None => (&[][..], &[][..]),
+        };
+        let tcp_len = 20 + opts_len + a.len() + b.len();
+        let len = tpl.frame_len(tcp_len);
+        if tcp_len > 0xffff - 40 {
+            return;
+        }
+        let seq = h.space.seq(seq_off);
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let side = self.out_side(d);
+        let buf = ctx.sink.push_with_len(side, len);
+        if build_tcp_frame(
+            buf,
+            &tpl,
+            self.ip_id,
+            seq,
+            ack,
+            flags,
+            window,
+            &opts[..opts_len],
+            (a, b),
+        )
+        .is_none()
+        {
+            log::error!("internal: could not build a frame");
+        }
+        ctx.stats.originated += 1;
+        ctx.pushed[side_idx(side)] += 1;
+        if let Some(t) = told {
+            self.halves[r].commit(&t);
+        }
+    }
+
+    /// Payload bytes per segment towards `d`'s receiver.
+    fn seg_payload(&self, d: usize) -> usize {
+        let h = &self.halves[d];
+        let opts = if h.ts.is_some() { 12 } else { 0 } + 20; // room for SACK on the way back
+        h.rcv_mss.saturating_sub(opts).max(64)
+    }
+
+    /// Sends new output of `d` within the receiver's window, then the FIN when due.
+    fn send_pending(&mut self, ctx: &mut Ctx<'_>, d: usize, probe: bool) {
+        let mss = self.seg_payload(d);
+        let h = &self.halves[d];
+        let mut wnd = h.rcv_wnd;
+        if probe && wnd == 0 {
+            wnd = 1;
+        }
+        let limit = h.log.end().min(h.rcv_acked.saturating_add(wnd));
+        let mut sent = h.sent.max(h.log.base());
+        let end = h.log.end();
+        while sent < limit {
+            let n = (limit - sent).min(mss as u64);
+            let psh = if sent + n == end { TcpFlags::PSH } else { 0 };
+            self.emit(ctx, d, sent, Some((sent, sent + n)), psh);
+            sent += n;
+        }
+        let h = &mut self.halves[d];
+        h.sent = sent;
+        h.sent_max = h.sent_max.max(sent);
+        if h.fin_ready()
+            && h.sent == h.log.end()
+            && !h.fin_sent
+            && h.fin_out.is_none_or(|f| f == sent)
+        {
+            h.fin_out = Some(sent);
+            h.fin_sent = true;
+            self.emit(ctx, d, sent, None, TcpFlags::FIN);
+        }
+        self.arm(ctx, d);
+    }
+
+    /// Re-sends output `[start, end)` of `d` (clipped to what is unacknowledged and was
+    /// sent before); returns false if nothing was left to re-send.
+    fn resend(&mut self, ctx: &mut Ctx<'_>, d: usize, start: u64, end: u64) -> bool {
+        let mss = self.seg_payload(d) as u64;
+        let h = &self.halves[d];
+        let mut s = start.max(h.rcv_acked).max(h.log.base());
+        let e = end.min(h.sent_max).min(h.log.end());
+        let any = s < e;
+        while s < e {
+            let n = (e - s).min(mss);
+            self.emit(ctx, d, s, Some((s, s + n)), TcpFlags::PSH);
+            s += n;
+        }
+        any
+    }
+
+    fn arm(&mut self, ctx: &Ctx<'_>, d: usize) {
+        let rto = ctx.limits.rto;
+        let h = &mut self.halves[d];
+        if !h.outstanding() {
+            h.rto_at = None;
+            h.retries = 0;
+        } else if h.rto_at.is_none() {
+            h.rto_at = Some(ctx.now.after(rto * (1u32 << h.retries.min(10))));
+        }
+    }
+
+    fn action(&mut self, s: String) {
+        if let Some(r) = &mut self.report {
+            r.actions.push(s);
+        }
+    }
+
+    /// Handles a segment (not a SYN) of an established connection sent by the side whose
+    /// data direction is `d`.
+    pub fn on_segment(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        frame: &[u8],
+        t: &TcpFrame,
+    ) -> Verdict {
+        self.last_seen = ctx.now;
+        if self.state == State::Reset {
+            return Verdict::Drop(DropReason::ConnectionReset);
+        }
+        let seg = t.seg;
+        if seg.flags.has(TcpFlags::SYN) {
+            if d == IDX_S2C && !self.halves[IDX_S2C].known {
+                self.on_syn_ack(frame, t);
+            }
+            return Verdict::Forward(ForwardReason::Unchanged);
+        }
+        if !self.halves[IDX_C2S].known || !self.halves[IDX_S2C].known {
+            return Verdict::Drop(DropReason::OutOfWindow);
+        }
+        let r = 1 - d;
+        if self.tpl[d].is_none() {
+            self.tpl[d] = Template::from_frame(frame, t);
+        }
+        let payload = frame.get(t.payload_off..t.end).unwrap_or_default();
+        let h = &self.halves[d];
+        let off = h.space.offset(seg.seq, h.reasm.next());
+        let next = h.reasm.next() as i64;
+        let ahead = ctx.limits.max_ahead as i64;
+        if off < next - ahead || off > next + ahead {
+            return Verdict::Drop(DropReason::OutOfWindow);
+        }
+        if seg.flags.has(TcpFlags::RST) {
+            return self.on_rst(ctx, d, seg.flags);
+        }
+        let was_pristine = self.pristine(d);
+        if let Some(ts) = seg.options.timestamps {
+            self.halves[d].ts = Some(ts);
+        }
+        if seg.flags.has(TcpFlags::ACK) {
+            self.on_ack(ctx, r, &seg);
+        }
+        // Data and FIN.
+        let off = off.max(0) as u64;
+        let mut end = off + payload.len() as u64;
+        if seg.flags.has(TcpFlags::FIN)
+            && self.halves[d].fin_at.is_none()
+            && end >= self.halves[d].reasm.next()
+        {
+            self.halves[d].fin_at = Some(end);
+        }
+        if let Some(f) = self.halves[d].fin_at {
+            end = end.min(f.max(off));
+        }
+        let payload = payload.get(..(end - off) as usize).unwrap_or_default();
+        let next_before = self.halves[d].reasm.next();
+        let retrans =
+            (off < next_before && !payload.is_empty()).then_some((off, end.min(next_before)));
+        let changed_before = self.halves[d].content_changed;
+        let out_before = self.halves[d].log.end();
+        if let Err(MustReset(why)) = self.take_input(ctx, d, off, payload) {
+            self.filter_reset(ctx, why);
+            return Verdict::Rewritten;
+        }
+        if self.state == State::Reset {
+            return Verdict::Rewritten;
+        }
+        // Fast path: the frame is exactly what would be built.
+        if was_pristine {
+            let h = &self.halves[d];
+            let exact_new = retrans.is_none()
+                && (payload.is_empty() || off == next_before)
+                && !h.content_changed
+                && !changed_before
+                && h.pending.is_empty()
+                && h.log.end() == out_before + payload.len() as u64
+                && h.map.is_identity();
+            let fin_ok = !seg.flags.has(TcpFlags::FIN)
+                || (h.fin_ready() && h.fin_at == Some(end) && h.log.end() == end);
+            let retrans_ok = retrans.is_some_and(|(a, b)| {
+                payload.is_empty() || self.log_matches(d, a, b, payload, off)
+            }) && end <= next_before;
+            if (exact_new || retrans_ok) && fin_ok && self.fields_unchanged(r, &seg) {
+                let told = self.halves[r].peek();
+                self.halves[r].commit(&told);
+                let h = &mut self.halves[d];
+                if exact_new {
+                    h.sent = h.log.end();
+                    h.sent_max = h.sent_max.max(h.sent);
+                    if seg.flags.has(TcpFlags::FIN) {
+                        h.fin_out = Some(h.sent);
+                        h.fin_sent = true;
+                    }
+                }
+                self.arm(ctx, d);
+                self.send_pending(ctx, r, false);
+                self.check_closed(ctx.now);
+                return Verdict::Forward(ForwardReason::Unchanged);
+            }
+        }
+        let pushed_before = ctx.pushed;
+        let mut resent_nothing = false;
+        if let Some((a, b)) = retrans {
+            let (lo, hi) = (self.halves[d].map.lower(a), self.halves[d].map.upper(b));
+            resent_nothing = !self.resend(ctx, d, lo, hi);
+        }
+        let fin_retrans =
+            seg.flags.has(TcpFlags::FIN) && self.halves[d].fin_sent && !self.halves[d].fin_acked;
+        if fin_retrans && retrans.is_none() && payload.is_empty() {
+            if let Some(f) = self.halves[d].fin_out {
+                self.emit(ctx, d, f, None, TcpFlags::FIN);
+            }
+        }
+        self.send_pending(ctx, d, false);
+        self.send_pending(ctx, r, false);
+        let to_other = self.out_side(d);
+        let to_from = self.out_side(r);
+        let other_got = ctx.pushed[side_idx(to_other)] > pushed_before[side_idx(to_other)];
+        if seg.flags.has(TcpFlags::ACK) && !other_got {
+            let pure = payload.is_empty() && !seg.flags.has(TcpFlags::FIN);
+            let told = self.halves[r].peek();
+            let news =
+                told.ack_off > self.halves[r].told_ack || told.edge > self.halves[r].told_edge;
+            if pure || news {
+                let s = self.halves[d].sent;
+                self.emit(ctx, d, s, None, 0);
+            }
+        }
+        let from_got = ctx.pushed[side_idx(to_from)] > pushed_before[side_idx(to_from)];
+        let h = &self.halves[d];
+        let owed = h.ack_in() > h.told_ack
+            || (h.fin_acked
+                && h.fin_at == Some(h.ack_in())
+                && h.told_ack == h.ack_in()
+                && seg.flags.has(TcpFlags::FIN));
+        if !from_got && (owed || resent_nothing || (retrans.is_some() && payload.is_empty())) {
+            let s = self.halves[r].sent;
+            self.emit(ctx, r, s, None, 0);
+        }
+        self.check_closed(ctx.now);
+        if ctx.pushed == pushed_before && retrans.is_some() {
+            Verdict::Drop(DropReason::Duplicate)
+        } else {
+            Verdict::Rewritten
+        }
+    }
+
+    /// True when direction `d`'s frames can pass as they are (no length change or rewrite
+    /// anywhere so far, nothing queued or held).
+    fn pristine(&self, d: usize) -> bool {
+        let (h, r) = (&self.halves[d], &self.halves[1 - d]);
+        h.map.is_identity()
+            && r.map.is_identity()
+            && !h.content_changed
+            && h.pending.is_empty()
+            && h.sent == h.log.end()
+            && h.reasm.held() == 0
+            && r.sent == r.log.end()
+    }
+
+    fn log_matches(&self, d: usize, a: u64, b: u64, payload: &[u8], off: u64) -> bool {
+        let h = &self.halves[d];
+        if b <= h.log.base() {
+            return true;
+        }
+        if a < h.log.base() {
+            return false;
+        }
+        let (_, x, y) = h.log.range(a, b);
+        let want = payload
+            .get((a - off) as usize..(b - off) as usize)
+            .unwrap_or_default();
+        x.len() + y.len() == want.len() && want.starts_with(x) && want.ends_with(y)
+    }
+
+    /// True if the ACK, window and SACK fields of `seg` are what would be told anyway.
+    fn fields_unchanged(&self, r: usize, seg: &crate::wire::Segment) -> bool {
+        let t = self.halves[r].peek();
+        if !seg.flags.has(TcpFlags::ACK) {
+            return false;
+        }
+        t.ack == seg.ack && t.window == seg.window && t.sack == seg.options.sack
+    }
+
+    /// The receiver of `r` (the sender of this frame) acknowledged output of `r`.
+    fn on_ack(&mut self, ctx: &mut Ctx<'_>, r: usize, seg: &crate::wire::Segment) {
+        let h = &mut self.halves[r];
+        let o = h.space.offset(seg.ack, h.rcv_acked);
+        h.rcv_wnd = u64::from(seg.window) << h.rcv_shift;
+        h.rcv_sack = seg.options.sack;
+        if o < 0 {
+            return;
+        }
+        let o = o as u64;
+        if let Some(f) = h.fin_out {
+            if o > f && h.fin_sent {
+                h.fin_acked = true;
+            }
+        }
+        let o = o.min(h.log.end()).min(h.sent_max);
+        if o > h.rcv_acked {
+            h.rcv_acked = o;
+            h.log.trim_to(o);
+            let told = h.told_ack;
+            h.map.trim(told, o);
+            h.retries = 0;
+            h.rto_at = None;
+            if h.sent < o {
+                h.sent = o;
+            }
+        }
+        self.arm(ctx, r);
+    }
+
+    /// Accepts input of direction `d` at `off`, runs the policy over what became in order,
+    /// applies its ops.
+    fn take_input(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        off: u64,
+        payload: &[u8],
+    ) -> Result<(), MustReset> {
+        let dir = if d == IDX_C2S {
+            Dir::ClientToServer
+        } else {
+            Dir::ServerToClient
+        };
+        ctx.out.clear();
+        {
+            let Conn { halves, policy, .. } = self;
+            let h = &mut halves[d];
+            if !payload.is_empty() && !h.finished {
+                let Half { reasm, pending, .. } = h;
+                let out = &mut *ctx.out;
+                reasm
+                    .insert(off, payload, |bytes| {
+                        pending.extend_from_slice(bytes);
+                        policy.feed(dir, bytes, out);
+                    })
+                    .map_err(|_| MustReset("out-of-order-limit"))?;
+            }
+            if !h.finished && h.fin_at == Some(h.reasm.next()) {
+                h.finished = true;
+                policy.finish(dir, ctx.out);
+            }
+        }
+        self.apply_output(ctx)
+    }
+
+    /// Applies the policy output in `ctx.out` to both halves; accounts its events.
+    fn apply_output(&mut self, ctx: &mut Ctx<'_>) -> Result<(), MustReset> {
+        for e in &ctx.out.events {
+            account(ctx.stats, e);
+        }
+        if self.report.is_some() {
+            let acts: Vec<String> = ctx.out.events.iter().map(|e| format!("{e:?}")).collect();
+            for a in acts {
+                self.action(a);
+            }
+        }
+        if let Some(reason) = ctx.out.reset {
+            return Err(MustReset(reason.name()));
+        }
+        let limits = ctx.limits;
+        for (d, ops) in [(IDX_C2S, &ctx.out.to_server), (IDX_S2C, &ctx.out.to_client)] {
+            apply_ops(&mut self.halves[d], ops, limits)?;
+        }
+        for h in &mut self.halves {
+            if h.finished && !h.pending.is_empty() {
+                // The policy decided nothing for bytes held at the end: they are dropped.
+                let n = h.pending.len() as u64;
+                h.pending.clear();
+                h.map
+                    .delete(n)
+                    .map_err(|_| MustReset("edit-records-limit"))?;
+                h.content_changed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// An endpoint reset the connection: the RST goes on after the data it follows.
+    fn on_rst(&mut self, ctx: &mut Ctx<'_>, d: usize, flags: TcpFlags) -> Verdict {
+        self.state = State::Closed;
+        self.closed_at.get_or_insert(ctx.now);
+        self.action("reset by endpoint".into());
+        if self.pristine(d) {
+            return Verdict::Forward(ForwardReason::Unchanged);
+        }
+        // The filter's RST carries an ACK whenever it can; the endpoint's flags beyond RST
+        // do not matter to the receiver.
+        let _ = flags;
+        let s = self.halves[d].sent_max;
+        self.emit(ctx, d, s, None, TcpFlags::RST);
+        Verdict::Rewritten
+    }
+
+    /// The filter resets the connection: RST to both sides at the sequence numbers each
+    /// expects next.
+    pub fn filter_reset(&mut self, ctx: &mut Ctx<'_>, why: &'static str) {
+        if self.state == State::Reset {
+            return;
+        }
+        for d in [IDX_C2S, IDX_S2C] {
+            if self.halves[d].known {
+                let s = self.halves[d].sent_max;
+                self.emit(ctx, d, s, None, TcpFlags::RST);
+            }
+            self.halves[d].rto_at = None;
+        }
+        self.state = State::Reset;
+        self.closed_at.get_or_insert(ctx.now);
+        *ctx.stats.resets.entry(why).or_default() += 1;
+        log::info!(
+            "reset {} -> {}: {why}",
+            sock(self.client.0, self.client.1),
+            sock(self.server.0, self.server.1)
+        );
+        self.action(format!("reset by filter: {why}"));
+    }
+
+    fn check_closed(&mut self, now: Time) {
+        if self.state == State::Established && self.halves.iter().all(|h| h.fin_acked) {
+            self.state = State::Closed;
+            self.closed_at.get_or_insert(now);
+        }
+    }
+
+    /// The earliest time this connection needs [`Conn::on_timeout`].
+    pub fn deadline(&self, limits: &Limits) -> Time {
+        let idle = match self.state {
+            State::SynSent => limits.embryonic_timeout,
+            State::Established => limits.idle_timeout,
+            State::Closed | State::Reset => limits.closed_linger,
+        };
+        let base = match self.state {
+            State::Closed | State::Reset => self.closed_at.unwrap_or(self.last_seen),
+            _ => self.last_seen,
+        };
+        let mut t = base.after(idle);
+        for h in &self.halves {
+            if let Some(r) = h.rto_at {
+                t = t.min(r);
+            }
+        }
+        t
+    }
+
+    /// True once the connection may be forgotten.
+    pub fn expired(&self, now: Time, limits: &Limits) -> bool {
+        let (base, idle) = match self.state {
+            State::SynSent => (self.last_seen, limits.embryonic_timeout),
+            State::Established => (self.last_seen, limits.idle_timeout),
+            State::Closed | State::Reset => (
+                self.closed_at.unwrap_or(self.last_seen),
+                limits.closed_linger,
+            ),
+        };
+        now >= base.after(idle)
+    }
+
+    /// Runs the retransmission timers due at `ctx.now`.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        if matches!(self.state, State::Reset | State::SynSent) {
+            return;
+        }
+        for d in [IDX_C2S, IDX_S2C] {
+            let due = self.halves[d].rto_at.is_some_and(|t| t <= ctx.now);
+            if !due {
+                continue;
+            }
+            let h = &mut self.halves[d];
+            h.rto_at = None;
+            if h.retries >= ctx.limits.max_retries {
+                log::debug!("giving up retransmitting unacknowledged output");
+                continue;
+            }
+            h.retries += 1;
+            // Go back to the first unacknowledged byte.
+            h.sent = h.rcv_acked.max(h.log.base());
+            if !h.fin_acked {
+                h.fin_sent = false;
+            }
+            let before = h.sent_max;
+            self.send_pending(ctx, d, true);
+            let h = &mut self.halves[d];
+            h.sent_max = h.sent_max.max(before);
+            let retries = h.retries;
+            h.rto_at = h
+                .outstanding()
+                .then(|| ctx.now.after(ctx.limits.rto * (1u32 << retries.min(10))));
+        }
+    }
+}
+
+/// Applies one direction's ops to its half.
+fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset> {
+    let full = |_| MustReset("edit-records-limit");
+    let mut used = 0usize;
+    for op in ops {
+        if h.fin_out.is_some() && op.emitted() > 0 {
+            // Output after our FIN is impossible: the policy broke its contract.
+            return Err(MustReset("output-after-fin"));
+        }
+        let n = op.consumed();
+        let Some(input) = h.pending.get(used..used + n) else {
+            return Err(MustReset("policy-consumed-unseen-bytes"));
+        };
+        match op {
+            Op::Copy(n) => {
+                h.log.append(input);
+                h.map.linear(*n as u64).map_err(full)?;
+            }
+            Op::Delete(n) => {
+                h.map.delete(*n as u64).map_err(full)?;
+                h.content_changed |= *n > 0;
+            }
+            Op::Replace(b) => {
+                h.content_changed |= b.as_slice() != input;
+                h.log.append(b);
+                h.map.linear(b.len() as u64).map_err(full)?;
+            }
+            Op::Insert(b) => {
+                h.log.append(b);
+                h.map.insert(b.len() as u64).map_err(full)?;
+                h.content_changed |= !b.is_empty();
+            }
+        }
+        used += n;
+    }
+    h.pending.drain(..used);
+    if h.pending.len() > limits.max_held {
+        return Err(MustReset("held-bytes-limit"));
+    }
+    if h.log.len() > limits.max_log_bytes {
+        return Err(MustReset("output-log-limit"));
+    }
+    Ok(())
+}
+
+/// Counts a policy event.
+fn account(stats: &mut Stats, e: &Event) {
+    match e {
+        Event::CommandAllowed(v) => *stats.commands.entry(*v).or_default() += 1,
+        Event::VerbBlocked(v) => *stats.blocked.entry(*v).or_default() += 1,
+        Event::BannerMasked => stats.banners_masked += 1,
+        Event::EhloReplyRewritten => stats.ehlo_rewritten += 1,
+        Event::ReplyInjected => stats.replies_injected += 1,
+        _ => {}
+    }
+}
+
+/// Writes NOP NOP TS (if any) and NOP NOP SACK blocks (as many as fit); returns the length.
+fn write_options(buf: &mut [u8; 40], ts: Option<(u32, u32)>, sack: &[(u32, u32)]) -> usize {
+    let mut n = 0;
+    if let Some((v, e)) = ts {
+        buf[0..4].copy_from_slice(&[1, 1, 8, 10]);
+        buf[4..8].copy_from_slice(&v.to_be_bytes());
+        buf[8..12].copy_from_slice(&e.to_be_bytes());
+        n = 12;
+    }
+    let room = (40 - n - 4) / 8;
+    let k = sack.len().min(room);
+    if k > 0 {
+        buf[n..n + 4].copy_from_slice(&[1, 1, 5, (2 + 8 * k) as u8]);
+        n += 4;
+        for &(l, r) in &sack[..k] {
+            buf[n..n + 4].copy_from_slice(&l.to_be_bytes());
+            buf[n + 4..n + 8].copy_from_slice(&r.to_be_bytes());
+            n += 8;
+        }
+    }
+    n
+}
+
+fn mss_or_default(mss: Option<u16>, addr: IpAddr) -> usize {
+    match (mss, addr) {
+        (Some(m), _) if m >= 64 => usize::from(m),
+        (_, IpAddr::V4(_)) => 536,
+        (_, IpAddr::V6(_)) => 1220,
+    }
+}
+
+/// `ip:port` text ([v6]:port for IPv6).
+pub(super) fn sock(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}

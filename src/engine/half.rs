@@ -1,0 +1,186 @@
+//! One direction of a tracked connection: the sender's input, the policy's output to the
+//! receiver, and what each endpoint has been told.
+
+use super::Time;
+use crate::tcp::{EditMap, OutputLog, Reassembler, SeqSpace};
+use crate::wire::SackBlocks;
+
+/// Sender → receiver state of one direction.
+#[derive(Debug)]
+pub(super) struct Half {
+    /// Sender's sequence space; the receiver sees output in the same space (same ISN).
+    pub space: SeqSpace,
+    /// The sender's SYN has been seen (`space` is meaningful).
+    pub known: bool,
+    /// In-order delivery of the sender's bytes.
+    pub reasm: Reassembler,
+    /// Bytes fed to the policy and not yet consumed by its ops (held, undecided).
+    pub pending: Vec<u8>,
+    /// Input offset of the sender's FIN, once seen.
+    pub fin_at: Option<u64>,
+    /// The policy was told that the sender finished.
+    pub finished: bool,
+    /// Input ↔ output offsets.
+    pub map: EditMap,
+    /// Some output differs from the input at the same position (replace, insert, delete).
+    pub content_changed: bool,
+    /// Output bytes not yet acknowledged by the receiver.
+    pub log: OutputLog,
+    /// Next output offset to transmit (go-back-N after a timeout).
+    pub sent: u64,
+    /// Highest output offset ever transmitted.
+    pub sent_max: u64,
+    /// Output offset of our FIN once the stream's end is known and emitted.
+    pub fin_out: Option<u64>,
+    /// The FIN is in flight (cleared when a timeout rewinds `sent`).
+    pub fin_sent: bool,
+    /// The receiver acknowledged our FIN.
+    pub fin_acked: bool,
+    /// Output acknowledged by the receiver.
+    pub rcv_acked: u64,
+    /// Receiver's window in bytes, from its latest segment.
+    pub rcv_wnd: u64,
+    /// Shift of the window field in segments the receiver sends (its window scale).
+    pub rcv_shift: u8,
+    /// Receiver's MSS.
+    pub rcv_mss: usize,
+    /// SACK blocks of the receiver's latest segment (wire values, output space).
+    pub rcv_sack: SackBlocks,
+    /// Input offset acknowledged to the sender.
+    pub told_ack: u64,
+    /// Right window edge (input offset) advertised to the sender.
+    pub told_edge: u64,
+    /// Latest TCP timestamps option seen from the sender (put on frames to the receiver).
+    pub ts: Option<(u32, u32)>,
+    /// Retransmission deadline of the engine's own timer for unacknowledged output.
+    pub rto_at: Option<Time>,
+    /// Consecutive timeouts without progress.
+    pub retries: u32,
+}
+
+impl Half {
+    pub fn new(max_ooo_bytes: usize, max_ooo_segments: usize, max_edits: usize) -> Half {
+        Half {
+            space: SeqSpace::new(0),
+            known: false,
+            reasm: Reassembler::new(max_ooo_bytes, max_ooo_segments),
+            pending: Vec::new(),
+            fin_at: None,
+            finished: false,
+            map: EditMap::new(max_edits),
+            content_changed: false,
+            log: OutputLog::new(),
+            sent: 0,
+            sent_max: 0,
+            fin_out: None,
+            fin_sent: false,
+            fin_acked: false,
+            rcv_acked: 0,
+            rcv_wnd: 0,
+            rcv_shift: 0,
+            rcv_mss: 536,
+            rcv_sack: SackBlocks::default(),
+            told_ack: 0,
+            told_edge: 0,
+            ts: None,
+            rto_at: None,
+            retries: 0,
+        }
+    }
+
+    /// The policy has decided the whole stream, and the FIN may follow the output.
+    pub fn fin_ready(&self) -> bool {
+        self.finished && self.fin_at.is_some() && self.pending.is_empty()
+    }
+
+    /// Output (or our FIN) sent and not yet acknowledged.
+    pub fn outstanding(&self) -> bool {
+        self.sent_max > self.rcv_acked || (self.fin_out.is_some() && !self.fin_acked)
+    }
+
+    /// How far the sender may be acknowledged (input offset): up to the input whose output
+    /// the receiver has acknowledged; deleted input and held (undecided) input at the end
+    /// count as acknowledged once everything before them is. Never below what was told.
+    pub fn ack_in(&self) -> u64 {
+        let o = self.rcv_acked;
+        let consumed = self.map.consumed();
+        let mut i = self.map.ack_for(o);
+        if i >= consumed && o >= self.map.lower(consumed) {
+            i = self.reasm.next();
+        }
+        i.max(self.told_ack)
+    }
+
+    /// The acknowledgement number, window field and SACK blocks to tell the sender now.
+    /// Returns the input offset acknowledged and the right edge advertised too.
+    pub fn peek(&self) -> Told {
+        let i = self.ack_in();
+        let fin = self.fin_acked && self.fin_at == Some(i);
+        let shift = u32::from(self.rcv_shift);
+        let edge = i.saturating_add(self.rcv_wnd).max(self.told_edge);
+        let mut raw = ((edge - i) >> shift).min(0xffff);
+        if i + (raw << shift) < self.told_edge && raw < 0xffff {
+            raw += 1;
+        }
+        Told {
+            ack_off: i,
+            ack: self.space.seq(i).wrapping_add(u32::from(fin)),
+            window: raw as u16,
+            edge: i + (raw << shift),
+            sack: self.translate_sack(i),
+        }
+    }
+
+    /// Records what was told to the sender.
+    pub fn commit(&mut self, t: &Told) {
+        self.told_ack = self.told_ack.max(t.ack_off);
+        self.told_edge = self.told_edge.max(t.edge);
+    }
+
+    /// The receiver's SACK blocks (output space) as input-space blocks above `ack`: an input
+    /// range is reported only if all of its output lies inside a reported block.
+    fn translate_sack(&self, ack: u64) -> SackBlocks {
+        let mut out = SackBlocks::default();
+        for &(l, r) in self.rcv_sack.as_slice() {
+            let lo = self.space.offset(l, self.rcv_acked);
+            let hi = self.space.offset(r, self.rcv_acked);
+            if lo < 0 || hi <= lo {
+                continue;
+            }
+            let (lo, hi) = (lo as u64, hi as u64);
+            if lo <= self.rcv_acked || hi > self.sent_max {
+                continue;
+            }
+            let in_hi = self.map.ack_for(hi);
+            // Smallest input position whose output starts at or after `lo`.
+            let (mut a, mut b) = (ack, in_hi);
+            while a < b {
+                let mid = a + (b - a) / 2;
+                if self.map.upper(mid) >= lo {
+                    b = mid;
+                } else {
+                    a = mid + 1;
+                }
+            }
+            if a > ack && a < in_hi {
+                out.push((self.space.seq(a), self.space.seq(in_hi)));
+            }
+        }
+        out
+    }
+}
+
+/// What one acknowledgement tells a sender.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Told {
+    /// Input offset acknowledged.
+    pub ack_off: u64,
+    /// Wire acknowledgement number (FIN counted).
+    pub ack: u32,
+    /// Raw window field.
+    pub window: u16,
+    /// Right edge advertised (input offset).
+    pub edge: u64,
+    /// Translated SACK blocks.
+    pub sack: SackBlocks,
+}

@@ -1,0 +1,93 @@
+//! The bytes emitted to a receiver, kept until acknowledged.
+
+use std::collections::VecDeque;
+
+/// Output bytes of one direction from `base` (the lowest offset still kept) to `end`.
+#[derive(Debug, Default)]
+pub struct OutputLog {
+    base: u64,
+    bytes: VecDeque<u8>,
+}
+
+impl OutputLog {
+    /// An empty log starting at offset 0.
+    pub fn new() -> OutputLog {
+        OutputLog::default()
+    }
+
+    /// Lowest offset still kept.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Offset after the last byte appended.
+    pub fn end(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
+
+    /// Bytes kept.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends output bytes.
+    pub fn append(&mut self, data: &[u8]) {
+        self.bytes.extend(data);
+    }
+
+    /// Forgets bytes below `off` (acknowledged by the receiver).
+    pub fn trim_to(&mut self, off: u64) {
+        let n = off.saturating_sub(self.base).min(self.bytes.len() as u64) as usize;
+        self.bytes.drain(..n);
+        self.base += n as u64;
+    }
+
+    /// The bytes of `[start, end)` clipped to what is kept, as two slices (ring halves),
+    /// and the offset the first returned byte has.
+    pub fn range(&self, start: u64, end: u64) -> (u64, &[u8], &[u8]) {
+        let s = start.clamp(self.base, self.end());
+        let e = end.clamp(s, self.end());
+        let (a, b) = self.bytes.as_slices();
+        let lo = (s - self.base) as usize;
+        let hi = (e - self.base) as usize;
+        let part = |x: &'_ [u8], from: usize, to: usize| -> (usize, usize) {
+            (from.min(x.len()), to.min(x.len()))
+        };
+        let (a0, a1) = part(a, lo, hi);
+        let blo = lo.saturating_sub(a.len());
+        let bhi = hi.saturating_sub(a.len());
+        let (b0, b1) = part(b, blo, bhi);
+        (s, &a[a0..a1], &b[b0..b1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_and_trim() {
+        let mut l = OutputLog::new();
+        l.append(b"hello ");
+        l.trim_to(3);
+        l.append(b"world");
+        assert_eq!(l.base(), 3);
+        assert_eq!(l.end(), 11);
+        let (s, a, b) = l.range(0, 100);
+        assert_eq!(s, 3);
+        assert_eq!([a, b].concat(), b"lo world");
+        let (s, a, b) = l.range(5, 8);
+        assert_eq!(s, 5);
+        assert_eq!([a, b].concat(), b" wo");
+        let (_, a, b) = l.range(20, 30);
+        assert!(a.is_empty() && b.is_empty());
+        l.trim_to(1000);
+        assert_eq!(l.base(), 11);
+        assert!(l.is_empty());
+    }
+}
