@@ -65,7 +65,7 @@ fn first_difference(a: &Path, b: &Path) -> String {
         };
         let mut v = Vec::new();
         while let Some(Ok(f)) = r.next_frame() {
-            v.push(f.data);
+            v.push(f.data.clone());
         }
         v
     };

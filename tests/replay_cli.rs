@@ -65,7 +65,10 @@ fn frames(path: &Path) -> Vec<Frame> {
     let mut r = CaptureReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut v = Vec::new();
     while let Some(f) = r.next_frame() {
-        v.push(f.unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+        v.push(
+            f.unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .clone(),
+        );
     }
     v
 }

@@ -139,7 +139,7 @@ impl Replay {
         let mut damage = None;
         if reader.format() == Format::PcapNg {
             match reader.next_frame() {
-                Some(Ok(f)) => first = Some(f),
+                Some(Ok(f)) => first = Some(f.clone()),
                 Some(Err(e @ CaptureError::Truncated { .. })) => damage = Some(e),
                 Some(Err(e)) => return Err(cli_error(e)),
                 None => {}
@@ -183,7 +183,7 @@ impl Replay {
         let mut damage = self.damage.take();
         while let Some(next) = reader.next_frame() {
             match next {
-                Ok(frame) => self.frame(&frame)?,
+                Ok(frame) => self.frame(frame)?,
                 Err(e @ CaptureError::Truncated { .. }) => {
                     damage = Some(e);
                     break;

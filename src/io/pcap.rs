@@ -83,6 +83,8 @@ pub enum CaptureError {
         packets: u64,
         /// Byte offset in the file where the incomplete record starts.
         offset: u64,
+        /// True when `offset` is an estimate (pcapng).
+        approximate: bool,
         /// What was wrong.
         detail: String,
     },
@@ -120,10 +122,12 @@ impl std::fmt::Display for CaptureError {
             CaptureError::Truncated {
                 packets,
                 offset,
+                approximate,
                 detail,
             } => write!(
                 f,
-                "truncated capture: {detail} at byte {offset}, after {packets} complete packets"
+                "truncated capture: {detail} at {}byte {offset}, after {packets} complete packets",
+                if *approximate { "about " } else { "" }
             ),
             CaptureError::Write { path, detail } => {
                 write!(f, "cannot write {}: {detail}", path.display())
@@ -149,7 +153,7 @@ pub enum Format {
 }
 
 /// One frame read from a capture.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Frame {
     /// Capture time, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
@@ -201,6 +205,7 @@ pub struct CaptureReader {
     offset: u64,
     size: u64,
     done: bool,
+    frame: Frame,
 }
 
 impl CaptureReader {
@@ -252,6 +257,7 @@ impl CaptureReader {
                     offset: 24,
                     size,
                     done: false,
+                    frame: Frame::default(),
                 })
             }
             Format::PcapNg => Self::open_pcapng(buffered, size, bad_header),
@@ -287,6 +293,7 @@ impl CaptureReader {
             offset: 0,
             size,
             done: false,
+            frame: Frame::default(),
         })
     }
 
@@ -322,7 +329,8 @@ impl CaptureReader {
     }
 
     /// The next frame, `None` at the end of the file. After an error, always `None`.
-    pub fn next_frame(&mut self) -> Option<Result<Frame, CaptureError>> {
+    /// The frame's buffer is reused by the next call (no allocation per frame).
+    pub fn next_frame(&mut self) -> Option<Result<&Frame, CaptureError>> {
         if self.done {
             return None;
         }
@@ -330,22 +338,32 @@ impl CaptureReader {
             Inner::Pcap(_) => self.next_pcap(),
             Inner::PcapNg { .. } => self.next_pcapng(),
         };
-        match &r {
-            Some(Ok(_)) => self.packets += 1,
-            Some(Err(_)) | None => self.done = true,
+        match r {
+            Some(Ok(())) => {
+                self.packets += 1;
+                Some(Ok(&self.frame))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            None => {
+                self.done = true;
+                None
+            }
         }
-        r
     }
 
     fn truncated(&self, detail: impl Into<String>) -> CaptureError {
         CaptureError::Truncated {
             packets: self.packets,
             offset: self.offset,
+            approximate: self.format == Format::PcapNg,
             detail: detail.into(),
         }
     }
 
-    fn next_pcap(&mut self) -> Option<Result<Frame, CaptureError>> {
+    fn next_pcap(&mut self) -> Option<Result<(), CaptureError>> {
         let Inner::Pcap(reader) = &mut self.inner else {
             return None;
         };
@@ -368,15 +386,16 @@ impl CaptureReader {
             .saturating_mul(1_000_000_000)
             .saturating_add(frac_ns);
         self.offset += 16 + u64::from(raw.incl_len);
-        Some(Ok(Frame {
-            ts_ns,
-            orig_len: raw.orig_len,
-            data: raw.data.into_owned(),
-            raw_ts: Some((raw.ts_sec, raw.ts_frac)),
-        }))
+        let f = &mut self.frame;
+        f.ts_ns = ts_ns;
+        f.orig_len = raw.orig_len;
+        f.raw_ts = Some((raw.ts_sec, raw.ts_frac));
+        f.data.clear();
+        f.data.extend_from_slice(&raw.data);
+        Some(Ok(()))
     }
 
-    fn next_pcapng(&mut self) -> Option<Result<Frame, CaptureError>> {
+    fn next_pcapng(&mut self) -> Option<Result<(), CaptureError>> {
         loop {
             let Inner::PcapNg { reader, units } = &mut self.inner else {
                 return None;
@@ -445,12 +464,13 @@ impl CaptureReader {
                 return Some(Err(self.truncated("a packet larger than 1 MiB (corrupt?)")));
             }
             self.offset += data.len() as u64 + 32;
-            return Some(Ok(Frame {
-                ts_ns: ts.map(|t| unit.to_ns(t)).unwrap_or(0),
-                orig_len: orig_len.max(data.len() as u32),
-                data: data.into_owned(),
-                raw_ts: None,
-            }));
+            let f = &mut self.frame;
+            f.ts_ns = ts.map(|t| unit.to_ns(t)).unwrap_or(0);
+            f.orig_len = orig_len.max(data.len() as u32);
+            f.raw_ts = None;
+            f.data.clear();
+            f.data.extend_from_slice(&data);
+            return Some(Ok(()));
         }
     }
 }
