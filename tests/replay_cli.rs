@@ -367,6 +367,12 @@ fn unwritable_output_is_exit_4() {
     let o = replay(&input, &dir.path().join("no/such/dir/o.pcap"), &[]);
     assert_eq!(o.status.code(), Some(4));
     assert!(stderr_line(&o).contains("cannot write"));
+    // Writing over the input would destroy it while it is read.
+    let before = std::fs::read(&input).expect("read");
+    let o = replay(&input, &dir.path().join(".").join("in.pcap"), &[]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr_line(&o).contains("is the input file"));
+    assert_eq!(std::fs::read(&input).ok(), Some(before));
 }
 
 #[test]

@@ -74,6 +74,15 @@ holds what was read), 4 output not writable.";
 pub fn run(args: &Args) -> Result<(), CliError> {
     let started = Instant::now();
     let mut reader = CaptureReader::open(&args.input).map_err(cli_error)?;
+    if same_file(&args.input, &args.output) {
+        return Err(CliError {
+            message: format!(
+                "output {} is the input file; choose another -o",
+                args.output.display()
+            ),
+            code: 4,
+        });
+    }
     let mut replay = Replay::new(args, &mut reader)?;
     let truncated = replay.run(&mut reader)?;
     let elapsed = started.elapsed();
@@ -92,6 +101,14 @@ pub fn run(args: &Args) -> Result<(), CliError> {
             code: 3,
         }),
         None => Ok(()),
+    }
+}
+
+/// True when both paths name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
     }
 }
 
