@@ -539,3 +539,43 @@ fn tshark_judge_catches_a_bad_checksum() {
     write_pcap(&input, 1, &[(1, 0, &good), (1, 1, &bad)]);
     assert_eq!(bad_frames(&input), vec![bad]);
 }
+
+/// pcapng as written by Wireshark's tools: each corpus file converted with `editcap -F
+/// pcapng` replays under `off` to the same frames and timestamps as the original.
+#[test]
+fn real_corpus_as_pcapng_reproduces_frames() {
+    let files = corpus();
+    if files.is_empty() {
+        return;
+    }
+    if Command::new("editcap").arg("-h").output().is_err() {
+        println!("SKIP: editcap not installed (scripts/install-deps.sh installs tshark)");
+        return;
+    }
+    let dir = tmpdir();
+    let mut failures = Vec::new();
+    for input in &files {
+        let name = input.file_name().unwrap_or_default().to_string_lossy();
+        let ng = dir.path().join(format!("{name}.pcapng"));
+        let conv = Command::new("editcap")
+            .args(["-F", "pcapng"])
+            .arg(input)
+            .arg(&ng)
+            .output()
+            .expect("run editcap");
+        assert!(conv.status.success(), "editcap failed on {name}");
+        let out = dir.path().join(format!("{name}.out.pcap"));
+        let run = replay(&ng, &out, &["--profile", "off"]);
+        if !run.status.success() {
+            failures.push(format!(
+                "{name}: {}",
+                String::from_utf8_lossy(&run.stderr).trim()
+            ));
+            continue;
+        }
+        if let Err(e) = same_frames(&frames(input), &frames(&out)) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
