@@ -38,6 +38,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Maximum number of data segments a sender puts in flight before waiting for an ACK.
 pub const BURST_SEGMENTS: usize = 16;
 
+/// Largest payload put in one segment, whatever the MSS (keeps IP lengths in range).
+const MAX_SEGMENT: usize = 65_000;
+
 const NS_PER_US: u64 = 1_000;
 const NS_PER_MS: u64 = 1_000_000;
 const DELAYED_ACK_NS: u64 = 40 * NS_PER_MS;
@@ -696,7 +699,8 @@ impl TcpSession {
 
     /// Cuts `step` into segments: every write starts a segment, pieces at most `mss` long.
     fn segments(&self, step: &Step, base: u64) -> Vec<DataSeg> {
-        let mss = usize::from(self.endpoint(step.dir.reverse()).mss).max(1);
+        // An IPv4 packet must stay below 64 KiB whatever MSS a caller configures.
+        let mss = usize::from(self.endpoint(step.dir.reverse()).mss).clamp(1, MAX_SEGMENT);
         let piece = match step.pace {
             Pace::Stream => mss,
             Pace::Typed => 1,
@@ -852,7 +856,7 @@ impl TcpSession {
         }
 
         // Repairs: retransmit each hole until the receiver has everything.
-        let mss = usize::from(self.endpoint(to).mss).max(1);
+        let mss = usize::from(self.endpoint(to).mss).clamp(1, MAX_SEGMENT);
         let rto = MIN_RTO_NS.max(4 * (self.timing.client_delay_ns + self.timing.server_delay_ns));
         let mut guard = 0;
         let mut recovery = false;
@@ -2055,6 +2059,50 @@ mod tests {
         assert!(seqs.iter().any(|&q| q > 0xffff_0000) && seqs.iter().any(|&q| q < 0x1000));
         let (c, srv) = reassemble(&frames, &f);
         assert_eq!((c, srv), script_streams(&s));
+    }
+
+    #[test]
+    fn odd_parameters_never_panic_and_keep_streams_whole() {
+        let mut f = flow(false, Some(4095), u32::MAX, 0);
+        f.client.mss = 1;
+        f.server.mss = u16::MAX;
+        f.server.ip = IpAddr::V6(Ipv6Addr::LOCALHOST); // mixed families: IPv4-mapped IPv6
+        let script = vec![
+            Action::Send(Step::client("data before the handshake is just bytes\r\n")),
+            Action::Connect,
+            Action::Send(Step::server(Vec::new())),
+            Action::Send(Step::pipelined::<&[u8]>(Dir::ClientToServer, &[])),
+            Action::Send(Step::server("x".repeat(300)).paced(Pace::Chunked(0))),
+            Action::Send(Step::client(vec![b'y'; 140_000])),
+            Action::Send(Step::client("typed\r\n").paced(Pace::Typed).think(0)),
+            Action::Pause,
+            Action::HalfOpen,
+            Action::Close(Dir::ClientToServer),
+            Action::Close(Dir::ServerToClient),
+        ];
+        let impair = Impairments {
+            loss: 0.5,
+            reorder: 1.0,
+            duplicate: 1.0,
+        };
+        let tcp = TcpSession::new(
+            f.clone(),
+            Timing {
+                client_delay_ns: 0,
+                server_delay_ns: 0,
+            },
+            impair,
+            9,
+            0,
+        );
+        let mut frames: Vec<Frame> = Vec::new();
+        write_conversation(Conversation::new(1, tcp, script.clone()), &mut frames).unwrap();
+        for fr in &frames {
+            let p = parse(&fr.data, f.client.port);
+            assert!(p.payload.len() <= MAX_SEGMENT);
+        }
+        let (c, s) = reassemble(&frames, &f);
+        assert_eq!((c, s), script_streams(&script));
     }
 
     #[test]
