@@ -1,2 +1,5 @@
 //! Everything that touches the outside world: pcap files (replay), AF_PACKET and TAP
 //! backends, worker threads (bridge).
+
+pub mod pcap;
+pub mod synth;

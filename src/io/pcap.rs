@@ -1,0 +1,890 @@
+//! Capture files for `mailguard replay`: reading pcap and pcapng, writing pcap, and adapting
+//! link layers to the Ethernet frames the engine understands.
+//!
+//! Choices made where the spec is silent:
+//! - Classic pcap is read record by record *without* the `pcap-file` crate's validation
+//!   (which rejects `orig_len > snaplen`, i.e. every capture taken with a small snaplen):
+//!   the record header is kept verbatim so that a frame written back unchanged is the same
+//!   record, byte for byte (timestamp fraction, `orig_len` included).
+//! - The output pcap keeps the input's global header (byte order, timestamp resolution,
+//!   version, link type); only a snaplen below 65535 is raised to 65535 so that frames the
+//!   engine builds always fit. For pcapng input the output is a little-endian,
+//!   nanosecond-resolution pcap with the interfaces' link type (all interfaces must share one).
+//! - pcapng timestamps are converted with each interface's `if_tsresol` (default µs);
+//!   `if_tsoffset` is ignored.
+//! - A record longer than [`MAX_RECORD`] is treated as corruption, never allocated.
+//! - Link types other than Ethernet are converted to Ethernet for the engine and back by
+//!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
+
+use pcap_file::pcap::{PcapHeader, PcapReader};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Largest capture record accepted (bigger ones are reported as corruption).
+pub const MAX_RECORD: u32 = 1 << 20;
+
+/// Link-layer type numbers (LINKTYPE_*) this module knows.
+pub mod linktype {
+    /// BSD loopback, host byte order family.
+    pub const NULL: u32 = 0;
+    /// Ethernet II.
+    pub const ETHERNET: u32 = 1;
+    /// Raw IP (OpenBSD's value).
+    pub const RAW_OPENBSD: u32 = 12;
+    /// Raw IP (most systems).
+    pub const RAW: u32 = 101;
+    /// OpenBSD loopback, network byte order family.
+    pub const LOOP: u32 = 108;
+    /// Linux cooked capture v1.
+    pub const LINUX_SLL: u32 = 113;
+    /// Raw IPv4.
+    pub const IPV4: u32 = 228;
+    /// Raw IPv6.
+    pub const IPV6: u32 = 229;
+    /// Linux cooked capture v2.
+    pub const LINUX_SLL2: u32 = 276;
+}
+
+/// Why a capture could not be read or written.
+#[derive(Debug)]
+pub enum CaptureError {
+    /// The input could not be opened or read.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The input is neither pcap nor pcapng.
+    NotACapture {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The link type is not one the engine can be given.
+    UnsupportedLinkType {
+        /// The LINKTYPE_ number.
+        linktype: u32,
+    },
+    /// A pcapng file whose interfaces have different link types.
+    MixedLinkTypes {
+        /// The link types found.
+        linktypes: Vec<u32>,
+    },
+    /// The file ends (or is corrupt) inside a record.
+    Truncated {
+        /// Packets read completely before the problem.
+        packets: u64,
+        /// Byte offset in the file where the incomplete record starts.
+        offset: u64,
+        /// True when `offset` is an estimate (pcapng).
+        approximate: bool,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The output could not be written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureError::Open { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            CaptureError::NotACapture { path, detail } => write!(
+                f,
+                "{} is not a capture file (pcap or pcapng): {detail}",
+                path.display()
+            ),
+            CaptureError::UnsupportedLinkType { linktype } => write!(
+                f,
+                "unsupported link type {linktype} ({}); supported: Ethernet (1), Linux SLL (113), \
+                 Linux SLL2 (276), loopback NULL (0) / LOOP (108), raw IP (12, 101, 228, 229)",
+                linktype_name(*linktype)
+            ),
+            CaptureError::MixedLinkTypes { linktypes } => write!(
+                f,
+                "pcapng interfaces have different link types {linktypes:?}; \
+                 split the capture per interface first (e.g. with editcap)"
+            ),
+            CaptureError::Truncated {
+                packets,
+                offset,
+                approximate,
+                detail,
+            } => write!(
+                f,
+                "truncated capture: {detail} at {}byte {offset}, after {packets} complete packets",
+                if *approximate { "about " } else { "" }
+            ),
+            CaptureError::Write { path, detail } => {
+                write!(f, "cannot write {}: {detail}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CaptureError {}
+
+/// A human name for a LINKTYPE_ number.
+pub fn linktype_name(linktype: u32) -> String {
+    format!("{:?}", DataLink::from(linktype))
+}
+
+/// The container format of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Classic libpcap.
+    Pcap,
+    /// pcapng.
+    PcapNg,
+}
+
+/// One frame read from a capture.
+#[derive(Clone, Debug, Default)]
+pub struct Frame {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length of the frame on the wire (may exceed `data.len()` when the capture truncated it).
+    pub orig_len: u32,
+    /// The captured bytes, link layer included.
+    pub data: Vec<u8>,
+    /// The classic pcap record timestamp as stored (seconds, fraction), to rewrite it verbatim.
+    raw_ts: Option<(u32, u32)>,
+}
+
+enum Inner {
+    Pcap(PcapReader<BufReader<File>>),
+    PcapNg {
+        reader: PcapNgReader<BufReader<File>>,
+        /// Nanoseconds per timestamp unit, or `None` for a power-of-2 resolution (as 2^-n s).
+        units: Vec<TsUnit>,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TsUnit {
+    /// Timestamp counts 10^-n seconds.
+    Decimal(u32),
+    /// Timestamp counts 2^-n seconds.
+    Binary(u32),
+}
+
+impl TsUnit {
+    fn to_ns(self, raw: u64) -> u64 {
+        match self {
+            TsUnit::Decimal(n) if n <= 9 => raw.saturating_mul(10u64.pow(9 - n)),
+            TsUnit::Decimal(n) => raw / 10u64.saturating_pow(n.min(19) - 9).max(1),
+            TsUnit::Binary(n) => {
+                let n = n.min(63);
+                ((u128::from(raw) * 1_000_000_000) >> n).min(u128::from(u64::MAX)) as u64
+            }
+        }
+    }
+}
+
+/// Reads frames from a pcap or pcapng file.
+pub struct CaptureReader {
+    inner: Inner,
+    format: Format,
+    linktype: u32,
+    header: PcapHeader,
+    packets: u64,
+    offset: u64,
+    size: u64,
+    done: bool,
+    frame: Frame,
+}
+
+impl CaptureReader {
+    /// Opens `path`, recognising pcap and pcapng by their magic number.
+    pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        let open_err = |source| CaptureError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(open_err)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut magic = [0u8; 4];
+        let got = read_up_to(&mut file, &mut magic).map_err(open_err)?;
+        let not_capture = |detail: String| CaptureError::NotACapture {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let format = match magic {
+            _ if got < 4 => return Err(not_capture(format!("only {got} bytes long"))),
+            [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x4d, 0x3c, 0xb2, 0xa1] => Format::Pcap,
+            [0x0a, 0x0d, 0x0d, 0x0a] => Format::PcapNg,
+            [0x1f, 0x8b, ..] => {
+                return Err(not_capture("it is gzip-compressed; gunzip it first".into()))
+            }
+            m => {
+                return Err(not_capture(format!(
+                    "unknown magic number {:02x}{:02x}{:02x}{:02x}",
+                    m[0], m[1], m[2], m[3]
+                )))
+            }
+        };
+        file.seek(SeekFrom::Start(0)).map_err(open_err)?;
+        let buffered = BufReader::with_capacity(1 << 16, file);
+        let bad_header = |e: PcapError| not_capture(format!("bad file header ({})", describe(&e)));
+        match format {
+            Format::Pcap => {
+                let reader = PcapReader::new(buffered).map_err(bad_header)?;
+                let header = reader.header();
+                let linktype = u32::from(header.datalink);
+                Ok(CaptureReader {
+                    inner: Inner::Pcap(reader),
+                    format,
+                    linktype,
+                    header,
+                    packets: 0,
+                    offset: 24,
+                    size,
+                    done: false,
+                    frame: Frame::default(),
+                })
+            }
+            Format::PcapNg => Self::open_pcapng(buffered, size, bad_header),
+        }
+    }
+
+    fn open_pcapng(
+        buffered: BufReader<File>,
+        size: u64,
+        bad_header: impl Fn(PcapError) -> CaptureError,
+    ) -> Result<CaptureReader, CaptureError> {
+        let reader = PcapNgReader::new(buffered).map_err(bad_header)?;
+        let header = PcapHeader {
+            version_major: 2,
+            version_minor: 4,
+            ts_correction: 0,
+            ts_accuracy: 0,
+            snaplen: 262_144,
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::NanoSecond,
+            endianness: Endianness::Little,
+        };
+        Ok(CaptureReader {
+            inner: Inner::PcapNg {
+                reader,
+                units: Vec::new(),
+            },
+            format: Format::PcapNg,
+            // Unknown until the first interface description block.
+            linktype: u32::MAX,
+            header,
+            packets: 0,
+            offset: 0,
+            size,
+            done: false,
+            frame: Frame::default(),
+        })
+    }
+
+    /// pcap or pcapng.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The LINKTYPE_ of the frames. For pcapng, known once the first frame has been read
+    /// (`u32::MAX` before).
+    pub fn linktype(&self) -> u32 {
+        self.linktype
+    }
+
+    /// Frames read so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Approximate bytes consumed so far (for progress), and the file size.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.offset.min(self.size), self.size)
+    }
+
+    /// The global header an output pcap of these frames should have.
+    pub fn output_header(&self) -> PcapHeader {
+        let mut h = self.header;
+        h.snaplen = h.snaplen.max(65_535);
+        if self.format == Format::PcapNg && self.linktype != u32::MAX {
+            h.datalink = DataLink::from(self.linktype);
+        }
+        h
+    }
+
+    /// The next frame, `None` at the end of the file. After an error, always `None`.
+    /// The frame's buffer is reused by the next call (no allocation per frame).
+    pub fn next_frame(&mut self) -> Option<Result<&Frame, CaptureError>> {
+        if self.done {
+            return None;
+        }
+        let r = match &mut self.inner {
+            Inner::Pcap(_) => self.next_pcap(),
+            Inner::PcapNg { .. } => self.next_pcapng(),
+        };
+        match r {
+            Some(Ok(())) => {
+                self.packets += 1;
+                Some(Ok(&self.frame))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            None => {
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    fn truncated(&self, detail: impl Into<String>) -> CaptureError {
+        CaptureError::Truncated {
+            packets: self.packets,
+            offset: self.offset,
+            approximate: self.format == Format::PcapNg,
+            detail: detail.into(),
+        }
+    }
+
+    fn next_pcap(&mut self) -> Option<Result<(), CaptureError>> {
+        let Inner::Pcap(reader) = &mut self.inner else {
+            return None;
+        };
+        let resolution = self.header.ts_resolution;
+        let raw = match reader.next_raw_packet()? {
+            Ok(raw) => raw,
+            Err(e) => return Some(Err(self.truncated(describe(&e)))),
+        };
+        if raw.incl_len > MAX_RECORD {
+            let len = raw.incl_len;
+            return Some(Err(
+                self.truncated(format!("a record claims {len} bytes (corrupt?)"))
+            ));
+        }
+        let frac_ns = match resolution {
+            TsResolution::MicroSecond => u64::from(raw.ts_frac).saturating_mul(1000),
+            TsResolution::NanoSecond => u64::from(raw.ts_frac),
+        };
+        let ts_ns = u64::from(raw.ts_sec)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(frac_ns);
+        self.offset += 16 + u64::from(raw.incl_len);
+        let f = &mut self.frame;
+        f.ts_ns = ts_ns;
+        f.orig_len = raw.orig_len;
+        f.raw_ts = Some((raw.ts_sec, raw.ts_frac));
+        f.data.clear();
+        f.data.extend_from_slice(&raw.data);
+        Some(Ok(()))
+    }
+
+    fn next_pcapng(&mut self) -> Option<Result<(), CaptureError>> {
+        loop {
+            let Inner::PcapNg { reader, units } = &mut self.inner else {
+                return None;
+            };
+            let block = match reader.next_block()? {
+                Ok(b) => b,
+                Err(e) => {
+                    let d = describe(&e);
+                    return Some(Err(self.truncated(d)));
+                }
+            };
+            let (iface, ts, orig_len, data) = match block {
+                Block::InterfaceDescription(idb) => {
+                    let lt = u32::from(idb.linktype);
+                    let unit = idb
+                        .options
+                        .iter()
+                        .find_map(|o| match o {
+                            InterfaceDescriptionOption::IfTsResol(r) if r & 0x80 != 0 => {
+                                Some(TsUnit::Binary(u32::from(r & 0x7f)))
+                            }
+                            InterfaceDescriptionOption::IfTsResol(r) => {
+                                Some(TsUnit::Decimal(u32::from(*r)))
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or(TsUnit::Decimal(6));
+                    units.push(unit);
+                    if self.linktype == u32::MAX {
+                        self.linktype = lt;
+                    } else if self.linktype != lt {
+                        self.done = true;
+                        return Some(Err(CaptureError::MixedLinkTypes {
+                            linktypes: vec![self.linktype, lt],
+                        }));
+                    }
+                    continue;
+                }
+                Block::SectionHeader(_) => {
+                    // A new section restarts interface numbering.
+                    units.clear();
+                    continue;
+                }
+                Block::EnhancedPacket(epb) => (
+                    epb.interface_id as usize,
+                    // The crate reads the raw 64-bit count as nanoseconds; undo that.
+                    Some(epb.timestamp.as_nanos().min(u128::from(u64::MAX)) as u64),
+                    epb.original_len,
+                    epb.data,
+                ),
+                Block::SimplePacket(spb) => (0, None, spb.original_len, spb.data),
+                Block::Packet(pb) => (
+                    usize::from(pb.interface_id),
+                    Some(pb.timestamp),
+                    pb.original_len,
+                    pb.data,
+                ),
+                _ => continue,
+            };
+            let Some(unit) = units.get(iface).copied() else {
+                return Some(Err(
+                    self.truncated(format!("a packet refers to unknown interface {iface}"))
+                ));
+            };
+            if data.len() > MAX_RECORD as usize {
+                return Some(Err(self.truncated("a packet larger than 1 MiB (corrupt?)")));
+            }
+            self.offset += data.len() as u64 + 32;
+            let f = &mut self.frame;
+            f.ts_ns = ts.map(|t| unit.to_ns(t)).unwrap_or(0);
+            f.orig_len = orig_len.max(data.len() as u32);
+            f.raw_ts = None;
+            f.data.clear();
+            f.data.extend_from_slice(&data);
+            return Some(Ok(()));
+        }
+    }
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+fn describe(e: &PcapError) -> String {
+    match e {
+        PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file ends inside a record".into()
+        }
+        PcapError::IncompleteBuffer => "the file ends inside a record".into(),
+        PcapError::IoError(io) => format!("read error: {io}"),
+        other => other.to_string(),
+    }
+}
+
+/// Writes a classic pcap file (the global header via `pcap-file`, records directly so that
+/// their header fields are written exactly as given).
+pub struct CaptureWriter {
+    writer: BufWriter<File>,
+    path: PathBuf,
+    resolution: TsResolution,
+    little_endian: bool,
+    frames: u64,
+}
+
+impl CaptureWriter {
+    /// Creates (truncates) `path` and writes `header`.
+    pub fn create(path: &Path, header: PcapHeader) -> Result<CaptureWriter, CaptureError> {
+        let err = |detail: String| CaptureError::Write {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let file = File::create(path).map_err(|e| err(e.to_string()))?;
+        let mut writer = BufWriter::with_capacity(1 << 16, file);
+        header
+            .write_to(&mut writer)
+            .map_err(|e| err(describe(&e)))?;
+        Ok(CaptureWriter {
+            writer,
+            path: path.to_path_buf(),
+            resolution: header.ts_resolution,
+            little_endian: header.endianness.is_little(),
+            frames: 0,
+        })
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Writes `frame` as it was read (same record header when the input was classic pcap).
+    pub fn write_original(&mut self, frame: &Frame) -> Result<(), CaptureError> {
+        let (ts_sec, ts_frac) = frame.raw_ts.unwrap_or_else(|| self.split_ts(frame.ts_ns));
+        self.write_raw(ts_sec, ts_frac, frame.orig_len, &frame.data)
+    }
+
+    /// Writes a complete frame (not truncated) stamped `ts_ns`.
+    pub fn write_frame(&mut self, ts_ns: u64, data: &[u8]) -> Result<(), CaptureError> {
+        let (ts_sec, ts_frac) = self.split_ts(ts_ns);
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        self.write_raw(ts_sec, ts_frac, len, data)
+    }
+
+    fn split_ts(&self, ts_ns: u64) -> (u32, u32) {
+        let sec = u32::try_from(ts_ns / 1_000_000_000).unwrap_or(u32::MAX);
+        let ns = (ts_ns % 1_000_000_000) as u32;
+        match self.resolution {
+            TsResolution::MicroSecond => (sec, ns / 1000),
+            TsResolution::NanoSecond => (sec, ns),
+        }
+    }
+
+    fn write_raw(
+        &mut self,
+        ts_sec: u32,
+        ts_frac: u32,
+        orig_len: u32,
+        data: &[u8],
+    ) -> Result<(), CaptureError> {
+        let incl_len = u32::try_from(data.len()).map_err(|_| self.err("frame too large"))?;
+        let mut record = [0u8; 16];
+        let fields = [ts_sec, ts_frac, incl_len, orig_len.max(incl_len)];
+        for (chunk, v) in record.chunks_exact_mut(4).zip(fields) {
+            let bytes = if self.little_endian {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            chunk.copy_from_slice(&bytes);
+        }
+        let result = self
+            .writer
+            .write_all(&record)
+            .and_then(|()| self.writer.write_all(data));
+        result.map_err(|e| self.err(&e.to_string()))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    fn err(&self, detail: &str) -> CaptureError {
+        CaptureError::Write {
+            path: self.path.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Flushes buffered records to the file.
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        self.writer.flush().map_err(|e| self.err(&e.to_string()))
+    }
+}
+
+/// Ethernet type numbers used by [`LinkAdapter`].
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+
+/// Converts frames of a capture's link type to Ethernet for the engine and back.
+///
+/// For Ethernet this is the identity. For the others, the link header is replaced by a
+/// synthetic Ethernet header (fixed locally administered MACs, the frame's ethertype); on the
+/// way back the link header of the last input frame with the same IP source address (or,
+/// failing that, the same ethertype) is put back, with its protocol field set from the
+/// Ethernet frame, so that frames the engine builds look like their neighbours.
+pub struct LinkAdapter {
+    linktype: u32,
+    eth: Vec<u8>,
+    out: Vec<u8>,
+    by_src: HashMap<IpKey, Vec<u8>>,
+    by_type: HashMap<u16, Vec<u8>>,
+}
+
+type IpKey = (u8, [u8; 16]);
+
+/// Source MAC of synthesised Ethernet headers.
+pub const SYNTH_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// Destination MAC of synthesised Ethernet headers.
+pub const SYNTH_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+impl LinkAdapter {
+    /// An adapter for `linktype`, or the error to report if the engine cannot be given it.
+    pub fn new(linktype: u32) -> Result<LinkAdapter, CaptureError> {
+        use linktype::*;
+        match linktype {
+            ETHERNET | NULL | LOOP | RAW | RAW_OPENBSD | IPV4 | IPV6 | LINUX_SLL | LINUX_SLL2 => {
+                Ok(LinkAdapter {
+                    linktype,
+                    eth: Vec::with_capacity(2048),
+                    out: Vec::with_capacity(2048),
+                    by_src: HashMap::new(),
+                    by_type: HashMap::new(),
+                })
+            }
+            other => Err(CaptureError::UnsupportedLinkType { linktype: other }),
+        }
+    }
+
+    /// Length of the link header and the ethertype it announces, if the frame is long enough.
+    fn split(&self, raw: &[u8]) -> Option<(usize, u16)> {
+        use linktype::*;
+        let be16 = |i: usize| -> Option<u16> {
+            Some(u16::from_be_bytes([*raw.get(i)?, *raw.get(i + 1)?]))
+        };
+        match self.linktype {
+            NULL | LOOP => {
+                let b: [u8; 4] = raw.get(..4)?.try_into().ok()?;
+                let le = u32::from_le_bytes(b);
+                let family = if self.linktype == LOOP || le > 0xffff {
+                    u32::from_be_bytes(b)
+                } else {
+                    le
+                };
+                let ethertype = match family {
+                    2 => ETH_IPV4,
+                    10 | 24 | 28 | 30 => ETH_IPV6,
+                    _ => 0,
+                };
+                Some((4, ethertype))
+            }
+            RAW | RAW_OPENBSD | IPV4 | IPV6 => {
+                let ethertype = match raw.first()? >> 4 {
+                    4 => ETH_IPV4,
+                    6 => ETH_IPV6,
+                    _ => 0,
+                };
+                Some((0, ethertype))
+            }
+            LINUX_SLL => Some((16, be16(14)?)),
+            LINUX_SLL2 => Some((20, be16(0)?)),
+            _ => None,
+        }
+    }
+
+    /// The frame as Ethernet. Frames too short to hold their link header come back empty
+    /// (the engine then counts them unparseable).
+    pub fn to_ethernet<'a>(&'a mut self, raw: &'a [u8]) -> &'a [u8] {
+        if self.linktype == linktype::ETHERNET {
+            return raw;
+        }
+        let Some((hlen, ethertype)) = self.split(raw) else {
+            return &[];
+        };
+        let (header, payload) = raw.split_at(hlen.min(raw.len()));
+        if let Some(key) = ip_source(ethertype, payload) {
+            remember(&mut self.by_src, key, header);
+        }
+        remember(&mut self.by_type, ethertype, header);
+        self.eth.clear();
+        self.eth.extend_from_slice(&SYNTH_DST_MAC);
+        self.eth.extend_from_slice(&SYNTH_SRC_MAC);
+        self.eth.extend_from_slice(&ethertype.to_be_bytes());
+        self.eth.extend_from_slice(payload);
+        &self.eth
+    }
+
+    /// An Ethernet frame from the engine in the capture's link type.
+    pub fn from_ethernet<'a>(&'a mut self, eth: &'a [u8]) -> &'a [u8] {
+        use linktype::*;
+        if self.linktype == ETHERNET {
+            return eth;
+        }
+        let Some(ethertype) = eth.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            return eth;
+        };
+        let payload = eth.get(14..).unwrap_or_default();
+        let template = ip_source(ethertype, payload)
+            .and_then(|k| self.by_src.get(&k))
+            .or_else(|| self.by_type.get(&ethertype))
+            .cloned();
+        self.out.clear();
+        match self.linktype {
+            NULL | LOOP => {
+                let header = template.unwrap_or_else(|| {
+                    let family: u32 = if ethertype == ETH_IPV6 { 10 } else { 2 };
+                    if self.linktype == LOOP {
+                        family.to_be_bytes().to_vec()
+                    } else {
+                        family.to_ne_bytes().to_vec()
+                    }
+                });
+                self.out.extend_from_slice(&header);
+            }
+            LINUX_SLL => {
+                let mut header = template.unwrap_or_else(|| {
+                    // Packet type "sent by us", ARPHRD_ETHER, no address.
+                    let mut h = vec![0u8; 16];
+                    h[1] = 4;
+                    h[3] = 1;
+                    h
+                });
+                if let Some(p) = header.get_mut(14..16) {
+                    p.copy_from_slice(&ethertype.to_be_bytes());
+                }
+                self.out.extend_from_slice(&header);
+            }
+            LINUX_SLL2 => {
+                let mut header = template.unwrap_or_else(|| {
+                    let mut h = vec![0u8; 20];
+                    h[9] = 1;
+                    h[10] = 4;
+                    h
+                });
+                if let Some(p) = header.get_mut(0..2) {
+                    p.copy_from_slice(&ethertype.to_be_bytes());
+                }
+                self.out.extend_from_slice(&header);
+            }
+            _ => {}
+        }
+        self.out.extend_from_slice(payload);
+        &self.out
+    }
+}
+
+fn remember<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<u8>>, key: K, header: &[u8]) {
+    match map.get_mut(&key) {
+        Some(h) if h.as_slice() == header => {}
+        Some(h) => {
+            h.clear();
+            h.extend_from_slice(header);
+        }
+        None => {
+            // Bounded by the number of distinct source addresses in the capture, which the
+            // capture itself bounds; each entry is at most 20 bytes.
+            map.insert(key, header.to_vec());
+        }
+    }
+}
+
+/// The IP source address of a packet, as a map key.
+fn ip_source(ethertype: u16, ip: &[u8]) -> Option<IpKey> {
+    let mut key = [0u8; 16];
+    match ethertype {
+        ETH_IPV4 => {
+            key[..4].copy_from_slice(ip.get(12..16)?);
+            Some((4, key))
+        }
+        ETH_IPV6 => {
+            key.copy_from_slice(ip.get(8..24)?);
+            Some((6, key))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4/TCP packet (no link header) from `src` with a few payload bytes.
+    fn ipv4(src: [u8; 4]) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&[198, 18, 0, 2]);
+        ip.extend_from_slice(&[0x9c, 0x40, 0, 25]);
+        ip.extend_from_slice(&[0u8; 20]);
+        ip
+    }
+
+    fn ipv6() -> Vec<u8> {
+        let mut ip = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        ip.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        ip.extend_from_slice(&[0u8; 28]);
+        ip.extend_from_slice(&[0u8; 20]);
+        ip
+    }
+
+    fn round_trip(linktype: u32, frames: &[Vec<u8>]) {
+        let mut a = LinkAdapter::new(linktype).expect("supported");
+        for f in frames {
+            let eth = a.to_ethernet(f).to_vec();
+            assert!(
+                eth.len() >= 14,
+                "linktype {linktype}: converted frame too short"
+            );
+            let back = a.from_ethernet(&eth).to_vec();
+            assert_eq!(&back, f, "linktype {linktype}: frame not restored");
+        }
+    }
+
+    fn sll(pkttype: u8, addr: [u8; 6], proto: u16, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0, pkttype, 0, 1, 0, 6];
+        h.extend_from_slice(&addr);
+        h.extend_from_slice(&[0, 0]);
+        h.extend_from_slice(&proto.to_be_bytes());
+        h.extend_from_slice(payload);
+        h
+    }
+
+    #[test]
+    fn sll_round_trips_per_source_address() {
+        let a = sll(0, [2, 0, 0, 0, 0, 0xaa], 0x0800, &ipv4([198, 18, 0, 1]));
+        let b = sll(4, [2, 0, 0, 0, 0, 0xbb], 0x0800, &ipv4([198, 18, 0, 2]));
+        let c = sll(0, [2, 0, 0, 0, 0, 0xaa], 0x86dd, &ipv6());
+        round_trip(linktype::LINUX_SLL, &[a.clone(), b.clone(), c]);
+        // An engine-built frame from 198.18.0.2 gets b's link header back.
+        let mut ad = LinkAdapter::new(linktype::LINUX_SLL).expect("supported");
+        let _ = ad.to_ethernet(&a);
+        let _ = ad.to_ethernet(&b);
+        let mut eth = SYNTH_DST_MAC.to_vec();
+        eth.extend_from_slice(&SYNTH_SRC_MAC);
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&ipv4([198, 18, 0, 2]));
+        assert_eq!(ad.from_ethernet(&eth)[..16], b[..16]);
+    }
+
+    #[test]
+    fn sll2_null_loop_raw_round_trip() {
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6];
+        sll2.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0, 0]);
+        sll2.extend_from_slice(&ipv4([198, 18, 0, 1]));
+        round_trip(linktype::LINUX_SLL2, &[sll2]);
+        let mut null_le = 2u32.to_le_bytes().to_vec();
+        null_le.extend_from_slice(&ipv4([198, 18, 0, 1]));
+        let mut null6 = 30u32.to_le_bytes().to_vec();
+        null6.extend_from_slice(&ipv6());
+        round_trip(linktype::NULL, &[null_le, null6]);
+        let mut null_be = 2u32.to_be_bytes().to_vec();
+        null_be.extend_from_slice(&ipv4([198, 18, 0, 1]));
+        round_trip(linktype::NULL, &[null_be.clone()]);
+        round_trip(linktype::LOOP, &[null_be]);
+        round_trip(linktype::RAW, &[ipv4([198, 18, 0, 1]), ipv6()]);
+    }
+
+    #[test]
+    fn ethernet_is_identity_and_short_frames_become_empty() {
+        let mut a = LinkAdapter::new(linktype::ETHERNET).expect("supported");
+        let f = [1u8, 2, 3];
+        assert_eq!(a.to_ethernet(&f), &f);
+        let mut s = LinkAdapter::new(linktype::LINUX_SLL).expect("supported");
+        for n in 0..16 {
+            assert!(s.to_ethernet(&[0u8; 16][..n]).is_empty());
+        }
+        assert!(LinkAdapter::new(105).is_err());
+        let _ = s.from_ethernet(&[0u8; 5]);
+    }
+
+    #[test]
+    fn pcapng_timestamp_units() {
+        assert_eq!(TsUnit::Decimal(6).to_ns(1_500_000), 1_500_000_000);
+        assert_eq!(TsUnit::Decimal(9).to_ns(7), 7);
+        assert_eq!(TsUnit::Decimal(12).to_ns(7_000), 7);
+        assert_eq!(TsUnit::Binary(10).to_ns(1024), 1_000_000_000);
+        assert_eq!(TsUnit::Decimal(6).to_ns(u64::MAX), u64::MAX);
+    }
+}
