@@ -1,2 +1,7 @@
 //! Everything that touches the outside world: pcap files (replay), AF_PACKET and TAP
 //! backends, worker threads (bridge).
+
+pub mod afpacket;
+pub mod backend;
+pub mod tap;
+pub mod worker;
