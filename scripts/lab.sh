@@ -20,6 +20,8 @@
 #   MG_BACKEND  afpacket | tap (default afpacket)      MG_ARGS     more bridge options
 #   MG_DIR      state directory (default /tmp/$MG_PREFIX-lab): pids, logs, received mail
 #   MAILGUARD   the binary (default: target/debug/mailguard, built if missing)
+#   MG_NO_BRIDGE=1  `up` builds the lab and starts smtp-sink but not mailguard (tests run
+#               the bridge themselves)
 # Needs root, iproute2, ethtool, postfix (smtp-sink) and swaks (scripts/install-deps.sh).
 set -euo pipefail
 
@@ -86,7 +88,7 @@ start_bridge() {
 up() {
   need_root
   down >/dev/null 2>&1 || true
-  [ -x "$MAILGUARD" ] || (cd "$ROOT" && cargo build --quiet)
+  [ "${MG_NO_BRIDGE:-0}" = 1 ] || [ -x "$MAILGUARD" ] || (cd "$ROOT" && cargo build --quiet)
   mkdir -p "$DIR/mail"
   chmod 1777 "$DIR/mail"
   for ns in "$NS_OUT" "$NS_IN" "$NS_BR"; do
@@ -116,7 +118,7 @@ up() {
   ip netns exec "$NS_IN" "$SMTP_SINK" -v -u nobody -h mail.lab.example \
     -d "$DIR/mail/%Y%m%d%H%M%S." "$SERVER:25" 64 >"$DIR/smtp-sink.log" 2>&1 &
   echo $! >"$DIR/smtp-sink.pid"
-  start_bridge
+  if [ "${MG_NO_BRIDGE:-0}" != 1 ]; then start_bridge; fi
   for _ in $(seq 50); do
     ip netns exec "$NS_IN" ss -ltn 2>/dev/null | grep -q "$SERVER:25" && break
     sleep 0.1

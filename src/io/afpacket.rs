@@ -336,6 +336,13 @@ fn ethtool(ifname: &str, cmd: u32, data: u32) -> io::Result<u32> {
     result
 }
 
+fn no_admin(ifname: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("no privilege to change offloads on {ifname}: run as root or with CAP_NET_ADMIN"),
+    )
+}
+
 /// Offload settings changed on one interface; restored when dropped.
 #[derive(Debug)]
 pub struct OffloadGuard {
@@ -345,7 +352,9 @@ pub struct OffloadGuard {
 }
 
 impl OffloadGuard {
-    /// Turns TSO, GSO, GRO, tx checksumming and LRO off on `ifname`. A setting the driver
+    /// Turns TSO, GSO, GRO, tx checksumming and LRO off on `ifname` (the legacy TSO switch
+    /// leaves features newer than it, such as AccECN segmentation, as they are; they only
+    /// concern frames the host itself sends). A setting the driver
     /// cannot change is logged and left alone (its super-frames would be dropped as
     /// oversized or forwarded with the driver's checksum state).
     pub fn disable(ifname: &str) -> io::Result<OffloadGuard> {
@@ -358,14 +367,12 @@ impl OffloadGuard {
                 Ok(0) => {}
                 Ok(old) => match ethtool(ifname, set, 0) {
                     Ok(_) => guard.changed.push((name, set, old)),
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        return Err(no_admin(ifname));
+                    }
                     Err(e) => log::warn!("{ifname}: cannot turn {name} off: {e}"),
                 },
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!("no privilege to change offloads on {ifname}: run as root or with CAP_NET_ADMIN"),
-                    ));
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(no_admin(ifname)),
                 Err(e) => log::debug!("{ifname}: {name} not reported: {e}"),
             }
         }
