@@ -115,7 +115,7 @@ up() {
     done
   fi
   # smtp-sink: -v logs every command it receives, -d dumps every mail it accepts.
-  ip netns exec "$NS_IN" "$SMTP_SINK" -v -u nobody -h mail.lab.example \
+  ip netns exec "$NS_IN" "$SMTP_SINK" -v -u nobody -h mail2000.lab.example \
     -d "$DIR/mail/%Y%m%d%H%M%S." "$SERVER:25" 64 >"$DIR/smtp-sink.log" 2>&1 &
   echo $! >"$DIR/smtp-sink.pid"
   if [ "${MG_NO_BRIDGE:-0}" != 1 ]; then start_bridge; fi

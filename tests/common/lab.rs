@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 pub const CLIENT: &str = "198.18.0.1";
 /// The server's address (inside host, smtp-sink on port 25).
 pub const SERVER: &str = "198.18.0.2";
-/// The greeting smtp-sink sends in the lab (`-h mail.lab.example`).
-pub const SINK_GREETING: &str = "220 mail.lab.example ESMTP";
+/// The greeting smtp-sink sends in the lab (`-h mail2000.lab.example`: its 2s and 0s show pix51's mask).
+pub const SINK_GREETING: &str = "220 mail2000.lab.example ESMTP";
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -381,6 +381,9 @@ impl Drop for Lab {
     }
 }
 
+/// The name swaks greets with (fixed, so X-ed lengths do not depend on the host name).
+pub const SWAKS_HELO: &str = "client.example";
+
 /// swaks from the client to the lab's smtp-sink; returns its transcript (stdout + stderr).
 pub fn swaks(lab: &Lab, extra: &[&str]) -> String {
     let mut args = vec![
@@ -391,6 +394,8 @@ pub fn swaks(lab: &Lab, extra: &[&str]) -> String {
         "alice@outside.example",
         "--to",
         "bob@lab.example",
+        "--ehlo",
+        SWAKS_HELO,
         "--timeout",
         "10",
     ];
