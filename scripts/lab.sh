@@ -114,9 +114,10 @@ up() {
       ip -n "$NS_BR" link set "${P}b$s" up
     done
   fi
-  # smtp-sink: -v logs every command it receives, -d dumps every mail it accepts.
+  # smtp-sink: -v logs every command it receives, -d dumps every mail it accepts. The log is
+  # opened for appending so that truncating it (demo, tests) starts it afresh.
   ip netns exec "$NS_IN" "$SMTP_SINK" -v -u nobody -h mail2000.lab.example \
-    -d "$DIR/mail/%Y%m%d%H%M%S." "$SERVER:25" 64 >"$DIR/smtp-sink.log" 2>&1 &
+    -d "$DIR/mail/%Y%m%d%H%M%S." "$SERVER:25" 64 >>"$DIR/smtp-sink.log" 2>&1 &
   echo $! >"$DIR/smtp-sink.pid"
   if [ "${MG_NO_BRIDGE:-0}" != 1 ]; then start_bridge; fi
   for _ in $(seq 50); do
@@ -145,11 +146,15 @@ demo_one() {
   echo "==================== profile $PROFILE ===================="
   echo "---- what the client (swaks, outside) saw ----"
   ip netns exec "$NS_OUT" timeout 30 swaks --server "$SERVER" --from alice@outside.example \
-    --to bob@lab.example --header "Subject: mailguard demo ($PROFILE)" \
+    --to bob@lab.example --ehlo client.example --header "Subject: mailguard demo ($PROFILE)" \
     --timeout 10 2>&1 || true
   sleep 0.5
-  echo "---- what the server (smtp-sink, inside) received ----"
-  cat "$DIR/smtp-sink.log"
+  echo "---- the commands the server (smtp-sink, inside) received ----"
+  sed -n 's/^.*smtp-sink: //p' "$DIR/smtp-sink.log" |
+    grep -Ev '^(name_mask|trying|connect|vstream|fd=|smtp_stream|disconnect)' || true
+  echo "---- mail delivered to the server ----"
+  ls "$DIR/mail" | sed 's/^/  /'
+  rm -f "$DIR"/mail/*
 }
 
 demo() {
