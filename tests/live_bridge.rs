@@ -281,3 +281,99 @@ fn clear_errors_for_missing_and_down_interfaces() {
     let expected = format!("mailguard: error: interface {o} is down (ip link set {o} up)");
     assert_eq!(err.trim(), expected);
 }
+
+/// Raises the MTU of every link of the lab to `mtu` (both hosts, the bridge's ports and,
+/// for tap, the TAP devices and kernel bridges).
+fn set_mtu(lab: &Lab, backend: &str, mtu: &str) {
+    let (o0, i0) = lab.host_links();
+    let (o1, i1) = (o0.replace("o0", "o1"), i0.replace("i0", "i1"));
+    let mut links = vec![
+        (Host::Out, o0),
+        (Host::In, i0),
+        (Host::Bridge, o1),
+        (Host::Bridge, i1),
+    ];
+    if backend == "tap" {
+        let (to, ti) = lab.ports();
+        let (bo, bi) = (to.replace("to", "bo"), ti.replace("ti", "bi"));
+        links.extend([
+            (Host::Bridge, to),
+            (Host::Bridge, ti),
+            (Host::Bridge, bo),
+            (Host::Bridge, bi),
+        ]);
+    }
+    for (host, link) in links {
+        let out = lab.run(
+            host,
+            &["ip", "link", "set", &link, "mtu", mtu],
+            Duration::from_secs(5),
+        );
+        assert!(out.status.success(), "mtu {mtu} on {link}: {out:?}");
+    }
+}
+
+/// Frames of almost 64 KiB cross whole (no truncation, none dropped as oversized), and
+/// `--pcap-out` records what the bridge sent.
+fn jumbo_and_pcap_out(backend: &'static str) {
+    let test = format!("jumbo frames and --pcap-out ({backend})");
+    if should_skip(&test) {
+        return;
+    }
+    let _guard = serial();
+    let mut lab = Lab::up(backend);
+    set_mtu(&lab, backend, "65000");
+    let pcap = tempfile::NamedTempFile::new().expect("temp file");
+    let pcap_path = pcap.path().to_string_lossy().into_owned();
+    let mut spec = BridgeSpec::new(backend, 1, "strict");
+    spec.extra = vec!["--pcap-out".into(), pcap_path];
+    lab.start_bridge(&spec);
+    // 64000 bytes of ICMP payload, don't fragment: one 64042-byte frame each way.
+    let out = lab.run(
+        Host::Out,
+        &[
+            "ping", "-c2", "-i0.2", "-W2", "-M", "do", "-s", "64000", SERVER,
+        ],
+        Duration::from_secs(15),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" 0% packet loss"),
+        "{test}: 64000-byte ping did not cross: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
+    assert!(status.success(), "{test}: {summary}{err}");
+    assert!(
+        summary.contains("truncated=0 tx-errors=0"),
+        "{test}: {summary}"
+    );
+
+    let file = std::fs::File::open(pcap.path()).expect("open --pcap-out file");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("--pcap-out is a pcap");
+    let mut big = 0;
+    let mut frames = 0;
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.expect("a whole pcap record");
+        frames += 1;
+        assert_eq!(
+            pkt.orig_len as usize,
+            pkt.data.len(),
+            "{test}: a record was cut"
+        );
+        if pkt.data.len() == 14 + 20 + 8 + 64000 {
+            big += 1;
+        }
+    }
+    assert!(big >= 4, "{test}: expected 2 echo requests and 2 replies of 64042 bytes in the pcap, {big} of {frames} frames");
+}
+
+#[test]
+fn afpacket_jumbo_frames_and_pcap_out() {
+    jumbo_and_pcap_out("afpacket");
+}
+
+#[test]
+fn tap_jumbo_frames_and_pcap_out() {
+    jumbo_and_pcap_out("tap");
+}
