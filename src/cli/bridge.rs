@@ -25,14 +25,14 @@ const CAPTURE_QUEUE: usize = 8192;
 
 /// Options of this subcommand.
 #[derive(Clone, Debug, clap::Args)]
-#[command(
-    about = "Run live between two interfaces: a transparent SMTP filter in the wire",
-    long_about = "Run live between two interfaces: every frame read on one is written to the \
-other, SMTP connections (--ports) rewritten by the Mailguard profile, everything else \
-untouched. mailguard has no address of its own: put it between a client-facing port \
-(--outside) and a server-facing port (--inside), e.g. two NICs, two veth ends or two TAP \
-devices. Needs root (CAP_NET_RAW and CAP_NET_ADMIN).",
-    after_help = "Examples:
+#[command(after_help = "What it does:
+  Every frame read on one interface is written to the other; TCP connections to --ports are
+  rewritten by the Mailguard --profile, everything else crosses untouched. mailguard has no
+  address of its own: put it between a client-facing port (--outside) and a server-facing
+  port (--inside): two NICs, two veth ends or two TAP devices. Needs root (CAP_NET_RAW and
+  CAP_NET_ADMIN).
+
+Examples:
   mailguard bridge --outside eth1 --inside eth2 --profile pix51
   RUST_LOG=info mailguard bridge --outside mgo1 --inside mgi1 --workers 2 --stats-interval 5
   mailguard bridge --backend tap --outside tap-out --inside tap-in --profile strict --allow-verb X-LINK2STATE
@@ -44,8 +44,8 @@ Notes:
   multi-queue (ip tuntap add mode tap multi_queue name NAME).
   Periodic stats are logged at info level: set RUST_LOG=info to see them.
   Stop with Ctrl-C or SIGTERM: a summary is printed and interface settings restored.
-  scripts/lab.sh up|demo|down builds a namespace lab to try it."
-)]
+  Exit codes: 0 stopped by a signal, 69 interface missing or down, 77 no privilege, 1 other.
+  scripts/lab.sh up|demo|down builds a namespace lab to try it.")]
 pub struct Args {
     /// The interface on the untrusted (client) side.
     #[arg(long, value_name = "IF")]
@@ -445,5 +445,120 @@ fn supervise(args: &Args, running: Running) -> Result<(), CliError> {
     match failure {
         Some(f) => Err(CliError::new(f)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bridge").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn options_parse_with_defaults() {
+        let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
+        assert_eq!(
+            (a.workers, a.backend, a.stats_interval),
+            (1, BackendArg::Afpacket, 10)
+        );
+        assert!(a.pcap_out.is_none());
+        let a = parse(&[
+            "--outside",
+            "a0",
+            "--inside",
+            "b0",
+            "--workers",
+            "2",
+            "--backend",
+            "tap",
+            "--profile",
+            "pix40",
+            "--pcap-out",
+            "x.pcap",
+            "--stats-interval",
+            "0",
+        ])
+        .expect("parse");
+        assert_eq!(
+            (a.workers, a.backend, a.stats_interval),
+            (2, BackendArg::Tap, 0)
+        );
+        assert_eq!(a.policy.profile, crate::cli::ProfileArg::Pix40);
+        assert!(parse(&["--outside", "a0"]).is_err());
+    }
+
+    #[test]
+    fn nonsense_is_refused_before_touching_interfaces() {
+        let same = parse(&["--outside", "a0", "--inside", "a0"]).expect("parse");
+        assert!(validate(&same).is_err());
+        let none = parse(&["--outside", "a0", "--inside", "b0", "--workers", "0"]).expect("parse");
+        assert!(validate(&none).is_err());
+        let many = parse(&["--outside", "a0", "--inside", "b0", "--workers", "65"]).expect("parse");
+        assert!(validate(&many).is_err());
+        let port0 = parse(&["--outside", "a0", "--inside", "b0", "--ports", "0"]).expect("parse");
+        assert!(validate(&port0).is_err());
+        let ok = parse(&["--outside", "a0", "--inside", "b0", "--workers", "64"]).expect("parse");
+        assert!(validate(&ok).is_ok());
+    }
+
+    #[test]
+    fn missing_interface_fails_with_one_line_and_code_69() {
+        let a = parse(&["--outside", "mg-nosuch0", "--inside", "mg-nosuch1"]).expect("parse");
+        let e = run(&a).expect_err("no such interface");
+        assert_eq!(e.message, "interface mg-nosuch0 does not exist");
+        assert_eq!(e.code, 69);
+    }
+
+    fn report(worker: usize, frames: u64, last: bool) -> WorkerReport {
+        let mut engine = Stats {
+            frames_in: frames,
+            ..Stats::default()
+        };
+        engine.forwarded[ForwardReason::NotIp as usize] = frames;
+        let io = IoStats {
+            rx_frames: [frames, 0],
+            tx_frames: [0, frames],
+            ..IoStats::default()
+        };
+        WorkerReport {
+            worker,
+            engine,
+            io,
+            capture_dropped: 0,
+            last,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn totals_keep_the_latest_report_of_each_worker() {
+        let mut t = Totals::default();
+        t.update(report(1, 5, false));
+        t.update(report(0, 2, false));
+        t.update(report(1, 7, true));
+        let (stats, io, _) = t.sum();
+        assert_eq!(stats.frames_in, 9);
+        assert_eq!(io.rx_frames, [9, 0]);
+        let line = stats_line(&stats, &io);
+        assert!(
+            line.starts_with("rx out=9 in=0 | tx out=0 in=9 | forwarded=9 "),
+            "{line}"
+        );
+        let s = summary(Duration::from_millis(1500), &stats, &io, 0);
+        assert!(
+            s.starts_with("mailguard bridge: stopped after 1.5 s\n"),
+            "{s}"
+        );
+        assert!(s.contains("  forwarded: not-ip=9\n"), "{s}");
+        assert!(s.contains("  dropped: none\n"), "{s}");
     }
 }

@@ -261,3 +261,93 @@ pub fn check_interface_up(ifname: &str) -> io::Result<()> {
         Err(e) => Err(io::Error::new(e.kind(), format!("interface {ifname}: {e}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_keeps_frames_and_sides_in_order() {
+        let mut b = FrameBatch::new();
+        b.push(Side::Outside, b"one");
+        b.push(Side::Inside, b"");
+        b.push(Side::Inside, b"three");
+        let v: Vec<_> = b.iter().collect();
+        assert_eq!(
+            v,
+            vec![
+                (Side::Outside, &b"one"[..]),
+                (Side::Inside, &b""[..]),
+                (Side::Inside, &b"three"[..])
+            ]
+        );
+        assert_eq!(b.len(), 3);
+        b.clear();
+        assert!(b.is_empty());
+        assert_eq!(b.iter().count(), 0);
+    }
+
+    #[test]
+    fn io_stats_merge_adds_every_counter() {
+        let a = IoStats {
+            rx_frames: [1, 2],
+            rx_bytes: [3, 4],
+            tx_frames: [5, 6],
+            tx_bytes: [7, 8],
+            rx_truncated: 9,
+            rx_own_outgoing: 10,
+            tx_errors: 11,
+        };
+        let mut sum = a;
+        sum.merge(&a);
+        assert_eq!(sum.rx_frames, [2, 4]);
+        assert_eq!(sum.tx_bytes, [14, 16]);
+        assert_eq!(
+            (sum.rx_truncated, sum.rx_own_outgoing, sum.tx_errors),
+            (18, 20, 22)
+        );
+    }
+
+    #[test]
+    fn poll_reports_which_side_is_readable() {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two descriptors into `fds`.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let mut other = [0; 2];
+        // SAFETY: as above.
+        let rc =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, other.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let watched = [fds[0], other[0]];
+        assert_eq!(
+            poll_readable(watched, Some(Duration::ZERO)).expect("poll"),
+            [false, false]
+        );
+        // SAFETY: writing one byte from a valid buffer to a descriptor we own.
+        let n = unsafe { libc::write(other[1], b"x".as_ptr().cast(), 1) };
+        assert_eq!(n, 1);
+        assert_eq!(
+            poll_readable(watched, Some(Duration::from_secs(5))).expect("poll"),
+            [false, true]
+        );
+        for fd in fds.into_iter().chain(other) {
+            close_fd(fd);
+        }
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(ifreq_for("").is_err());
+        assert!(ifreq_for("sixteen-chars-xx").is_err());
+        assert!(ifreq_for("a\0b").is_err());
+        assert!(ifreq_for("fifteen-chars-x").is_ok());
+    }
+
+    #[test]
+    fn a_missing_interface_is_named_in_the_error() {
+        let e = check_interface_up("mg-no-such0").expect_err("missing");
+        assert_eq!(e.to_string(), "interface mg-no-such0 does not exist");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -277,3 +277,196 @@ impl<B: Backend> Worker<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::backend::side_index;
+    use crossbeam_channel::{unbounded, RecvTimeoutError};
+
+    /// An in-memory backend: frames to read come from a channel, frames written go to one.
+    struct FakeBackend {
+        incoming: Receiver<(Side, Vec<u8>)>,
+        sent: Sender<(Side, Vec<u8>)>,
+        stats: IoStats,
+    }
+
+    impl Backend for FakeBackend {
+        fn recv_batch(
+            &mut self,
+            timeout: Option<Duration>,
+            max: usize,
+            batch: &mut FrameBatch,
+        ) -> io::Result<usize> {
+            let first = match self.incoming.recv_timeout(timeout.unwrap_or(MAX_WAIT)) {
+                Ok(f) => f,
+                Err(RecvTimeoutError::Timeout) => return Ok(0),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "interface gone"))
+                }
+            };
+            let mut n = 0;
+            for (side, frame) in std::iter::once(first).chain(self.incoming.try_iter()) {
+                self.stats.rx_frames[side_index(side)] += 1;
+                batch.push(side, &frame);
+                n += 1;
+                if n == max {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
+            self.stats.tx_frames[side_index(side)] += 1;
+            self.sent
+                .send((side, frame.to_vec()))
+                .map_err(|_| io::Error::other("test gone"))
+        }
+
+        fn io_stats(&self) -> IoStats {
+            self.stats
+        }
+
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    struct Harness {
+        frames: Sender<(Side, Vec<u8>)>,
+        sent: Receiver<(Side, Vec<u8>)>,
+        control: Sender<Control>,
+        reports: Receiver<WorkerReport>,
+        handle: JoinHandle<()>,
+    }
+
+    fn start() -> Harness {
+        let (frames, incoming) = unbounded();
+        let (sent_tx, sent) = unbounded();
+        let (control, control_rx) = unbounded();
+        let (report_tx, reports) = unbounded();
+        let backend = FakeBackend {
+            incoming,
+            sent: sent_tx,
+            stats: IoStats::default(),
+        };
+        let config = WorkerConfig {
+            index: 3,
+            cpu: None,
+            engine: EngineConfig::default(),
+            report_every: None,
+            epoch: Instant::now(),
+        };
+        let handle = spawn(config, backend, control_rx, report_tx, None).expect("spawn");
+        Harness {
+            frames,
+            sent,
+            control,
+            reports,
+            handle,
+        }
+    }
+
+    /// A frame the engine cannot misread as anything but "not IP": an ARP-typed header.
+    fn frame(tag: u8) -> Vec<u8> {
+        let mut f = vec![0xff; 12];
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&[tag; 28]);
+        f
+    }
+
+    #[test]
+    fn forwards_each_frame_to_the_other_side_in_order() {
+        let h = start();
+        for tag in 0..10u8 {
+            let side = if tag % 3 == 0 {
+                Side::Inside
+            } else {
+                Side::Outside
+            };
+            h.frames.send((side, frame(tag))).expect("feed");
+        }
+        for tag in 0..10u8 {
+            let side = if tag % 3 == 0 {
+                Side::Inside
+            } else {
+                Side::Outside
+            };
+            let (out_side, out) = h
+                .sent
+                .recv_timeout(Duration::from_secs(5))
+                .expect("forwarded");
+            assert_eq!(out_side, side.other(), "frame {tag}");
+            assert_eq!(out, frame(tag));
+        }
+        h.control.send(Control::Stop).expect("stop");
+        let last = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("final report");
+        assert!(last.last);
+        assert_eq!(last.worker, 3);
+        assert_eq!(last.error, None);
+        assert_eq!(last.engine.frames_in, 10);
+        assert_eq!(last.io.rx_frames, [6, 4]);
+        assert_eq!(last.io.tx_frames, [4, 6]);
+        h.handle.join().expect("worker exits");
+    }
+
+    #[test]
+    fn reports_on_request_and_stops_on_backend_error() {
+        let h = start();
+        h.frames.send((Side::Outside, frame(1))).expect("feed");
+        let _ = h
+            .sent
+            .recv_timeout(Duration::from_secs(5))
+            .expect("forwarded");
+        h.control.send(Control::Report).expect("ask");
+        let r = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("report");
+        assert!(!r.last);
+        assert_eq!(r.engine.frames_in, 1);
+        // The interface goes away: the worker reports why and exits.
+        drop(h.frames);
+        let last = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("final report");
+        assert!(last.last);
+        assert!(
+            last.error
+                .as_deref()
+                .is_some_and(|e| e.contains("interface gone")),
+            "{last:?}"
+        );
+        h.handle.join().expect("worker exits");
+    }
+
+    #[test]
+    fn a_closed_control_channel_stops_the_worker() {
+        let h = start();
+        drop(h.control);
+        let last = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("final report");
+        assert!(last.last);
+        assert_eq!(last.error, None);
+        h.handle.join().expect("worker exits");
+    }
+
+    #[test]
+    fn pinning_to_an_allowed_cpu_works_and_out_of_range_is_refused() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        let cpu = cpus[0];
+        std::thread::spawn(move || pin_current_thread(cpu))
+            .join()
+            .expect("thread")
+            .expect("pin");
+        assert!(pin_current_thread(libc::CPU_SETSIZE as usize).is_err());
+    }
+}
