@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Largest `--workers` accepted.
 const MAX_WORKERS: usize = 64;
-/// Frames queued for the `--pcap-out` writer before frames are left out.
-const CAPTURE_QUEUE: usize = 8192;
+/// Frames queued for the `--pcap-out` writer before frames are left out (at most 64 MiB).
+const CAPTURE_QUEUE: usize = 1024;
 
 /// Options of this subcommand.
 #[derive(Clone, Debug, clap::Args)]

@@ -6,6 +6,8 @@
 //! - **Silent truncation**: frames are read with `MSG_TRUNC` into a [`MAX_FRAME`] buffer, so
 //!   the kernel tells us the real length; a longer frame is dropped and counted, never
 //!   forwarded cut.
+//! - **Link down**: `ENETDOWN` on read is logged and waited out (the socket stays bound and
+//!   reads again when the link is back up); a vanished interface ends the worker.
 //! - **No read timeout**: both sockets of a worker are waited on with one `poll(2)` with
 //!   the caller's timeout, then drained without blocking.
 //! - **Offloads**: [`OffloadGuard`] turns GRO, LRO, GSO, TSO and tx checksumming off on the
@@ -216,8 +218,16 @@ impl AfPacketBackend {
             let Some(sock) = self.socks.get(i) else {
                 break;
             };
-            let Some((n, pkttype)) = sock.recv(&mut self.buf)? else {
-                break;
+            let (n, pkttype) = match sock.recv(&mut self.buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                // The link went down (it may come back: the socket stays bound). Only a
+                // vanished interface (ENODEV) or worse ends the worker.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                    log::warn!("{side:?} interface is down; waiting for it to come back");
+                    break;
+                }
+                Err(e) => return Err(e),
             };
             if pkttype == libc::PACKET_OUTGOING {
                 self.stats.rx_own_outgoing += 1;
