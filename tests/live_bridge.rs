@@ -398,6 +398,135 @@ fn jumbo_and_pcap_out(backend: &'static str) {
     assert!(big >= 4, "{test}: expected 2 echo requests and 2 replies of 64042 bytes in the pcap, {big} of {frames} frames");
 }
 
+fn parse_mac(text: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (slot, part) in mac.iter_mut().zip(text.split(':')) {
+        *slot = u8::from_str_radix(part, 16).expect("mac byte");
+    }
+    mac
+}
+
+/// Sends `frame` as is on `link` with a raw socket (call from inside the namespace).
+fn send_raw_frame(link: &str, frame: &[u8]) {
+    let name = std::ffi::CString::new(link).expect("name");
+    // SAFETY: plain libc calls on values we own; the socket is closed below.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        assert_ne!(ifindex, 0, "no {link}");
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        libc::close(fd);
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// 802.1Q-tagged frames cross with their tag (VLAN id and priority bits) intact, although
+/// the kernel strips tags before AF_PACKET sees them. tcpdump on the server side is the
+/// judge (it puts the tag back from the auxiliary data on its own).
+fn vlan_crosses(backend: &'static str) {
+    let test = format!("vlan_crosses ({backend})");
+    if should_skip(&test) {
+        return;
+    }
+    let _guard = serial();
+    let mut lab = Lab::up(backend);
+    let (o0, i0) = lab.host_links();
+    let (src, dst) = (
+        parse_mac(&lab.mac(Host::Out, &o0)),
+        parse_mac(&lab.mac(Host::In, &i0)),
+    );
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv4([198, 18, 1, 1], [198, 18, 1, 2], 64)
+        .udp(4000, 4001)
+        .write(&mut frame, b"tagged payload")
+        .expect("build frame");
+    // VLAN 100, priority 5: TCI 0xa064.
+    frame.splice(12..12, [0x81, 0x00, 0xa0, 0x64]);
+    lab.start_bridge(&BridgeSpec::new(backend, 1, "strict"));
+    let pcap = tempfile::NamedTempFile::new().expect("temp file");
+    let path = pcap.path().to_string_lossy().into_owned();
+    let mut tcpdump = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(Host::In),
+            "timeout",
+            "15",
+            "tcpdump",
+        ])
+        .args([
+            "-i",
+            &i0,
+            "-U",
+            "-c",
+            "1",
+            "-w",
+            &path,
+            "vlan and udp port 4001",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    // Wait for tcpdump to listen (it says so on stderr), bounded by its own timeout.
+    let mut stderr = std::io::BufReader::new(tcpdump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut stderr, &mut line);
+    assert!(line.contains("listening"), "{test}: tcpdump: {line}");
+    let sent = frame.clone();
+    let link = o0.clone();
+    lab.in_ns(Host::Out, move || {
+        for _ in 0..3 {
+            send_raw_frame(&link, &sent);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let status = tcpdump.wait().expect("tcpdump exit");
+    assert!(
+        status.success(),
+        "{test}: tcpdump saw no tagged frame ({status})"
+    );
+    let file = std::fs::File::open(pcap.path()).expect("pcap");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
+    let got = reader
+        .next_packet()
+        .expect("one frame")
+        .expect("whole record");
+    assert_eq!(
+        got.data.as_ref(),
+        frame.as_slice(),
+        "{test}: the frame changed crossing"
+    );
+}
+
+#[test]
+fn afpacket_vlan_crosses_tagged() {
+    vlan_crosses("afpacket");
+}
+
+#[test]
+fn tap_vlan_crosses_tagged() {
+    vlan_crosses("tap");
+}
+
 /// A bridge port going down and up again does not stop the bridge: traffic crosses again.
 #[test]
 fn afpacket_survives_a_port_going_down_and_up() {

@@ -57,6 +57,28 @@ fn send_flows(local: &'static str, remote: &'static str, from_client: bool) {
     }
 }
 
+/// A TAP device gets its carrier when a queue attaches, and its kernel bridge port starts
+/// forwarding a moment later (link events are deferred): wait for that, bounded.
+fn wait_tap_ports_forwarding(lab: &Lab) {
+    let (to, ti) = lab.ports();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for tap in [to, ti] {
+        let state = format!("/sys/class/net/{tap}/brport/state");
+        loop {
+            let out = lab.run(Host::Bridge, &["cat", &state], Duration::from_secs(5));
+            // 3 is BR_STATE_FORWARDING.
+            if String::from_utf8_lossy(&out.stdout).trim() == "3" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{tap} never started forwarding in its kernel bridge"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn fanout_is_symmetric<B: Backend + 'static>(
     backend_name: &'static str,
     open: fn(&str, &str, usize) -> std::io::Result<Vec<B>>,
@@ -96,6 +118,9 @@ fn fanout_is_symmetric<B: Backend + 'static>(
     let mut workers = lab
         .in_ns(Host::Bridge, move || open(&outside, &inside, 2))
         .unwrap_or_else(|e| panic!("{test}: opening 2 workers: {e}"));
+    if backend_name == "tap" {
+        wait_tap_ports_forwarding(&lab);
+    }
     lab.in_ns(Host::Out, || send_flows(CLIENT, SERVER, true));
     lab.in_ns(Host::In, || send_flows(SERVER, CLIENT, false));
 

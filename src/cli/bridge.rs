@@ -367,6 +367,12 @@ fn summary(elapsed: Duration, stats: &Stats, io: &IoStats, capture_dropped: u64)
         by_verb(&stats.commands),
         by_verb(&stats.blocked)
     );
+    if io.rx_csum_partial > 0 {
+        out += &format!(
+            "  frames read with partial checksums: {} (turn tx checksum offload off on local peers)\n",
+            io.rx_csum_partial
+        );
+    }
     if io.rx_own_outgoing > 0 || capture_dropped > 0 {
         out += &format!(
             "  own frames re-read: {}  frames left out of --pcap-out: {capture_dropped}\n",

@@ -6,6 +6,10 @@
 //! - **Silent truncation**: frames are read with `MSG_TRUNC` into a [`MAX_FRAME`] buffer, so
 //!   the kernel tells us the real length; a longer frame is dropped and counted, never
 //!   forwarded cut.
+//! - **VLAN tags**: the kernel strips 802.1Q/802.1ad tags before AF_PACKET sees a frame and
+//!   reports them in `PACKET_AUXDATA`; the tag is put back so trunks are bridged tagged.
+//! - **Partial checksums** (`TP_STATUS_CSUMNOTREADY`, frames from a local peer with tx
+//!   checksum offload): counted in [`IoStats::rx_csum_partial`], forwarded as they are.
 //! - **Link down**: `ENETDOWN` on read is logged and waited out (the socket stays bound and
 //!   reads again when the link is back up); a vanished interface ends the worker.
 //! - **No read timeout**: both sockets of a worker are waited on with one `poll(2)` with
@@ -103,6 +107,10 @@ impl PacketSocket {
                 io::Error::last_os_error()
             );
         }
+        // VLAN tags and checksum state arrive as auxiliary data.
+        if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1) < 0 {
+            return Err(os_error(&format!("PACKET_AUXDATA on {ifname}")));
+        }
         // Bigger buffers absorb bursts; failure only costs drops under load.
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
@@ -148,23 +156,25 @@ impl PacketSocket {
         Ok(sock)
     }
 
-    /// Reads one frame without blocking. `Ok(None)`: nothing ready. `Ok(Some(n))` with
-    /// `n > buf.len()`: the frame was longer than the buffer (and is lost).
-    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, u8)>> {
-        // SAFETY: sockaddr_ll is plain old data.
+    /// Reads one frame without blocking. `Ok(None)`: nothing ready.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        // SAFETY: sockaddr_ll, msghdr and the control buffer are plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: `buf`, `sll` and `len` are valid for writes of the sizes given.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                (&mut sll as *mut libc::sockaddr_ll).cast(),
-                &mut len,
-            )
+        let mut control = [0u64; CONTROL_WORDS];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: every pointer in `msg` refers to a live buffer of the size given.
+        let n = unsafe { libc::recvmsg(self.fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
@@ -172,7 +182,11 @@ impl PacketSocket {
                 _ => Err(e),
             };
         }
-        Ok(Some((n as usize, sll.sll_pkttype)))
+        Ok(Some(Received {
+            len: n as usize,
+            pkttype: sll.sll_pkttype,
+            aux: auxdata(&msg),
+        }))
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
@@ -183,6 +197,72 @@ impl PacketSocket {
         }
         Ok(())
     }
+}
+
+/// Control buffer for one `tpacket_auxdata` message, in u64 words for alignment.
+const CONTROL_WORDS: usize = 8;
+
+/// What the kernel said about a frame besides its bytes.
+#[derive(Clone, Copy, Debug)]
+struct Received {
+    /// The frame's real length (may exceed the buffer: `MSG_TRUNC`).
+    len: usize,
+    /// `PACKET_HOST`, `PACKET_OUTGOING`, ...
+    pkttype: u8,
+    /// The `PACKET_AUXDATA` message, if the kernel sent one.
+    aux: Option<libc::tpacket_auxdata>,
+}
+
+/// The `PACKET_AUXDATA` control message of `msg`, if present.
+fn auxdata(msg: &libc::msghdr) -> Option<libc::tpacket_auxdata> {
+    // SAFETY: `msg` was filled by recvmsg; the CMSG macros stay within msg_controllen.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null cmsg pointers from CMSG_FIRSTHDR/NXTHDR point into the buffer.
+        let hdr = unsafe { &*cmsg };
+        let want = std::mem::size_of::<libc::tpacket_auxdata>();
+        // SAFETY: CMSG_LEN is arithmetic.
+        let full = unsafe { libc::CMSG_LEN(want as u32) } as usize;
+        if hdr.cmsg_level == libc::SOL_PACKET
+            && hdr.cmsg_type == libc::PACKET_AUXDATA
+            && hdr.cmsg_len as usize >= full
+        {
+            // SAFETY: the message is at least `full` bytes long; read_unaligned copes with
+            // any alignment.
+            return Some(unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
+            });
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    None
+}
+
+/// Bytes kept free before each frame so a VLAN tag the kernel stripped can be put back.
+const VLAN_ROOM: usize = 4;
+
+/// The frame received at `buf[VLAN_ROOM..]`, with the VLAN tag the kernel moved into
+/// the auxiliary data put back after the MAC addresses (so tagged traffic is forwarded
+/// tagged). `None` for a frame too short to hold MAC addresses.
+fn restore_vlan(buf: &mut [u8], rx: Received) -> Option<&[u8]> {
+    let end = VLAN_ROOM.checked_add(rx.len)?;
+    let tagged = rx
+        .aux
+        .filter(|a| a.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && rx.len >= 12);
+    let Some(aux) = tagged else {
+        return buf.get(VLAN_ROOM..end);
+    };
+    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+        aux.tp_vlan_tpid
+    } else {
+        0x8100
+    };
+    buf.copy_within(VLAN_ROOM..VLAN_ROOM + 12, 0);
+    let tag = buf.get_mut(12..16)?;
+    tag[..2].copy_from_slice(&tpid.to_be_bytes());
+    tag[2..].copy_from_slice(&aux.tp_vlan_tci.to_be_bytes());
+    buf.get(..end)
 }
 
 /// The AF_PACKET ports of one worker.
@@ -205,7 +285,7 @@ impl AfPacketBackend {
         let ins = PacketSocket::open(inside, fanout.map(|f| f.1))?;
         Ok(AfPacketBackend {
             socks: [out, ins],
-            buf: vec![0; MAX_FRAME],
+            buf: vec![0; VLAN_ROOM + MAX_FRAME],
             stats: IoStats::default(),
         })
     }
@@ -218,8 +298,8 @@ impl AfPacketBackend {
             let Some(sock) = self.socks.get(i) else {
                 break;
             };
-            let (n, pkttype) = match sock.recv(&mut self.buf) {
-                Ok(Some(got)) => got,
+            let rx = match sock.recv(self.buf.get_mut(VLAN_ROOM..).unwrap_or_default()) {
+                Ok(Some(rx)) => rx,
                 Ok(None) => break,
                 // The link went down (it may come back: the socket stays bound). Only a
                 // vanished interface (ENODEV) or worse ends the worker.
@@ -229,16 +309,26 @@ impl AfPacketBackend {
                 }
                 Err(e) => return Err(e),
             };
-            if pkttype == libc::PACKET_OUTGOING {
+            if rx.pkttype == libc::PACKET_OUTGOING {
                 self.stats.rx_own_outgoing += 1;
                 continue;
             }
-            if n > self.buf.len() {
+            if rx.len > MAX_FRAME {
                 self.stats.rx_truncated += 1;
-                log::warn!("dropped a {n}-byte frame from {side:?}: larger than {MAX_FRAME}");
+                log::warn!(
+                    "dropped a {}-byte frame from {side:?}: larger than {MAX_FRAME}",
+                    rx.len
+                );
                 continue;
             }
-            let frame = self.buf.get(..n).unwrap_or_default();
+            let status = rx.aux.map_or(0, |a| a.tp_status);
+            if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                self.stats.rx_csum_partial += 1;
+            }
+            let Some(frame) = restore_vlan(&mut self.buf, rx) else {
+                continue;
+            };
+            let n = frame.len();
             batch.push(side, frame);
             self.stats.rx_frames[i] += 1;
             self.stats.rx_bytes[i] += n as u64;

@@ -84,6 +84,9 @@ pub struct IoStats {
     pub rx_own_outgoing: u64,
     /// Frames that could not be written (buffer full, too big for the link, ...).
     pub tx_errors: u64,
+    /// Frames read with a checksum left to offload (a local peer's tx checksum offload is
+    /// on: turn it off, their checksums are not valid on the wire).
+    pub rx_csum_partial: u64,
 }
 
 impl IoStats {
@@ -98,6 +101,7 @@ impl IoStats {
         self.rx_truncated += other.rx_truncated;
         self.rx_own_outgoing += other.rx_own_outgoing;
         self.tx_errors += other.tx_errors;
+        self.rx_csum_partial += other.rx_csum_partial;
     }
 }
 
@@ -297,6 +301,7 @@ mod tests {
             rx_truncated: 9,
             rx_own_outgoing: 10,
             tx_errors: 11,
+            rx_csum_partial: 12,
         };
         let mut sum = a;
         sum.merge(&a);
@@ -306,6 +311,7 @@ mod tests {
             (sum.rx_truncated, sum.rx_own_outgoing, sum.tx_errors),
             (18, 20, 22)
         );
+        assert_eq!(sum.rx_csum_partial, 24);
     }
 
     #[test]
