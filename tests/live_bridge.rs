@@ -564,3 +564,93 @@ fn afpacket_jumbo_frames_and_pcap_out() {
 fn tap_jumbo_frames_and_pcap_out() {
     jumbo_and_pcap_out("tap");
 }
+
+/// With the tap backend, missing TAP devices are created (multi-queue for 2 workers) and
+/// brought up; SIGINT stops the bridge with a summary and the devices go away with it.
+#[test]
+fn tap_devices_are_created_and_sigint_stops_cleanly() {
+    let test = "tap_devices_are_created_and_sigint_stops_cleanly";
+    if should_skip(test) {
+        return;
+    }
+    let _guard = serial();
+    let lab = Lab::up("afpacket");
+    let ns = lab.ns(Host::Bridge);
+    let (a, b) = ("mgnewtapa", "mgnewtapb");
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            mailguard_bin(),
+            "bridge",
+            "--backend",
+            "tap",
+        ])
+        .args(["--outside", a, "--inside", b, "--workers", "2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start bridge");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let link_up = |name: &str| {
+        let out = lab.run(
+            Host::Bridge,
+            &["ip", "-d", "link", "show", name],
+            Duration::from_secs(5),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success() && text.contains(",UP") && text.contains("multi_queue"),
+            text,
+        )
+    };
+    loop {
+        let (ok_a, ta) = link_up(a);
+        let (ok_b, tb) = link_up(b);
+        if ok_a && ok_b {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("bridge output");
+            panic!(
+                "{test}: TAP devices not created up and multi-queue: {ta}{tb}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{test}: bridge did not stop on SIGINT within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("bridge output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{test}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("mailguard bridge: stopped after"),
+        "{test}: {stdout}"
+    );
+    for name in [a, b] {
+        let out = lab.run(
+            Host::Bridge,
+            &["ip", "link", "show", name],
+            Duration::from_secs(5),
+        );
+        assert!(!out.status.success(), "{test}: {name} outlived the bridge");
+    }
+}
