@@ -333,15 +333,18 @@ fn set_mtu(lab: &Lab, backend: &str, mtu: &str) {
 
 /// Frames of almost 64 KiB cross whole (no truncation, none dropped as oversized), and
 /// `--pcap-out` records what the bridge sent.
-fn jumbo_and_pcap_out(backend: &'static str) {
-    let test = format!("jumbo frames and --pcap-out ({backend})");
+fn jumbo_and_pcap_out(backend: &'static str, suffix: &str) {
+    let test = format!("jumbo frames and --pcap-out {suffix} ({backend})");
     if should_skip(&test) {
         return;
     }
     let _guard = serial();
     let mut lab = Lab::up(backend);
     set_mtu(&lab, backend, "65000");
-    let pcap = tempfile::NamedTempFile::new().expect("temp file");
+    let pcap = tempfile::Builder::new()
+        .suffix(suffix)
+        .tempfile()
+        .expect("temp file");
     let pcap_path = pcap.path().to_string_lossy().into_owned();
     let mut spec = BridgeSpec::new(backend, 1, "strict");
     spec.extra = vec!["--pcap-out".into(), pcap_path];
@@ -379,23 +382,65 @@ fn jumbo_and_pcap_out(backend: &'static str) {
     );
     assert!(!summary.contains("own frames re-read"), "{test}: {summary}");
 
-    let file = std::fs::File::open(pcap.path()).expect("open --pcap-out file");
-    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("--pcap-out is a pcap");
-    let mut big = 0;
-    let mut frames = 0;
-    while let Some(pkt) = reader.next_packet() {
-        let pkt = pkt.expect("a whole pcap record");
-        frames += 1;
-        assert_eq!(
-            pkt.orig_len as usize,
-            pkt.data.len(),
-            "{test}: a record was cut"
+    let recorded = read_capture(pcap.path(), suffix == ".pcapng");
+    const BIG: usize = 14 + 20 + 8 + 64000;
+    let requests = recorded
+        .iter()
+        .filter(|(_, f)| f.len() == BIG && f.get(34) == Some(&8));
+    let replies = recorded
+        .iter()
+        .filter(|(_, f)| f.len() == BIG && f.get(34) == Some(&0));
+    assert_eq!(
+        requests.clone().count(),
+        2,
+        "{test}: echo requests of {BIG} bytes in the capture"
+    );
+    assert_eq!(
+        replies.clone().count(),
+        2,
+        "{test}: echo replies of {BIG} bytes in the capture"
+    );
+    if suffix == ".pcapng" {
+        // Requests were sent to the inside (interface 1), replies to the outside (0).
+        assert!(
+            requests.into_iter().all(|(i, _)| *i == Some(1)),
+            "{test}: request sides"
         );
-        if pkt.data.len() == 14 + 20 + 8 + 64000 {
-            big += 1;
+        assert!(
+            replies.into_iter().all(|(i, _)| *i == Some(0)),
+            "{test}: reply sides"
+        );
+    }
+}
+
+/// The frames of a `--pcap-out` file, each with its interface id (pcapng only); every
+/// record must be whole.
+fn read_capture(path: &std::path::Path, pcapng: bool) -> Vec<(Option<u32>, Vec<u8>)> {
+    let file = std::fs::File::open(path).expect("open --pcap-out file");
+    let mut frames = Vec::new();
+    if pcapng {
+        let mut reader = pcap_file::pcapng::PcapNgReader::new(file).expect("a pcapng");
+        let mut interfaces = 0;
+        while let Some(block) = reader.next_block() {
+            match block.expect("a whole block") {
+                pcap_file::pcapng::Block::InterfaceDescription(_) => interfaces += 1,
+                pcap_file::pcapng::Block::EnhancedPacket(p) => {
+                    assert_eq!(p.original_len as usize, p.data.len(), "a record was cut");
+                    frames.push((Some(p.interface_id), p.data.into_owned()));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(interfaces, 2, "one interface per side");
+    } else {
+        let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap");
+        while let Some(pkt) = reader.next_packet() {
+            let pkt = pkt.expect("a whole record");
+            assert_eq!(pkt.orig_len as usize, pkt.data.len(), "a record was cut");
+            frames.push((None, pkt.data.into_owned()));
         }
     }
-    assert!(big >= 4, "{test}: expected 2 echo requests and 2 replies of 64042 bytes in the pcap, {big} of {frames} frames");
+    frames
 }
 
 fn parse_mac(text: &str) -> [u8; 6] {
@@ -557,12 +602,12 @@ fn afpacket_survives_a_port_going_down_and_up() {
 
 #[test]
 fn afpacket_jumbo_frames_and_pcap_out() {
-    jumbo_and_pcap_out("afpacket");
+    jumbo_and_pcap_out("afpacket", ".pcap");
 }
 
 #[test]
 fn tap_jumbo_frames_and_pcap_out() {
-    jumbo_and_pcap_out("tap");
+    jumbo_and_pcap_out("tap", ".pcapng");
 }
 
 /// With the tap backend, missing TAP devices are created (multi-queue for 2 workers) and

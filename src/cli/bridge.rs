@@ -7,7 +7,7 @@
 //! their last counters and exit; dropping the offload guards restores interface settings.
 
 use super::{CliError, PolicyArgs};
-use crate::engine::{DropReason, ForwardReason, Stats};
+use crate::engine::{DropReason, ForwardReason, Side, Stats};
 use crate::io::afpacket::{self, OffloadGuard};
 use crate::io::backend::{check_interface_up, Backend, IoStats, MAX_FRAME};
 use crate::io::tap;
@@ -66,7 +66,8 @@ pub struct Args {
     /// Seconds between one-line stats logs (0: none; logged at info level).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stats_interval: u64,
-    /// Also write every frame the bridge sends, both sides, to this pcap file.
+    /// Also write every frame the bridge sends, both sides, to this file: pcapng (with the
+    /// side as the interface) if it ends in .pcapng, else pcap.
     #[arg(long, value_name = "FILE")]
     pub pcap_out: Option<PathBuf>,
 }
@@ -196,7 +197,11 @@ fn start<B: Backend + 'static>(args: &Args, backends: Vec<B>) -> Result<Running,
                 .map_err(|e| CliError::new(format!("cannot create {}: {e}", path.display())))?;
             let handle = std::thread::Builder::new()
                 .name("mg-pcap-out".into())
-                .spawn(move || write_capture(file, rx))
+                .spawn({
+                    let path = path.clone();
+                    let names = [args.outside.clone(), args.inside.clone()];
+                    move || write_capture(&path, file, names, rx)
+                })
                 .map_err(|e| CliError::new(format!("cannot start the pcap writer: {e}")))?;
             (Some(tx), Some(handle))
         }
@@ -237,25 +242,71 @@ fn start<B: Backend + 'static>(args: &Args, backends: Vec<B>) -> Result<Running,
     })
 }
 
-/// Writes captured frames to a pcap until every sender is gone; returns frames written.
-fn write_capture(file: std::fs::File, rx: Receiver<CapturedFrame>) -> Result<u64, String> {
-    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-    let header = PcapHeader {
-        snaplen: MAX_FRAME as u32,
-        ..PcapHeader::default()
-    };
-    let mut writer = PcapWriter::with_header(std::io::BufWriter::new(file), header)
-        .map_err(|e| format!("pcap-out: {e}"))?;
+/// Writes captured frames until every sender is gone; returns frames written. A `.pcapng`
+/// file records the side each frame was sent on as its interface (0 outside, 1 inside,
+/// named after the real interfaces); any other name gets a classic pcap.
+fn write_capture(
+    path: &std::path::Path,
+    file: std::fs::File,
+    names: [String; 2],
+    rx: Receiver<CapturedFrame>,
+) -> Result<u64, String> {
+    let out = std::io::BufWriter::new(file);
+    let err = |e: pcap_file::PcapError| format!("pcap-out: {e}");
     let mut written = 0u64;
-    for frame in rx {
-        let len = frame.data.len() as u32;
-        writer
-            .write_packet(&PcapPacket::new(frame.when, len, &frame.data))
-            .map_err(|e| format!("pcap-out: {e}"))?;
-        written += 1;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"))
+    {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::{
+            InterfaceDescriptionBlock, InterfaceDescriptionOption,
+        };
+        use pcap_file::pcapng::PcapNgWriter;
+        let mut writer = PcapNgWriter::new(out).map_err(err)?;
+        for name in names {
+            writer
+                .write_pcapng_block(InterfaceDescriptionBlock {
+                    linktype: pcap_file::DataLink::ETHERNET,
+                    snaplen: MAX_FRAME as u32,
+                    options: vec![InterfaceDescriptionOption::IfName(name.into())],
+                })
+                .map_err(err)?;
+        }
+        for frame in rx {
+            writer
+                .write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: match frame.side {
+                        Side::Outside => 0,
+                        Side::Inside => 1,
+                    },
+                    timestamp: frame.when,
+                    original_len: frame.data.len() as u32,
+                    data: frame.data.into(),
+                    options: Vec::new(),
+                })
+                .map_err(err)?;
+            written += 1;
+        }
+        let mut inner = writer.into_inner();
+        std::io::Write::flush(&mut inner).map_err(|e| format!("pcap-out: {e}"))?;
+    } else {
+        use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+        let header = PcapHeader {
+            snaplen: MAX_FRAME as u32,
+            ..PcapHeader::default()
+        };
+        let mut writer = PcapWriter::with_header(out, header).map_err(err)?;
+        for frame in rx {
+            let len = frame.data.len() as u32;
+            writer
+                .write_packet(&PcapPacket::new(frame.when, len, &frame.data))
+                .map_err(err)?;
+            written += 1;
+        }
+        let mut inner = writer.into_writer();
+        std::io::Write::flush(&mut inner).map_err(|e| format!("pcap-out: {e}"))?;
     }
-    let mut inner = writer.into_writer();
-    std::io::Write::flush(&mut inner).map_err(|e| format!("pcap-out: {e}"))?;
     Ok(written)
 }
 
