@@ -2,8 +2,9 @@
 //!
 //! Each side is a TAP device named by the user. If it exists it is attached to (it must
 //! have been created with the matching queue mode: `ip tuntap add mode tap multi_queue`
-//! for more than one worker); if not, it is created for the life of the process and
-//! brought up. Frames are plain Ethernet (`IFF_NO_PI`, no virtio-net header), so the
+//! for more than one worker); if not, it is created for the life of the process. Either
+//! way it is brought up: unlike a NIC, a TAP device is ours to drive, so "down" is not an
+//! error here. Frames are plain Ethernet (`IFF_NO_PI`, no virtio-net header), so the
 //! kernel segments and checksums everything before it reaches us: no offload trap here.
 //!
 //! Workers: with N > 1 every worker attaches its own queue (`IFF_MULTI_QUEUE`) of both

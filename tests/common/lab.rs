@@ -48,7 +48,7 @@ pub fn skip_reason() -> Option<String> {
     if !ok("ip", &["netns", "list"]) {
         return Some("`ip netns` does not work here".into());
     }
-    for prog in ["swaks", "ethtool", "ping", "timeout"] {
+    for prog in ["swaks", "ethtool", "ping", "timeout", "tcpdump"] {
         if !ok("sh", &["-c", &format!("command -v {prog}")]) {
             return Some(format!("{prog} is not installed (scripts/install-deps.sh)"));
         }
