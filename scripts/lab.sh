@@ -43,6 +43,16 @@ need_root() {
   [ "$(id -u)" = 0 ] || { echo "lab: needs root (network namespaces)" >&2; exit 1; }
 }
 
+need_tools() {
+  local missing=()
+  for t in ip ethtool swaks ping; do command -v "$t" >/dev/null || missing+=("$t"); done
+  [ -x "$SMTP_SINK" ] || missing+=(smtp-sink)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "lab: missing ${missing[*]}: run scripts/install-deps.sh" >&2
+    exit 1
+  fi
+}
+
 # Stops the process whose pid is in $1 (a pid file we wrote), waiting up to 5 s.
 stop_pid() {
   local f=$1 pid
@@ -87,6 +97,7 @@ start_bridge() {
 
 up() {
   need_root
+  need_tools
   down >/dev/null 2>&1 || true
   [ "${MG_NO_BRIDGE:-0}" = 1 ] || [ -x "$MAILGUARD" ] || (cd "$ROOT" && cargo build --quiet)
   mkdir -p "$DIR/mail"
