@@ -7,6 +7,7 @@ packages=(
   tshark tcpdump            # independent judges of the pcaps we write
   postfix swaks             # real MTA (smtp-sink, smtp-source) and client for the live lab
   iproute2 ethtool          # namespaces, veth, TAP, offload settings
+  iputils-ping              # the live lab checks ICMP crosses the bridge
   iperf3 netsniff-ng tcpreplay hyperfine  # benchmark loads and peers
   python3
 )

@@ -1,0 +1,472 @@
+//! Worker threads of the live bridge: each owns one [`Backend`] (its sockets or queues)
+//! and one [`Engine`] (its flow table and counters); nothing is shared on the packet path.
+//!
+//! Each loop: wait for frames on either side (bounded by the engine's next timer, the next
+//! stats report and [`MAX_WAIT`], so control messages and shutdown are seen promptly), hand
+//! each frame to [`Engine::handle_frame`] with the monotonic clock as [`Time`], write the
+//! input frame to the other side if the verdict is `Forward`, then every frame of the sink
+//! to its side, in order; run [`Engine::handle_timeout`] when due. Counters go to the main
+//! thread over crossbeam-channel as [`WorkerReport`]s; [`Control`] comes back the same way.
+//!
+//! Choices made where the spec is silent:
+//! - A send error (buffer full, frame too big for the link) loses that frame only: it is
+//!   counted in [`IoStats::tx_errors`] and logged at debug level; TCP recovers.
+//! - A receive error other than a timeout or a signal ends the worker (the interface went
+//!   away); the main thread sees it in the final report and stops the bridge.
+//! - `--pcap-out` copies every frame the bridge writes to a writer thread through a bounded
+//!   channel; when the writer falls behind, frames are left out of the file (counted), never
+//!   held on the packet path.
+
+use super::backend::{Backend, FrameBatch, IoStats, DEFAULT_BATCH};
+use crate::engine::{Engine, EngineConfig, FrameSink, Side, Stats, Time, Verdict};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use std::io;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Longest a worker waits for frames before looking at its control channel.
+pub const MAX_WAIT: Duration = Duration::from_millis(100);
+
+/// Messages from the main thread to a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Send a [`WorkerReport`] now.
+    Report,
+    /// Send a final report and exit.
+    Stop,
+}
+
+/// A frame the bridge wrote, for `--pcap-out`.
+#[derive(Clone, Debug)]
+pub struct CapturedFrame {
+    /// Wall-clock time since the Unix epoch.
+    pub when: Duration,
+    /// The side it was written to.
+    pub side: Side,
+    /// The frame.
+    pub data: Vec<u8>,
+}
+
+/// Counters of one worker, sent to the main thread.
+#[derive(Clone, Debug)]
+pub struct WorkerReport {
+    /// Worker index.
+    pub worker: usize,
+    /// The engine's counters.
+    pub engine: Stats,
+    /// The I/O layer's counters.
+    pub io: IoStats,
+    /// Frames left out of `--pcap-out` because the writer was behind.
+    pub capture_dropped: u64,
+    /// True for the last report of the worker (it has exited its loop).
+    pub last: bool,
+    /// Why the worker stopped, if it was an error.
+    pub error: Option<String>,
+}
+
+/// How one worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Worker index (0-based), used in logs and reports.
+    pub index: usize,
+    /// The CPU to pin the thread to, if any.
+    pub cpu: Option<usize>,
+    /// The engine's configuration.
+    pub engine: EngineConfig,
+    /// How often to send a report unasked (`None`: only on [`Control::Report`] and at exit).
+    pub report_every: Option<Duration>,
+    /// The common origin of the monotonic clock (the same for all workers).
+    pub epoch: Instant,
+}
+
+/// The CPUs this process may run on, in increasing order (empty if unknown).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain old data; sched_getaffinity writes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for writes of its size.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cpu out of range",
+        ));
+    }
+    // SAFETY: cpu_set_t is plain old data.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` was checked against CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is valid for reads of its size; 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts a worker thread.
+pub fn spawn<B: Backend + 'static>(
+    config: WorkerConfig,
+    backend: B,
+    control: Receiver<Control>,
+    reports: Sender<WorkerReport>,
+    capture: Option<Sender<CapturedFrame>>,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("mg-worker-{}", config.index))
+        .spawn(move || {
+            let mut worker = Worker {
+                engine: Engine::new(config.engine.clone()),
+                backend,
+                capture,
+                capture_dropped: 0,
+                sink: FrameSink::default(),
+                config,
+            };
+            worker.run(&control, &reports);
+        })
+}
+
+/// The state of one worker thread.
+struct Worker<B: Backend> {
+    config: WorkerConfig,
+    engine: Engine,
+    backend: B,
+    capture: Option<Sender<CapturedFrame>>,
+    capture_dropped: u64,
+    sink: FrameSink,
+}
+
+impl<B: Backend> Worker<B> {
+    fn now(&self) -> Time {
+        Time(self.config.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64)
+    }
+
+    fn run(&mut self, control: &Receiver<Control>, reports: &Sender<WorkerReport>) {
+        if let Some(cpu) = self.config.cpu {
+            match pin_current_thread(cpu) {
+                Ok(()) => log::debug!("worker {} pinned to CPU {cpu}", self.config.index),
+                Err(e) => log::warn!("worker {}: cannot pin to CPU {cpu}: {e}", self.config.index),
+            }
+        }
+        log::debug!(
+            "worker {} running ({})",
+            self.config.index,
+            self.backend.name()
+        );
+        let mut batch = FrameBatch::new();
+        let mut next_report = self.config.report_every.map(|d| Instant::now() + d);
+        let error = loop {
+            match control.try_recv() {
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break None,
+                Ok(Control::Report) => {
+                    let _ = reports.send(self.report(false, None));
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            let wait = self.wait_time(next_report);
+            batch.clear();
+            if let Err(e) = self
+                .backend
+                .recv_batch(Some(wait), DEFAULT_BATCH, &mut batch)
+            {
+                break Some(format!("receive: {e}"));
+            }
+            for (side, frame) in batch.iter() {
+                self.handle(side, frame);
+            }
+            self.run_timers();
+            if let (Some(at), Some(every)) = (next_report, self.config.report_every) {
+                if Instant::now() >= at {
+                    let _ = reports.try_send(self.report(false, None));
+                    next_report = Some(Instant::now() + every);
+                }
+            }
+        };
+        if let Some(e) = &error {
+            log::error!("worker {} stopped: {e}", self.config.index);
+        }
+        let _ = reports.send(self.report(true, error));
+    }
+
+    /// How long to wait for frames: until the engine's next timer, the next report or
+    /// [`MAX_WAIT`], whichever is first.
+    fn wait_time(&self, next_report: Option<Instant>) -> Duration {
+        let mut wait = MAX_WAIT;
+        if let Some(at) = self.engine.poll_timeout() {
+            wait = wait.min(Duration::from_nanos(at.0.saturating_sub(self.now().0)));
+        }
+        if let Some(at) = next_report {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
+        wait
+    }
+
+    fn handle(&mut self, side: Side, frame: &[u8]) {
+        self.sink.clear();
+        let now = self.now();
+        let verdict = self.engine.handle_frame(now, side, frame, &mut self.sink);
+        if let Verdict::Forward(_) = verdict {
+            self.emit(side.other(), frame);
+        }
+        self.flush_sink();
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now();
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.sink.clear();
+            self.engine.handle_timeout(now, &mut self.sink);
+            self.flush_sink();
+        }
+    }
+
+    /// Writes the sink's frames in order.
+    fn flush_sink(&mut self) {
+        let sink = std::mem::take(&mut self.sink);
+        for (side, frame) in sink.iter() {
+            self.emit(side, frame);
+        }
+        self.sink = sink;
+    }
+
+    fn emit(&mut self, side: Side, frame: &[u8]) {
+        if let Err(e) = self.backend.send(side, frame) {
+            log::debug!(
+                "worker {}: {}-byte frame to {side:?} not sent: {e}",
+                self.config.index,
+                frame.len()
+            );
+        }
+        if let Some(tx) = &self.capture {
+            let when = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let item = CapturedFrame {
+                when,
+                side,
+                data: frame.to_vec(),
+            };
+            match tx.try_send(item) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => self.capture_dropped += 1,
+                Err(TrySendError::Disconnected(_)) => self.capture = None,
+            }
+        }
+    }
+
+    fn report(&self, last: bool, error: Option<String>) -> WorkerReport {
+        WorkerReport {
+            worker: self.config.index,
+            engine: self.engine.stats().clone(),
+            io: self.backend.io_stats(),
+            capture_dropped: self.capture_dropped,
+            last,
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::backend::side_index;
+    use crossbeam_channel::{unbounded, RecvTimeoutError};
+
+    /// An in-memory backend: frames to read come from a channel, frames written go to one.
+    struct FakeBackend {
+        incoming: Receiver<(Side, Vec<u8>)>,
+        sent: Sender<(Side, Vec<u8>)>,
+        stats: IoStats,
+    }
+
+    impl Backend for FakeBackend {
+        fn recv_batch(
+            &mut self,
+            timeout: Option<Duration>,
+            max: usize,
+            batch: &mut FrameBatch,
+        ) -> io::Result<usize> {
+            let first = match self.incoming.recv_timeout(timeout.unwrap_or(MAX_WAIT)) {
+                Ok(f) => f,
+                Err(RecvTimeoutError::Timeout) => return Ok(0),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "interface gone"))
+                }
+            };
+            let mut n = 0;
+            for (side, frame) in std::iter::once(first).chain(self.incoming.try_iter()) {
+                self.stats.rx_frames[side_index(side)] += 1;
+                batch.push(side, &frame);
+                n += 1;
+                if n == max {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
+            self.stats.tx_frames[side_index(side)] += 1;
+            self.sent
+                .send((side, frame.to_vec()))
+                .map_err(|_| io::Error::other("test gone"))
+        }
+
+        fn io_stats(&self) -> IoStats {
+            self.stats
+        }
+
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    struct Harness {
+        frames: Sender<(Side, Vec<u8>)>,
+        sent: Receiver<(Side, Vec<u8>)>,
+        control: Sender<Control>,
+        reports: Receiver<WorkerReport>,
+        handle: JoinHandle<()>,
+    }
+
+    fn start() -> Harness {
+        let (frames, incoming) = unbounded();
+        let (sent_tx, sent) = unbounded();
+        let (control, control_rx) = unbounded();
+        let (report_tx, reports) = unbounded();
+        let backend = FakeBackend {
+            incoming,
+            sent: sent_tx,
+            stats: IoStats::default(),
+        };
+        let config = WorkerConfig {
+            index: 3,
+            cpu: None,
+            engine: EngineConfig::default(),
+            report_every: None,
+            epoch: Instant::now(),
+        };
+        let handle = spawn(config, backend, control_rx, report_tx, None).expect("spawn");
+        Harness {
+            frames,
+            sent,
+            control,
+            reports,
+            handle,
+        }
+    }
+
+    /// A frame the engine cannot misread as anything but "not IP": an ARP-typed header.
+    fn frame(tag: u8) -> Vec<u8> {
+        let mut f = vec![0xff; 12];
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&[tag; 28]);
+        f
+    }
+
+    #[test]
+    fn forwards_each_frame_to_the_other_side_in_order() {
+        let h = start();
+        for tag in 0..10u8 {
+            let side = if tag % 3 == 0 {
+                Side::Inside
+            } else {
+                Side::Outside
+            };
+            h.frames.send((side, frame(tag))).expect("feed");
+        }
+        for tag in 0..10u8 {
+            let side = if tag % 3 == 0 {
+                Side::Inside
+            } else {
+                Side::Outside
+            };
+            let (out_side, out) = h
+                .sent
+                .recv_timeout(Duration::from_secs(5))
+                .expect("forwarded");
+            assert_eq!(out_side, side.other(), "frame {tag}");
+            assert_eq!(out, frame(tag));
+        }
+        h.control.send(Control::Stop).expect("stop");
+        let last = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("final report");
+        assert!(last.last);
+        assert_eq!(last.worker, 3);
+        assert_eq!(last.error, None);
+        assert_eq!(last.engine.frames_in, 10);
+        assert_eq!(last.io.rx_frames, [6, 4]);
+        assert_eq!(last.io.tx_frames, [4, 6]);
+        h.handle.join().expect("worker exits");
+    }
+
+    #[test]
+    fn reports_on_request_and_stops_on_backend_error() {
+        let h = start();
+        h.frames.send((Side::Outside, frame(1))).expect("feed");
+        let _ = h
+            .sent
+            .recv_timeout(Duration::from_secs(5))
+            .expect("forwarded");
+        h.control.send(Control::Report).expect("ask");
+        let r = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("report");
+        assert!(!r.last);
+        assert_eq!(r.engine.frames_in, 1);
+        // The interface goes away: the worker reports why and exits.
+        drop(h.frames);
+        let last = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("final report");
+        assert!(last.last);
+        assert!(
+            last.error
+                .as_deref()
+                .is_some_and(|e| e.contains("interface gone")),
+            "{last:?}"
+        );
+        h.handle.join().expect("worker exits");
+    }
+
+    #[test]
+    fn a_closed_control_channel_stops_the_worker() {
+        let h = start();
+        drop(h.control);
+        let last = h
+            .reports
+            .recv_timeout(Duration::from_secs(5))
+            .expect("final report");
+        assert!(last.last);
+        assert_eq!(last.error, None);
+        h.handle.join().expect("worker exits");
+    }
+
+    #[test]
+    fn pinning_to_an_allowed_cpu_works_and_out_of_range_is_refused() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        let cpu = cpus[0];
+        std::thread::spawn(move || pin_current_thread(cpu))
+            .join()
+            .expect("thread")
+            .expect("pin");
+        assert!(pin_current_thread(libc::CPU_SETSIZE as usize).is_err());
+    }
+}
