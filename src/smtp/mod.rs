@@ -57,7 +57,10 @@
 //! - **Greeting.** The greeting is the server's first reply. It is masked (pix40: replaced)
 //!   only if its first line's code is `220`; a first reply with another code (`554`, `421`,
 //!   or text that is not SMTP, which raises [`Event::NotSmtp`]) passes untouched but still
-//!   counts as the greeting. pix40's replacement is `220 SMTP/cmap` + underscores +
+//!   counts as the greeting. A server that never greets therefore has each reply matched to
+//!   the command before the one it answers; this errs on the strict side (a 354 answering
+//!   DATA is then not taken as DATA's, so the body is filtered as commands), and pix40's
+//!   injected replies come one reply late. pix40's replacement is `220 SMTP/cmap` + underscores +
 //!   ` read\r\n`, as long as the whole original greeting (all its lines), 20 bytes at least.
 //!   `banner-mask = kb` applies to every masking profile (pix44 too).
 //! - **Client talking first.** Its commands are filtered as usual and wait in the reply
