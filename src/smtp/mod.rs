@@ -72,7 +72,8 @@
 //!   other line ends it. Replies the server sends when nothing is owed pass unchanged.
 //!   An injected reply is only ever inserted between two server replies.
 //! - **DATA.** Only a `354` answering a forwarded DATA starts the body; an unsolicited 354
-//!   changes nothing (CVE-2000-1022). Lines the client sends after DATA, before the reply,
+//!   changes nothing (CVE-2000-1022). The body starts at the client's next line in command
+//!   mode (a 354 arriving while an earlier body is still being sent takes effect after it). Lines the client sends after DATA, before the reply,
 //!   are commands (a client must wait for 354; a PIX filters them the same way). After a
 //!   rejected DATA, pipelined lines are commands. The body ends at a line that is exactly
 //!   `.` before its line end: `.\r\n` or `.\n` (servers such as Postfix accept the latter);
