@@ -25,7 +25,8 @@
 //!   server owes (greeting, each forwarded command, pix40's injected slots), flags the
 //!   server's replies set for the client (354 → body, 334 → AUTH continuation), the reset.
 //! - `client`: the client's typed state (`Command` line / `AuthContinuation` / `Data` /
-//!   `Bdat(n)` / `StartTlsWait`); verbs are decided as soon as they can be.
+//!   `Bdat(n)` / `StartTlsWait`); verbs are decided as soon as they can be. `data`: the
+//!   message body (terminator, strict's normalisation, asa's line limits).
 //! - `server`: reply parsing (multi-line `ddd-`), each reply matched in order to what it
 //!   answers, greeting masking and EHLO rewriting.
 //! - `policy`: allow-lists and masking rules per profile; `ops`: [`apply_ops`] and op
@@ -100,6 +101,7 @@
 //! - **Operator verbs** (`allow_verbs`) only apply to strict.
 
 mod client;
+mod data;
 mod ops;
 mod policy;
 mod server;
