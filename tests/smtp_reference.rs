@@ -368,3 +368,87 @@ proptest! {
         }
     }
 }
+
+/// The real-capture fixtures, re-cut into whole lines (a partial line joins the next chunk
+/// of its direction; a last unterminated line is dropped), through the model and the
+/// Session. Sessions where the model does not apply (BDAT chunks, STARTTLS pass-through,
+/// resets) are skipped for that profile.
+#[test]
+fn fixtures_match_the_reference_model() {
+    use mailguard::smtp::Event;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/streams");
+    let mut compared = 0;
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "stream"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut carry: [Vec<u8>; 2] = [vec![], vec![]];
+        let mut units: Vec<(Dir, Vec<u8>)> = vec![];
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (tag, hex) = line.split_once(' ').expect("tag");
+            let d = if tag == "C" {
+                Dir::ClientToServer
+            } else {
+                Dir::ServerToClient
+            };
+            let i = usize::from(d == Dir::ServerToClient);
+            carry[i].extend(
+                (0..hex.len() / 2).map(|j| u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).unwrap()),
+            );
+            while let Some(p) = carry[i].iter().position(|&b| b == b'\n') {
+                let rest = carry[i].split_off(p + 1);
+                units.push((d, std::mem::replace(&mut carry[i], rest)));
+            }
+        }
+        for profile in &Profile::ALL[1..] {
+            let script: Vec<(Dir, &[u8])> = units.iter().map(|(d, b)| (*d, &b[..])).collect();
+            let t = transform(
+                Arc::new(PolicyConfig {
+                    profile: *profile,
+                    ..Default::default()
+                }),
+                &script,
+            );
+            let outside_model = t.reset.is_some()
+                || t.events.iter().any(|e| {
+                    matches!(
+                        e,
+                        Event::BdatChunk(_)
+                            | Event::TlsPassthrough
+                            | Event::DroppedAfterStartTls(_)
+                    )
+                });
+            if outside_model {
+                continue;
+            }
+            let mut model = Model::new(*profile);
+            for (d, l) in &units {
+                match d {
+                    Dir::ClientToServer => model.client_line(l),
+                    Dir::ServerToClient => model.server_line(l),
+                }
+            }
+            let name = path.file_name().unwrap().to_string_lossy();
+            assert!(
+                t.to_server == model.to_server,
+                "{name} {profile}: server streams differ"
+            );
+            if !model.in_reply {
+                assert!(
+                    t.to_client == model.to_client,
+                    "{name} {profile}: client streams differ"
+                );
+            }
+            compared += 1;
+        }
+    }
+    eprintln!("compared {compared} fixture x profile pairs");
+    assert!(compared > 150, "compared {compared}");
+}
