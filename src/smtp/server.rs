@@ -222,33 +222,43 @@ impl Session {
             out.events.push(Event::NotSmtp);
             log::info!("smtp: server sends non-SMTP bytes");
         }
-        let s = &mut self.server;
-        if s.reply.is_none() {
-            let role = match (self.queue.front(), &s.code) {
-                (Some(Expect::Greeting), b"220") if self.policy.deletes_blocked() => {
-                    Role::Pix40Banner
-                }
-                (Some(Expect::Greeting), b"220") => Role::Banner,
-                (Some(Expect::Cmd(CmdKind::Ehlo)), b"250") => match self.policy.profile {
-                    Profile::Asa => Role::EhloAsa,
-                    Profile::Strict => Role::EhloStrict,
-                    _ => Role::Plain,
-                },
-                _ => Role::Plain,
-            };
-            s.reply = Some(Reply {
+        if self.server.reply.is_none() {
+            let role = self.reply_role();
+            self.server.reply = Some(Reply {
                 role,
                 line_index: 0,
                 changed: false,
                 deleted: 0,
             });
         }
+        let action = self.line_action();
+        self.server.action = Some(action);
+        self.emit_head(action, out);
+    }
+
+    /// What the reply starting now is, from the queue and its first line's code.
+    fn reply_role(&self) -> Role {
+        match (self.queue.front(), &self.server.code) {
+            (Some(Expect::Greeting), b"220") if self.policy.deletes_blocked() => Role::Pix40Banner,
+            (Some(Expect::Greeting), b"220") => Role::Banner,
+            (Some(Expect::Cmd(CmdKind::Ehlo)), b"250") => match self.policy.profile {
+                Profile::Asa => Role::EhloAsa,
+                Profile::Strict => Role::EhloStrict,
+                _ => Role::Plain,
+            },
+            _ => Role::Plain,
+        }
+    }
+
+    /// How the current line passes, given its reply's role.
+    fn line_action(&self) -> LineAction {
+        let s = &self.server;
         let (role, index) = s
             .reply
             .as_ref()
             .map_or((Role::Plain, 0), |r| (r.role, r.line_index));
         let ehlo_line = index > 0 && &s.code == b"250" && (s.sep == b'-' || s.sep == b' ');
-        let action = match role {
+        match role {
             Role::Plain => LineAction::Copy,
             Role::Banner => LineAction::Banner,
             Role::Pix40Banner => LineAction::Delete,
@@ -257,8 +267,12 @@ impl Session {
             }
             Role::EhloAsa | Role::EhloStrictStream => LineAction::Copy,
             Role::EhloStrict => LineAction::Hold,
-        };
-        s.action = Some(action);
+        }
+    }
+
+    /// Emits (or keeps holding) the line's head once its action is known.
+    fn emit_head(&mut self, action: LineAction, out: &mut Output) {
+        let s = &mut self.server;
         let head = std::mem::take(&mut s.head);
         match action {
             LineAction::Copy => ops::copy(&mut out.to_client, head.len()),
