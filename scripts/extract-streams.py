@@ -21,8 +21,8 @@ import subprocess
 import sys
 
 PORTS = {25, 465, 587, 2525}
-RUN_MAX = 16384
-RUN_KEEP = 4096
+RUN_MAX = 8192
+RUN_KEEP = 2048
 
 
 def tshark(*args):

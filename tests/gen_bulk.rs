@@ -189,6 +189,12 @@ fn concurrent_opens_every_connection_before_closing_any() {
     let p = gen_ok(&args, dir.path(), "concurrent.pcap");
     let syns = frames_matching(&p, "tcp.flags.syn == 1 && tcp.flags.ack == 0");
     assert_eq!(syns.len(), 150);
+    let bad = frames_matching(
+        &p,
+        "tcp.checksum.status == 0 || ip.checksum.status == 0 || _ws.malformed \
+         || _ws.expert.severity >= error",
+    );
+    assert!(bad.is_empty(), "bad frames: {bad:?}");
     let first_fin = *frames_matching(&p, "tcp.flags.fin == 1")
         .first()
         .expect("sessions close");

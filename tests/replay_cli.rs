@@ -133,7 +133,8 @@ fn real_corpus_every_profile() {
     for input in &files {
         let name = input.file_name().unwrap_or_default().to_string_lossy();
         let input_frames = frames(input);
-        let input_bad = bad_frames(input);
+        // Computed lazily: only outputs that differ from the input need tshark.
+        let mut input_bad: Option<Vec<Vec<u8>>> = None;
         for profile in PROFILES {
             let out = dir.path().join(format!("{name}.{profile}.pcap"));
             let run = replay(
@@ -155,9 +156,17 @@ fn real_corpus_every_profile() {
                 }
                 continue;
             }
+            if same_frames(&input_frames, &frames(&out)).is_ok() {
+                // Output identical to the input: it cannot hold a frame the input lacked.
+                continue;
+            }
             let new_bad = bad_frames(&out)
                 .into_iter()
-                .filter(|f| !input_bad.contains(f))
+                .filter(|f| {
+                    !input_bad
+                        .get_or_insert_with(|| bad_frames(input))
+                        .contains(f)
+                })
                 .count();
             if new_bad > 0 {
                 failures.push(format!(

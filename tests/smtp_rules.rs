@@ -369,3 +369,28 @@ fn nothing_is_injected_after_the_server_closed() {
     assert!(out.to_client.is_empty());
     assert_eq!(out.to_server, vec![Op::Delete(8), Op::Copy(6)]);
 }
+
+#[test]
+fn pix40_insert_op_sits_between_the_owed_replies() {
+    let config = Arc::new(PolicyConfig {
+        profile: Profile::Pix40,
+        ..Default::default()
+    });
+    let mut session = Session::new(config);
+    let mut out = Output::default();
+    session.feed(S, b"220 SMTP/cmap read\r\n", &mut out);
+    out.clear();
+    session.feed(C, b"MAIL FROM:<a@x>\r\nVRFY x\r\nNOOP\r\n", &mut out);
+    assert_eq!(
+        out.to_server,
+        vec![Op::Copy(17), Op::Delete(8), Op::Copy(6)]
+    );
+    assert!(out.to_client.is_empty(), "MAIL's reply is still owed");
+    out.clear();
+    session.feed(S, b"250 a\r\n250 b\r\n", &mut out);
+    assert_eq!(
+        out.to_client,
+        vec![Op::Copy(7), Op::Insert(b"250 OK\r\n".to_vec()), Op::Copy(7)]
+    );
+    assert_eq!(session.held(S), 0);
+}

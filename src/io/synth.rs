@@ -2164,6 +2164,64 @@ mod tests {
     }
 
     #[test]
+    fn interleaved_bulk_sessions_each_carry_their_own_script() {
+        let opts = BulkOptions {
+            sessions: 50,
+            attachment_kb: 3,
+            loss: 0.08,
+            pipelining_ratio: 0.5,
+            mails_per_session: 2,
+            parallel: 12,
+            seed: 77,
+            ..BulkOptions::default()
+        };
+        let mut frames: Vec<Frame> = Vec::new();
+        write_bulk(&opts, &mut frames).unwrap();
+        // Group frames by client address and port.
+        let mut groups: std::collections::BTreeMap<(Vec<u8>, u16), Vec<Frame>> =
+            std::collections::BTreeMap::new();
+        for fr in &frames {
+            let p = SlicedPacket::from_ethernet(&fr.data).unwrap();
+            let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (p.net, p.transport)
+            else {
+                panic!("bulk frames are IPv4 TCP")
+            };
+            let key = if t.destination_port() == 25 {
+                (ip.header().source().to_vec(), t.source_port())
+            } else {
+                (ip.header().destination().to_vec(), t.destination_port())
+            };
+            groups.entry(key).or_default().push(fr.clone());
+        }
+        assert_eq!(groups.len(), 50);
+        let pool = Base64Pool::new(opts.seed);
+        let mut seen = std::collections::BTreeSet::new();
+        for ((_, port), g) in &groups {
+            let f = flow(false, None, 0, 0);
+            let f = FlowSpec {
+                client: Endpoint {
+                    port: *port,
+                    ..f.client
+                },
+                ..f
+            };
+            let (c, s) = reassemble(g, &f);
+            let text = String::from_utf8_lossy(&c);
+            let i: u64 = text
+                .strip_prefix("EHLO client")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok())
+                .expect("session starts with its EHLO");
+            assert!(seen.insert(i), "session {i} twice");
+            assert_eq!(
+                (c, s),
+                script_streams(&bulk_script(&opts, &pool, i)),
+                "session {i}"
+            );
+        }
+    }
+
+    #[test]
     fn concurrent_sessions_all_open_before_any_closes() {
         let opts = BulkOptions {
             sessions: 30,

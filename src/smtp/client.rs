@@ -1,6 +1,7 @@
 //! The client-to-server direction: command lines, AUTH continuations, DATA bodies, BDAT
 //! chunks, and what is dropped after STARTTLS.
 
+use super::data::DataLine;
 use super::ops;
 use super::policy::MAX_VERB;
 use super::session::{CmdKind, Expect, Session};
@@ -11,8 +12,6 @@ const LF: u8 = b'\n';
 
 /// RFC 5321 command line limit, CRLF included (asa, strict).
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
-/// RFC 5322 line limit, CRLF excluded (asa: header lines reset, body lines logged).
-const MAX_MESSAGE_LINE: usize = 998;
 /// asa: more RCPT commands than this in one transaction reset the connection.
 const MAX_RCPT: u32 = 100;
 /// asa: a MAIL FROM address longer than this resets the connection.
@@ -44,7 +43,7 @@ impl ClientState {
     pub(crate) fn held(&self) -> usize {
         match self {
             ClientState::Command(l) => l.head.len() + usize::from(l.pending_cr),
-            ClientState::Data(d) => usize::from(d.pending_cr),
+            ClientState::Data(d) => usize::from(d.pending_cr()),
             _ => 0,
         }
     }
@@ -130,45 +129,6 @@ pub(crate) struct CmdLine {
 impl CmdLine {
     fn at_start(&self) -> bool {
         self.head.is_empty() && self.action.is_none() && !self.pending_cr
-    }
-}
-
-/// Position within a message body line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum BodyPhase {
-    /// Nothing yet on this line.
-    #[default]
-    Start,
-    /// Only a CR so far (a CRLF would make an empty line).
-    StartCr,
-    /// Only `.` so far.
-    Dot,
-    /// Only `.` CR so far.
-    DotCr,
-    /// Anything else.
-    Other,
-}
-
-/// A message body line in progress.
-#[derive(Debug, Default)]
-pub(crate) struct DataLine {
-    phase: BodyPhase,
-    /// Bytes of the line so far, LF excluded.
-    len: usize,
-    last_cr: bool,
-    /// strict: a CR held until we know whether LF follows.
-    pending_cr: bool,
-    /// Still in the header section (before the first empty line).
-    in_headers: bool,
-    long_logged: bool,
-}
-
-impl DataLine {
-    fn new() -> DataLine {
-        DataLine {
-            in_headers: true,
-            ..Default::default()
-        }
     }
 }
 
@@ -615,143 +575,6 @@ impl Session {
         }
     }
 
-    /// Message body: copied (strict: bare CR / LF normalised to CRLF) up to the `.` line.
-    fn data_bytes(&mut self, data: &[u8], out: &mut Output) -> usize {
-        let strict = self.policy.profile == super::Profile::Strict;
-        let asa = self.policy.profile == super::Profile::Asa;
-        let mut k = 0;
-        while k < data.len() {
-            let ClientState::Data(d) = &mut self.client else {
-                return k;
-            };
-            // Fast path: the middle of a line passes as one run (not under asa, whose line
-            // limits are checked byte by byte).
-            if d.phase == BodyPhase::Other && !d.pending_cr && !asa {
-                let rest = data.get(k..).unwrap_or(&[]);
-                let run = rest
-                    .iter()
-                    .position(|&c| c == LF || (strict && c == CR))
-                    .unwrap_or(rest.len());
-                if run > 0 {
-                    ops::copy(&mut out.to_server, run);
-                    d.len += run;
-                    d.last_cr = rest.get(run - 1) == Some(&CR);
-                    k += run;
-                    continue;
-                }
-            }
-            let Some(&b) = data.get(k) else {
-                break;
-            };
-            k += 1;
-            if strict {
-                if d.pending_cr {
-                    d.pending_cr = false;
-                    if b == LF {
-                        ops::copy(&mut out.to_server, 2);
-                        if self.body_line_end(out) {
-                            return k;
-                        }
-                        continue;
-                    }
-                    // A bare CR: CRLF instead, and `b` begins the next line.
-                    ops::copy(&mut out.to_server, 1);
-                    ops::insert(&mut out.to_server, b"\n");
-                    if self.body_line_end(out) {
-                        return k - 1;
-                    }
-                    let ClientState::Data(d) = &mut self.client else {
-                        return k - 1;
-                    };
-                    if b == CR {
-                        d.pending_cr = true;
-                        continue;
-                    }
-                    ops::copy(&mut out.to_server, 1);
-                    Self::body_byte(d, b);
-                    continue;
-                }
-                match b {
-                    CR => d.pending_cr = true,
-                    LF => {
-                        ops::insert(&mut out.to_server, b"\r");
-                        ops::copy(&mut out.to_server, 1);
-                        if self.body_line_end(out) {
-                            return k;
-                        }
-                    }
-                    _ => {
-                        ops::copy(&mut out.to_server, 1);
-                        Self::body_byte(d, b);
-                    }
-                }
-                continue;
-            }
-            ops::copy(&mut out.to_server, 1);
-            if b == LF {
-                if self.body_line_end(out) {
-                    return k;
-                }
-                continue;
-            }
-            Self::body_byte(d, b);
-            if asa {
-                let content = d.len - usize::from(d.last_cr);
-                if content > MAX_MESSAGE_LINE {
-                    if d.in_headers {
-                        self.do_reset(ResetReason::HeaderLineTooLong, out);
-                        return k;
-                    }
-                    if !d.long_logged {
-                        d.long_logged = true;
-                        out.events.push(Event::LongBodyLine);
-                        log::info!("smtp: body line longer than {MAX_MESSAGE_LINE} bytes");
-                    }
-                }
-            }
-        }
-        data.len()
-    }
-
-    /// A body byte other than the line end.
-    fn body_byte(d: &mut DataLine, b: u8) {
-        d.phase = match (d.phase, b) {
-            (BodyPhase::Start, b'.') => BodyPhase::Dot,
-            (BodyPhase::Start, CR) => BodyPhase::StartCr,
-            (BodyPhase::Dot, CR) => BodyPhase::DotCr,
-            _ => BodyPhase::Other,
-        };
-        d.len += 1;
-        d.last_cr = b == CR;
-    }
-
-    /// A body line ended; returns true if it was the terminating `.` (back to commands).
-    fn body_line_end(&mut self, out: &mut Output) -> bool {
-        let ClientState::Data(d) = &mut self.client else {
-            return false;
-        };
-        match d.phase {
-            BodyPhase::Dot | BodyPhase::DotCr => {
-                self.client = ClientState::default();
-                self.rcpt_count = 0;
-                out.events.push(Event::DataEnded);
-                log::debug!("smtp: end of message");
-                self.expect(Expect::Cmd(CmdKind::EndOfMessage), out);
-                true
-            }
-            phase => {
-                if matches!(phase, BodyPhase::Start | BodyPhase::StartCr) {
-                    d.in_headers = false;
-                }
-                d.phase = BodyPhase::Start;
-                d.len = 0;
-                d.last_cr = false;
-                d.long_logged = false;
-                false
-            }
-        }
-    }
-
     /// FIN from the client: decide a held partial line (no reply is expected for it).
     pub(crate) fn finish_client(&mut self, out: &mut Output) {
         match std::mem::take(&mut self.client) {
@@ -790,7 +613,7 @@ impl Session {
                     }
                 }
             }
-            ClientState::Data(d) if d.pending_cr => {
+            ClientState::Data(d) if d.pending_cr() => {
                 ops::copy(&mut out.to_server, 1);
                 ops::insert(&mut out.to_server, b"\n");
             }

@@ -21,11 +21,12 @@
 //!
 //! # Structure
 //!
-//! - `session`: [`Session`], the state both directions share: the queue of replies the
-//!   server owes (greeting, each forwarded command, pix40's injected slots), flags the
-//!   server's replies set for the client (354 → body, 334 → AUTH continuation), the reset.
+//! - `session`: [`Session`], the state both directions share: the queue of replies the server
+//!   owes (greeting, each forwarded command, pix40's injected slots), flags the server's
+//!   replies set for the client (354 → body, 334 → AUTH continuation), the reset.
 //! - `client`: the client's typed state (`Command` line / `AuthContinuation` / `Data` /
-//!   `Bdat(n)` / `StartTlsWait`); verbs are decided as soon as they can be.
+//!   `Bdat(n)` / `StartTlsWait`); verbs are decided as soon as they can be. `data`: the
+//!   message body (terminator, strict's normalisation, asa's line limits).
 //! - `server`: reply parsing (multi-line `ddd-`), each reply matched in order to what it
 //!   answers, greeting masking and EHLO rewriting.
 //! - `policy`: allow-lists and masking rules per profile; `ops`: [`apply_ops`] and op
@@ -50,40 +51,45 @@
 //! # Choices where the spec is silent
 //!
 //! - **Verbs.** The verb is the bytes up to the first SP or LF (a CR just before LF is the
-//!   line end). Anything else in it (tab, NUL, bare CR, 8-bit bytes, a leading space, an
-//!   empty line) means no allowed verb: the line is blocked whole. Blocked-verb names are
-//!   reported upper-cased, non-printable bytes as `?`.
+//!   line end). Anything else in it (tab, NUL, bare CR, 8-bit bytes, a leading space, an empty
+//!   line) means no allowed verb: the line is blocked whole. Blocked-verb names are reported
+//!   upper-cased, non-printable bytes as `?`.
 //! - **Masking** keeps the line end (LF or CRLF); a bare CR inside a blocked line is X-ed.
 //! - **Greeting.** The greeting is the server's first reply. It is masked (pix40: replaced)
-//!   only if its first line's code is `220`; a first reply with another code (`554`, `421`,
-//!   or text that is not SMTP, which raises [`Event::NotSmtp`]) passes untouched but still
-//!   counts as the greeting. pix40's replacement is `220 SMTP/cmap` + underscores +
-//!   ` read\r\n`, as long as the whole original greeting (all its lines), 20 bytes at least.
+//!   only if its first line's code is `220`; a first reply with another code (`554`, `421`, or
+//!   text that is not SMTP, which raises [`Event::NotSmtp`]) passes untouched but still counts
+//!   as the greeting. A server that never greets therefore has each reply matched to the
+//!   command before the one it answers; this errs on the strict side (a 354 answering DATA is
+//!   then not taken as DATA's, so the body is filtered as commands), and pix40's injected
+//!   replies come one reply late. pix40's replacement is `220 SMTP/cmap`, underscores, then
+//!   `" read\r\n"`, as long as the whole original greeting (all its lines), 20 bytes at least.
 //!   `banner-mask = kb` applies to every masking profile (pix44 too).
-//! - **Client talking first.** Its commands are filtered as usual and wait in the reply
-//!   queue behind the greeting; pix40's injected `250 OK`s come after the greeting. It is
-//!   reported once as [`Event::NotSmtp`] (a compliant client waits for the greeting), as are
-//!   a client line starting with a byte that is neither printable ASCII nor white space
-//!   (TLS ClientHello, binary junk) and a server whose first line has no 3-digit code.
+//! - **Client talking first.** Its commands are filtered as usual and wait in the reply queue
+//!   behind the greeting; pix40's injected `250 OK`s come after the greeting. It is reported
+//!   once as [`Event::NotSmtp`] (a compliant client waits for the greeting), as are a client
+//!   line starting with a byte that is neither printable ASCII nor white space (TLS
+//!   ClientHello, binary junk) and a server whose first line has no 3-digit code.
 //! - **Replies.** A line whose code is three digits followed by `-` continues a reply; any
-//!   other line ends it. Replies the server sends when nothing is owed pass unchanged.
-//!   An injected reply is only ever inserted between two server replies.
+//!   other line ends it. Replies the server sends when nothing is owed pass unchanged. An
+//!   injected reply is only ever inserted between two server replies.
 //! - **DATA.** Only a `354` answering a forwarded DATA starts the body; an unsolicited 354
-//!   changes nothing (CVE-2000-1022). Lines the client sends after DATA, before the reply,
-//!   are commands (a client must wait for 354; a PIX filters them the same way). After a
-//!   rejected DATA, pipelined lines are commands. The body ends at a line that is exactly
-//!   `.` before its line end: `.\r\n` or `.\n` (servers such as Postfix accept the latter);
-//!   under strict, bare CR and bare LF first become CRLF, so `.\r` + `X` also ends the body.
-//! - **EHLO replies.** The first line (the server's name) is never masked or removed.
-//!   asa masks only the keyword (its parameters stay). strict keeps SIZE, PIPELINING, DSN,
+//!   changes nothing (CVE-2000-1022). The body starts at the client's next line in command
+//!   mode (a 354 arriving while an earlier body is still being sent takes effect after it).
+//!   Lines the client sends after DATA, before the reply, are commands (a client must wait for
+//!   354; a PIX filters them the same way). After a rejected DATA, pipelined lines are
+//!   commands. The body ends at a line that is exactly `.` before its line end: `.\r\n` or
+//!   `.\n` (servers such as Postfix accept the latter); under strict, bare CR and bare LF
+//!   first become CRLF, so `.\r` + `X` also ends the body.
+//! - **EHLO replies.** The first line (the server's name) is never masked or removed. asa
+//!   masks only the keyword (its parameters stay). strict keeps SIZE, PIPELINING, DSN,
 //!   ENHANCEDSTATUSCODES, 8BITMIME, BINARYMIME, CHUNKING, AUTH, STARTTLS, SMTPUTF8 and the
 //!   operator's verbs; every other extension, known or not, is removed.
-//! - **asa limits.** RCPT is counted per transaction (reset by MAIL, RSET, HELO, EHLO and
-//!   the end of a message); the sender address is the text between `<` and `>` (or up to a
-//!   space) after `MAIL FROM:`; `|` is replaced only inside the address; message lines are
-//!   measured without their CRLF; headers end at the first empty line.
-//! - **BDAT** with a missing or unparsable size is a command without a chunk (the server
-//!   will refuse it).
+//! - **asa limits.** RCPT is counted per transaction (reset by MAIL, RSET, HELO, EHLO and the
+//!   end of a message); the sender address is the text between `<` and `>` (or up to a space)
+//!   after `MAIL FROM:`; `|` is replaced only inside the address; message lines are measured
+//!   without their CRLF; headers end at the first empty line.
+//! - **BDAT** with a missing or unparsable size is a command without a chunk (the server will
+//!   refuse it).
 //! - **STARTTLS.** Client bytes between STARTTLS and its reply are dropped whatever the reply;
 //!   on a `220` both directions pass through ([`Session::is_passthrough`]); on anything else
 //!   the client is back in command mode.
@@ -96,6 +102,7 @@
 //! - **Operator verbs** (`allow_verbs`) only apply to strict.
 
 mod client;
+mod data;
 mod ops;
 mod policy;
 mod server;

@@ -48,39 +48,37 @@ const STRICT_EHLO_KEEP: &[&str] = &[
 /// Longest verb accepted in the operator's allow-list (longer entries are ignored).
 pub(crate) const MAX_VERB: usize = 64;
 
-/// A profile compiled for fast lookups.
+/// A profile compiled for fast lookups. Built per connection without allocating, unless
+/// the operator added verbs.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
     pub profile: Profile,
     pub kb: bool,
-    verbs: Vec<Vec<u8>>,
-    ehlo_keep: Vec<Vec<u8>>,
-}
-
-fn owned(list: &[&str]) -> Vec<Vec<u8>> {
-    list.iter().map(|v| v.as_bytes().to_vec()).collect()
+    verbs: &'static [&'static str],
+    ehlo_keep: &'static [&'static str],
+    /// strict: the operator's verbs, upper case (allowed, and kept in EHLO replies).
+    extra: Vec<Vec<u8>>,
 }
 
 impl Policy {
     /// Compiles a configuration. The operator's allow-list only applies to `strict`.
     pub fn new(cfg: &PolicyConfig) -> Policy {
-        let (verbs, keep): (&[&str], &[&str]) = match cfg.profile {
-            Profile::Off => (&[], &[]),
-            Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => (PIX_VERBS, &[]),
-            Profile::Asa => (ASA_VERBS, ASA_EHLO_KEEP),
-            Profile::Strict => (STRICT_VERBS, STRICT_EHLO_KEEP),
-        };
-        let mut verbs = owned(verbs);
-        let mut ehlo_keep = owned(keep);
+        let (verbs, ehlo_keep): (&'static [&'static str], &'static [&'static str]) =
+            match cfg.profile {
+                Profile::Off => (&[], &[]),
+                Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => (PIX_VERBS, &[]),
+                Profile::Asa => (ASA_VERBS, ASA_EHLO_KEEP),
+                Profile::Strict => (STRICT_VERBS, STRICT_EHLO_KEEP),
+            };
+        let mut extra: Vec<Vec<u8>> = Vec::new();
         if cfg.profile == Profile::Strict {
             for v in &cfg.allow_verbs {
                 let up = v.trim().to_ascii_uppercase().into_bytes();
                 let ok = !up.is_empty()
                     && up.len() <= MAX_VERB
                     && up.iter().all(|b| b.is_ascii_graphic());
-                if ok && !verbs.contains(&up) {
-                    verbs.push(up.clone());
-                    ehlo_keep.push(up);
+                if ok && !extra.contains(&up) {
+                    extra.push(up);
                 }
             }
         }
@@ -89,17 +87,26 @@ impl Policy {
             kb: cfg.banner_mask == BannerMask::Kb,
             verbs,
             ehlo_keep,
+            extra,
         }
+    }
+
+    /// Every allowed verb.
+    fn all_verbs(&self) -> impl Iterator<Item = &[u8]> {
+        self.verbs
+            .iter()
+            .map(|v| v.as_bytes())
+            .chain(self.extra.iter().map(Vec::as_slice))
     }
 
     /// True if `verb` (exactly, case-insensitively) is allowed.
     pub fn verb_allowed(&self, verb: &[u8]) -> bool {
-        self.verbs.iter().any(|v| v.eq_ignore_ascii_case(verb))
+        self.all_verbs().any(|v| v.eq_ignore_ascii_case(verb))
     }
 
     /// True if some allowed verb starts with `prefix` (case-insensitively).
     pub fn verb_prefix_possible(&self, prefix: &[u8]) -> bool {
-        self.verbs.iter().any(|v| {
+        self.all_verbs().any(|v| {
             v.get(..prefix.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
         })
@@ -134,7 +141,11 @@ impl Policy {
 
     /// True if an EHLO keyword stays as it is (asa: readable, strict: line kept).
     pub fn ehlo_keyword_kept(&self, kw: &[u8]) -> bool {
-        self.ehlo_keep.iter().any(|k| k.eq_ignore_ascii_case(kw))
+        self.ehlo_keep
+            .iter()
+            .map(|k| k.as_bytes())
+            .chain(self.extra.iter().map(Vec::as_slice))
+            .any(|k| k.eq_ignore_ascii_case(kw))
     }
 }
 

@@ -105,78 +105,29 @@ impl Session {
             self.flush_injected(out);
         }
         let mut k = 0;
-        while let Some(&b) = data.get(k) {
+        while let Some(rest) = data.get(k..).filter(|r| !r.is_empty()) {
+            if self.server.action == Some(LineAction::Copy) {
+                // The rest of the line passes as one run.
+                let n = rest
+                    .iter()
+                    .position(|&c| c == LF)
+                    .map_or(rest.len(), |p| p + 1);
+                ops::copy(&mut out.to_client, n);
+                self.server.pos += n;
+                k += n;
+                if rest.get(n - 1) == Some(&LF) {
+                    self.server_line_end(out);
+                    return k;
+                }
+                continue;
+            }
+            let Some(&b) = rest.first() else {
+                break;
+            };
             k += 1;
-            let s = &mut self.server;
-            s.pos += 1;
-            match s.action {
-                None => {
-                    s.head.push(b);
-                    if s.head.len() >= 4 || b == LF {
-                        self.decide_line(out);
-                    }
-                }
-                Some(LineAction::Copy) => {
-                    let n = data
-                        .get(k - 1..)
-                        .and_then(|r| r.iter().position(|&c| c == LF))
-                        .map_or(data.len() - (k - 1), |p| p + 1);
-                    ops::copy(&mut out.to_client, n);
-                    s.pos += n - 1;
-                    k += n - 1;
-                    if data.get(k - 1) == Some(&LF) {
-                        self.server_line_end(out);
-                        return k;
-                    }
-                    continue;
-                }
-                Some(LineAction::Banner) => {
-                    let m = self.policy.banner_byte(s.pos - 1, b);
-                    ops::same_len(&mut out.to_client, &[b], &[m]);
-                }
-                Some(LineAction::Delete) => {
-                    ops::delete(&mut out.to_client, 1);
-                    if let Some(r) = s.reply.as_mut() {
-                        r.deleted += 1;
-                    }
-                }
-                Some(LineAction::Keyword) => {
-                    if is_keyword_byte(b) {
-                        s.head.push(b);
-                        if s.head.len() > 4 + MAX_KEYWORD {
-                            // No policy knows a keyword this long: it is not kept.
-                            self.drop_keyword(out, true);
-                        }
-                    } else {
-                        self.decide_keyword(out);
-                        if self.server.action == Some(LineAction::Delete) {
-                            ops::delete(&mut out.to_client, 1);
-                        } else {
-                            ops::copy(&mut out.to_client, 1);
-                        }
-                    }
-                }
-                Some(LineAction::KeywordMask) => {
-                    if is_keyword_byte(b) {
-                        ops::same_len(&mut out.to_client, &[b], b"X");
-                    } else {
-                        s.action = Some(LineAction::Copy);
-                        ops::copy(&mut out.to_client, 1);
-                    }
-                }
-                Some(LineAction::Hold) => {
-                    if s.held_reply.len() >= MAX_HELD {
-                        // Decide what is held, then go on line by line with this byte.
-                        let mut tail = self.overflow_strict_ehlo(out);
-                        tail.push(b);
-                        let mut j = 0;
-                        while j < tail.len() && self.reset.is_none() {
-                            j += self.server_line_bytes(tail.get(j..).unwrap_or(&[]), out);
-                        }
-                        return k;
-                    }
-                    s.held_reply.push(b);
-                }
+            self.server.pos += 1;
+            if self.server_byte(b, out) {
+                return k;
             }
             if b == LF {
                 self.server_line_end(out);
@@ -187,6 +138,74 @@ impl Session {
             }
         }
         k
+    }
+
+    /// One byte of a line whose action is not a plain copy. Returns true if the byte was
+    /// handed on to a recursive pass (strict's EHLO overflow), which also ends the line if
+    /// the byte does.
+    fn server_byte(&mut self, b: u8, out: &mut Output) -> bool {
+        let s = &mut self.server;
+        match s.action {
+            None => {
+                s.head.push(b);
+                if s.head.len() >= 4 || b == LF {
+                    self.decide_line(out);
+                }
+            }
+            Some(LineAction::Copy) => ops::copy(&mut out.to_client, 1),
+            Some(LineAction::Banner) => {
+                let m = self.policy.banner_byte(s.pos - 1, b);
+                ops::same_len(&mut out.to_client, &[b], &[m]);
+            }
+            Some(LineAction::Delete) => {
+                ops::delete(&mut out.to_client, 1);
+                if let Some(r) = s.reply.as_mut() {
+                    r.deleted += 1;
+                }
+            }
+            Some(LineAction::Keyword) => self.keyword_byte(b, out),
+            Some(LineAction::KeywordMask) => {
+                if is_keyword_byte(b) {
+                    ops::same_len(&mut out.to_client, &[b], b"X");
+                } else {
+                    s.action = Some(LineAction::Copy);
+                    ops::copy(&mut out.to_client, 1);
+                }
+            }
+            Some(LineAction::Hold) => {
+                if s.held_reply.len() < MAX_HELD {
+                    s.held_reply.push(b);
+                    return false;
+                }
+                // Decide what is held, then go on line by line with this byte.
+                let mut tail = self.overflow_strict_ehlo(out);
+                tail.push(b);
+                let mut j = 0;
+                while j < tail.len() && self.reset.is_none() {
+                    j += self.server_line_bytes(tail.get(j..).unwrap_or(&[]), out);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A byte after `250-` in an EHLO reply line whose keyword is being read.
+    fn keyword_byte(&mut self, b: u8, out: &mut Output) {
+        if is_keyword_byte(b) {
+            self.server.head.push(b);
+            if self.server.head.len() > 4 + MAX_KEYWORD {
+                // No policy knows a keyword this long: it is not kept.
+                self.drop_keyword(out, true);
+            }
+            return;
+        }
+        self.decide_keyword(out);
+        if self.server.action == Some(LineAction::Delete) {
+            ops::delete(&mut out.to_client, 1);
+        } else {
+            ops::copy(&mut out.to_client, 1);
+        }
     }
 
     /// The line's code and separator are known (or the line ended early): choose the
@@ -203,33 +222,43 @@ impl Session {
             out.events.push(Event::NotSmtp);
             log::info!("smtp: server sends non-SMTP bytes");
         }
-        let s = &mut self.server;
-        if s.reply.is_none() {
-            let role = match (self.queue.front(), &s.code) {
-                (Some(Expect::Greeting), b"220") if self.policy.deletes_blocked() => {
-                    Role::Pix40Banner
-                }
-                (Some(Expect::Greeting), b"220") => Role::Banner,
-                (Some(Expect::Cmd(CmdKind::Ehlo)), b"250") => match self.policy.profile {
-                    Profile::Asa => Role::EhloAsa,
-                    Profile::Strict => Role::EhloStrict,
-                    _ => Role::Plain,
-                },
-                _ => Role::Plain,
-            };
-            s.reply = Some(Reply {
+        if self.server.reply.is_none() {
+            let role = self.reply_role();
+            self.server.reply = Some(Reply {
                 role,
                 line_index: 0,
                 changed: false,
                 deleted: 0,
             });
         }
+        let action = self.line_action();
+        self.server.action = Some(action);
+        self.emit_head(action, out);
+    }
+
+    /// What the reply starting now is, from the queue and its first line's code.
+    fn reply_role(&self) -> Role {
+        match (self.queue.front(), &self.server.code) {
+            (Some(Expect::Greeting), b"220") if self.policy.deletes_blocked() => Role::Pix40Banner,
+            (Some(Expect::Greeting), b"220") => Role::Banner,
+            (Some(Expect::Cmd(CmdKind::Ehlo)), b"250") => match self.policy.profile {
+                Profile::Asa => Role::EhloAsa,
+                Profile::Strict => Role::EhloStrict,
+                _ => Role::Plain,
+            },
+            _ => Role::Plain,
+        }
+    }
+
+    /// How the current line passes, given its reply's role.
+    fn line_action(&self) -> LineAction {
+        let s = &self.server;
         let (role, index) = s
             .reply
             .as_ref()
             .map_or((Role::Plain, 0), |r| (r.role, r.line_index));
         let ehlo_line = index > 0 && &s.code == b"250" && (s.sep == b'-' || s.sep == b' ');
-        let action = match role {
+        match role {
             Role::Plain => LineAction::Copy,
             Role::Banner => LineAction::Banner,
             Role::Pix40Banner => LineAction::Delete,
@@ -238,8 +267,12 @@ impl Session {
             }
             Role::EhloAsa | Role::EhloStrictStream => LineAction::Copy,
             Role::EhloStrict => LineAction::Hold,
-        };
-        s.action = Some(action);
+        }
+    }
+
+    /// Emits (or keeps holding) the line's head once its action is known.
+    fn emit_head(&mut self, action: LineAction, out: &mut Output) {
+        let s = &mut self.server;
         let head = std::mem::take(&mut s.head);
         match action {
             LineAction::Copy => ops::copy(&mut out.to_client, head.len()),

@@ -1,0 +1,218 @@
+//! The message body after the server's 354: copied up to the `.` line, with strict's bare
+//! CR / bare LF normalisation and asa's line-length rules.
+
+use super::client::ClientState;
+use super::ops;
+use super::session::{CmdKind, Expect, Session};
+use super::{Event, Output, Profile, ResetReason};
+
+const CR: u8 = b'\r';
+const LF: u8 = b'\n';
+
+/// RFC 5322 line limit, CRLF excluded (asa: header lines reset, body lines logged).
+const MAX_MESSAGE_LINE: usize = 998;
+
+/// Position within a message body line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum BodyPhase {
+    /// Nothing yet on this line.
+    #[default]
+    Start,
+    /// Only a CR so far (a CRLF would make an empty line).
+    StartCr,
+    /// Only `.` so far.
+    Dot,
+    /// Only `.` CR so far.
+    DotCr,
+    /// Anything else.
+    Other,
+}
+
+/// A message body line in progress.
+#[derive(Debug, Default)]
+pub(crate) struct DataLine {
+    phase: BodyPhase,
+    /// Bytes of the line so far, LF excluded.
+    len: usize,
+    last_cr: bool,
+    /// strict: a CR held until we know whether LF follows.
+    pending_cr: bool,
+    /// Still in the header section (before the first empty line).
+    in_headers: bool,
+    long_logged: bool,
+}
+
+impl DataLine {
+    /// The start of a body (its header section).
+    pub(crate) fn new() -> DataLine {
+        DataLine {
+            in_headers: true,
+            ..Default::default()
+        }
+    }
+
+    /// strict holds a CR until the next byte says whether it is bare.
+    pub(crate) fn pending_cr(&self) -> bool {
+        self.pending_cr
+    }
+
+    /// A body byte other than the line end.
+    fn byte(&mut self, b: u8) {
+        self.phase = match (self.phase, b) {
+            (BodyPhase::Start, b'.') => BodyPhase::Dot,
+            (BodyPhase::Start, CR) => BodyPhase::StartCr,
+            (BodyPhase::Dot, CR) => BodyPhase::DotCr,
+            _ => BodyPhase::Other,
+        };
+        self.len += 1;
+        self.last_cr = b == CR;
+    }
+
+    /// Length of the line so far, a CR that may be its line end excluded.
+    fn content_len(&self) -> usize {
+        self.len - usize::from(self.last_cr)
+    }
+}
+
+/// What one body byte did.
+enum Step {
+    /// The body goes on.
+    More,
+    /// The terminating line ended with this byte.
+    Ended,
+    /// The terminating line ended just before this byte (strict, bare CR): the byte is the
+    /// first of the next command line and is not consumed.
+    EndedBefore,
+    /// The connection was reset.
+    Reset,
+}
+
+impl Session {
+    /// Message body: copied (strict: bare CR / LF normalised to CRLF) up to the `.` line;
+    /// returns how many bytes were consumed.
+    pub(crate) fn data_bytes(&mut self, data: &[u8], out: &mut Output) -> usize {
+        let strict = self.policy.profile == Profile::Strict;
+        let asa = self.policy.profile == Profile::Asa;
+        let mut k = 0;
+        while let Some(rest) = data.get(k..).filter(|r| !r.is_empty()) {
+            let ClientState::Data(d) = &mut self.client else {
+                return k;
+            };
+            // The middle of a line passes as one run (not under asa, whose line limits are
+            // checked byte by byte).
+            if d.phase == BodyPhase::Other && !d.pending_cr && !asa {
+                let run = rest
+                    .iter()
+                    .position(|&c| c == LF || (strict && c == CR))
+                    .unwrap_or(rest.len());
+                if run > 0 {
+                    ops::copy(&mut out.to_server, run);
+                    d.len += run;
+                    d.last_cr = rest.get(run - 1) == Some(&CR);
+                    k += run;
+                    continue;
+                }
+            }
+            let Some(&b) = rest.first() else {
+                break;
+            };
+            k += 1;
+            let step = if strict {
+                self.strict_body_byte(b, out)
+            } else {
+                self.body_byte(b, asa, out)
+            };
+            match step {
+                Step::More => {}
+                Step::Ended | Step::Reset => return k,
+                Step::EndedBefore => return k - 1,
+            }
+        }
+        data.len()
+    }
+
+    /// One body byte, copied as is (asa: line lengths checked).
+    fn body_byte(&mut self, b: u8, asa: bool, out: &mut Output) -> Step {
+        ops::copy(&mut out.to_server, 1);
+        if b == LF {
+            return self.body_line_end(out);
+        }
+        let ClientState::Data(d) = &mut self.client else {
+            return Step::More;
+        };
+        d.byte(b);
+        if asa && d.content_len() > MAX_MESSAGE_LINE {
+            if d.in_headers {
+                self.do_reset(ResetReason::HeaderLineTooLong, out);
+                return Step::Reset;
+            }
+            if !d.long_logged {
+                d.long_logged = true;
+                out.events.push(Event::LongBodyLine);
+                log::info!("smtp: body line longer than {MAX_MESSAGE_LINE} bytes");
+            }
+        }
+        Step::More
+    }
+
+    /// One body byte under strict: a bare CR or bare LF becomes CRLF.
+    fn strict_body_byte(&mut self, b: u8, out: &mut Output) -> Step {
+        let ClientState::Data(d) = &mut self.client else {
+            return Step::More;
+        };
+        if d.pending_cr {
+            d.pending_cr = false;
+            if b == LF {
+                ops::copy(&mut out.to_server, 2);
+                return self.body_line_end(out);
+            }
+            // A bare CR: CRLF instead, and `b` begins the next line.
+            ops::copy(&mut out.to_server, 1);
+            ops::insert(&mut out.to_server, b"\n");
+            if let Step::Ended = self.body_line_end(out) {
+                return Step::EndedBefore;
+            }
+            return self.strict_body_byte(b, out);
+        }
+        match b {
+            CR => d.pending_cr = true,
+            LF => {
+                ops::insert(&mut out.to_server, b"\r");
+                ops::copy(&mut out.to_server, 1);
+                return self.body_line_end(out);
+            }
+            _ => {
+                ops::copy(&mut out.to_server, 1);
+                d.byte(b);
+            }
+        }
+        Step::More
+    }
+
+    /// A body line ended: the terminating `.` line returns to command mode.
+    fn body_line_end(&mut self, out: &mut Output) -> Step {
+        let ClientState::Data(d) = &mut self.client else {
+            return Step::More;
+        };
+        match d.phase {
+            BodyPhase::Dot | BodyPhase::DotCr => {
+                self.client = ClientState::default();
+                self.rcpt_count = 0;
+                out.events.push(Event::DataEnded);
+                log::debug!("smtp: end of message");
+                self.expect(Expect::Cmd(CmdKind::EndOfMessage), out);
+                Step::Ended
+            }
+            phase => {
+                if matches!(phase, BodyPhase::Start | BodyPhase::StartCr) {
+                    d.in_headers = false;
+                }
+                d.phase = BodyPhase::Start;
+                d.len = 0;
+                d.last_cr = false;
+                d.long_logged = false;
+                Step::More
+            }
+        }
+    }
+}
