@@ -5,7 +5,6 @@
 //! The expectations are computed from the real server's own greeting and EHLO reply by the
 //! rules of DESIGN.md §2, not copied from a run.
 //! Needs root and network namespaces; skipped with a printed reason otherwise.
-//! Ignored until the engine and the policy are merged (they are stubs on this branch).
 
 #[path = "common/lab.rs"]
 mod lab;
@@ -114,7 +113,6 @@ fn delivered(what: &str, t: &str, mails: &[String]) {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pix40_replaces_banner_and_answers_ehlo_itself() {
     each_combo("pix40", &[], |what, t, cmds, mails| {
         let lines = server_lines(t);
@@ -167,7 +165,6 @@ fn ehlo_xed_then_helo(what: &str, t: &str, cmds: &[String], mails: &[String]) {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pix44_masks_banner_text_and_xes_ehlo() {
     each_combo("pix44", &[], |what, t, cmds, mails| {
         let lines = server_lines(t);
@@ -181,7 +178,6 @@ fn pix44_masks_banner_text_and_xes_ehlo() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pix51_keeps_twos_and_zeros_and_xes_ehlo() {
     each_combo("pix51", &[], |what, t, cmds, mails| {
         let lines = server_lines(t);
@@ -194,26 +190,46 @@ fn pix51_keeps_twos_and_zeros_and_xes_ehlo() {
     });
 }
 
-#[test]
-#[ignore = "needs engine+policy"]
-fn pix51_kb_banner_mask_masks_the_separator() {
-    each_combo(
-        "pix51",
-        &["--banner-mask", "kb"],
-        |what, t, _cmds, mails| {
-            let lines = server_lines(t);
-            assert_eq!(
-                lines.first(),
-                Some(&pix51_banner(greeting(), true)),
-                "{what}: banner: {t}"
-            );
-            delivered(what, t, mails);
-        },
-    );
+/// With `--banner-mask kb` the greeting has no separator after its code. Clients that parse
+/// replies strictly (swaks) keep waiting for the rest of the reply (a KB 320027 symptom), so
+/// this session reads the masked line with a plain client and then delivers a mail.
+fn pix51_kb_session(c: &mut SmtpClient) -> std::io::Result<()> {
+    let banner = c.reply()?;
+    let expected = format!("{}\r\n", pix51_banner(greeting(), true));
+    if banner != expected {
+        return Err(std::io::Error::other(format!(
+            "banner: expected {expected:?}, got {banner:?}"
+        )));
+    }
+    expect_code(&c.command("HELO kb.example")?, "250", "HELO")?;
+    expect_code(&c.command("MAIL FROM:<kb@outside.example>")?, "250", "MAIL")?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("DATA")?, "354", "DATA")?;
+    c.send_raw(b"Subject: kb banner mask\r\n\r\nbanner masked, mail delivered\r\n")?;
+    expect_code(&c.command(".")?, "250", "end of data")?;
+    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
+    Ok(())
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
+fn pix51_kb_banner_mask_masks_the_separator() {
+    if should_skip("pix51_kb_banner_mask_masks_the_separator") {
+        return;
+    }
+    let _guard = serial();
+    for (backend, workers) in COMBOS {
+        let mut lab = Lab::up(backend);
+        let mut spec = BridgeSpec::new(backend, workers, "pix51");
+        spec.extra = vec!["--banner-mask".to_string(), "kb".to_string()];
+        let (_t, _cmds, mails) = scripted(&mut lab, &spec, false, pix51_kb_session);
+        assert!(
+            mails.iter().any(|m| m.contains("Subject: kb banner mask")),
+            "pix51 kb via {backend} with {workers} worker(s): mail not delivered: {mails:?}"
+        );
+    }
+}
+
+#[test]
 fn asa_masks_unlisted_ehlo_keywords() {
     each_combo("asa", &[], |what, t, cmds, mails| {
         let lines = server_lines(t);
@@ -258,7 +274,6 @@ fn asa_masks_unlisted_ehlo_keywords() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn strict_removes_blocked_extensions_and_keeps_esmtp() {
     each_combo("strict", &[], |what, t, cmds, mails| {
         let lines = server_lines(t);
@@ -274,8 +289,7 @@ fn strict_removes_blocked_extensions_and_keeps_esmtp() {
             "250-8BITMIME",
             "250-AUTH PLAIN LOGIN",
             "250-ENHANCEDSTATUSCODES",
-            "250-DSN",
-            "250 ",
+            "250 DSN",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -346,7 +360,6 @@ fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn strict_filters_one_byte_per_segment_client() {
     if should_skip("strict_filters_one_byte_per_segment_client") {
         return;
@@ -418,7 +431,6 @@ fn pix40_session(c: &mut SmtpClient) -> std::io::Result<()> {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pix40_answers_blocked_command_and_still_delivers() {
     if should_skip("pix40_answers_blocked_command_and_still_delivers") {
         return;
