@@ -69,14 +69,9 @@ pub fn policy_ops(config: Arc<PolicyConfig>, script: &[(Dir, &[u8])]) -> PolicyO
             Dir::ServerToClient => result.server_input.extend_from_slice(bytes),
         }
         session.feed(*dir, bytes, &mut out);
-        if out.reset.is_some() {
-            break;
-        }
     }
-    if out.reset.is_none() {
-        session.finish(Dir::ClientToServer, &mut out);
-        session.finish(Dir::ServerToClient, &mut out);
-    }
+    session.finish(Dir::ClientToServer, &mut out);
+    session.finish(Dir::ServerToClient, &mut out);
     result.to_server = out.to_server;
     result.to_client = out.to_client;
     result.events = out.events;

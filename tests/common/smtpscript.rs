@@ -5,9 +5,13 @@
 //! [`Dialogue`] at the moment they write it. That log is a causal interleaving of the two
 //! streams (a reply is always written after the command it answers), which is what
 //! `transform` needs to compute the expected streams whatever the policy did.
+//!
+//! The endpoints talk through a [`Pipe`]: a smoltcp socket in the simulated network, or
+//! [`PolicyPipe`] (the policy alone, no TCP) to check the scripts and expectations against
+//! the policy itself.
 #![allow(dead_code)]
 
-use mailguard::smtp::Dir;
+use mailguard::smtp::{Dir, Op, Output, PolicyConfig, Session};
 use smoltcp::socket::tcp;
 
 /// Everything both endpoints wrote, in the order they wrote it.
@@ -127,33 +131,53 @@ pub fn reply_codes(buf: &[u8]) -> Vec<u16> {
     codes
 }
 
-/// Writes as much of `pending` as the socket takes.
-fn flush(sock: &mut tcp::Socket, pending: &mut Vec<u8>) {
-    if pending.is_empty() || !sock.may_send() {
-        return;
-    }
-    if let Ok(n) = sock.send_slice(pending) {
-        pending.drain(..n);
-    }
+/// The byte-stream end an SMTP endpoint talks through: a smoltcp socket, or
+/// [`PolicyPipe`]'s ends when only the policy sits between the endpoints.
+pub trait Pipe {
+    /// Appends everything readable to `into`.
+    fn recv_all(&mut self, into: &mut Vec<u8>);
+    /// Writes a prefix of `data`; returns how many bytes were taken.
+    fn send(&mut self, data: &[u8]) -> usize;
+    /// True when the connection is up and this end may still write.
+    fn may_send(&self) -> bool;
+    /// Closes the sending half.
+    fn close(&mut self);
 }
 
-/// Reads everything available into `received`.
-fn drain(sock: &mut tcp::Socket, received: &mut Vec<u8>) {
-    let mut buf = [0u8; 2048];
-    while sock.can_recv() {
-        match sock.recv_slice(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => received.extend_from_slice(&buf[..n]),
+impl Pipe for tcp::Socket<'_> {
+    fn recv_all(&mut self, into: &mut Vec<u8>) {
+        let mut buf = [0u8; 2048];
+        while self.can_recv() {
+            match self.recv_slice(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => into.extend_from_slice(&buf[..n]),
+            }
         }
     }
+
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.send_slice(data).unwrap_or(0)
+    }
+
+    fn may_send(&self) -> bool {
+        tcp::Socket::may_send(self)
+    }
+
+    /// Keep-alive is switched off first: in smoltcp 0.12 a keep-alive sent after the FIN
+    /// carries a garbage octet at the FIN's sequence number, which the peer takes as data.
+    fn close(&mut self) {
+        self.set_keep_alive(None);
+        tcp::Socket::close(self);
+    }
 }
 
-/// Closes the sending half. Keep-alive is switched off first: in smoltcp 0.12 a keep-alive
-/// sent after the FIN carries a garbage octet at the FIN's sequence number, which the peer
-/// takes as data.
-fn close(sock: &mut tcp::Socket) {
-    sock.set_keep_alive(None);
-    sock.close();
+/// Writes as much of `pending` as the pipe takes.
+fn flush(pipe: &mut dyn Pipe, pending: &mut Vec<u8>) {
+    if pending.is_empty() || !pipe.may_send() {
+        return;
+    }
+    let n = pipe.send(pending);
+    pending.drain(..n.min(pending.len()));
 }
 
 /// The scripted client.
@@ -191,8 +215,8 @@ impl Client {
     }
 
     /// One step: read, write what the script allows, close when done.
-    pub fn step(&mut self, sock: &mut tcp::Socket, log: &mut Dialogue) {
-        drain(sock, &mut self.received);
+    pub fn step(&mut self, sock: &mut dyn Pipe, log: &mut Dialogue) {
+        sock.recv_all(&mut self.received);
         loop {
             let codes = self.codes();
             if codes.len() < self.replies_needed || self.closed {
@@ -214,7 +238,7 @@ impl Client {
                 }
                 None => {
                     self.closed = true;
-                    close(sock);
+                    sock.close();
                 }
             }
         }
@@ -256,12 +280,12 @@ impl Server {
     }
 
     /// One step: greet once connected, answer every complete line, close after QUIT.
-    pub fn step(&mut self, sock: &mut tcp::Socket, log: &mut Dialogue) {
+    pub fn step(&mut self, sock: &mut dyn Pipe, log: &mut Dialogue) {
         if !self.greeted && sock.may_send() {
             self.greeted = true;
             self.write(GREETING, log);
         }
-        drain(sock, &mut self.received);
+        sock.recv_all(&mut self.received);
         while !self.quit {
             let rest = self.received.get(self.cursor..).unwrap_or_default();
             let Some(end) = rest.iter().position(|&b| b == b'\n') else {
@@ -274,7 +298,7 @@ impl Server {
         flush(sock, &mut self.pending);
         if self.quit && self.pending.is_empty() && !self.closed {
             self.closed = true;
-            close(sock);
+            sock.close();
         }
     }
 
@@ -318,5 +342,117 @@ impl Server {
     /// True when every byte the server wrote was handed to TCP.
     pub fn all_written(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+/// Client and server connected through a policy [`Session`] and nothing else: bytes written
+/// at one end are fed to the policy at once, and the other end reads what the ops emit.
+pub struct PolicyPipe {
+    session: Session,
+    out: Output,
+    /// Per direction (client→server, server→client): input fed but not yet consumed by ops.
+    held: [Vec<u8>; 2],
+    /// Per direction: bytes emitted, not yet read by the receiver.
+    readable: [Vec<u8>; 2],
+    /// Per direction: the sender closed.
+    closed: [bool; 2],
+    /// The policy reset the connection.
+    pub reset: bool,
+}
+
+fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::ClientToServer => 0,
+        Dir::ServerToClient => 1,
+    }
+}
+
+impl PolicyPipe {
+    /// A fresh connection under `config`.
+    pub fn new(config: std::sync::Arc<PolicyConfig>) -> PolicyPipe {
+        PolicyPipe {
+            session: Session::new(config),
+            out: Output::default(),
+            held: [Vec::new(), Vec::new()],
+            readable: [Vec::new(), Vec::new()],
+            closed: [false; 2],
+            reset: false,
+        }
+    }
+
+    /// The end of the pipe used by the sender of `dir`.
+    pub fn end(&mut self, dir: Dir) -> PipeEnd<'_> {
+        PipeEnd { pipe: self, dir }
+    }
+
+    /// True once the sender of `dir` closed.
+    pub fn is_closed(&self, dir: Dir) -> bool {
+        self.closed[dir_index(dir)]
+    }
+
+    fn write(&mut self, dir: Dir, data: &[u8]) {
+        if self.reset {
+            return;
+        }
+        self.held[dir_index(dir)].extend_from_slice(data);
+        self.session.feed(dir, data, &mut self.out);
+        self.apply();
+    }
+
+    fn finish(&mut self, dir: Dir) {
+        self.closed[dir_index(dir)] = true;
+        if !self.reset {
+            self.session.finish(dir, &mut self.out);
+            self.apply();
+        }
+    }
+
+    /// Applies the ops produced so far to the held input of each direction.
+    fn apply(&mut self) {
+        for dir in [Dir::ClientToServer, Dir::ServerToClient] {
+            let i = dir_index(dir);
+            let ops = std::mem::take(self.out.ops_mut(dir));
+            let mut consumed = 0usize;
+            let mut emitted = Vec::new();
+            for op in &ops {
+                let take = op.consumed().min(self.held[i].len() - consumed);
+                let input = &self.held[i][consumed..consumed + take];
+                match op {
+                    Op::Copy(_) => emitted.extend_from_slice(input),
+                    Op::Delete(_) => {}
+                    Op::Replace(b) | Op::Insert(b) => emitted.extend_from_slice(b),
+                }
+                consumed += take;
+            }
+            self.held[i].drain(..consumed);
+            self.readable[i].extend_from_slice(&emitted);
+        }
+        self.reset |= self.out.reset.is_some();
+        self.out.clear();
+    }
+}
+
+/// One end of a [`PolicyPipe`].
+pub struct PipeEnd<'a> {
+    pipe: &'a mut PolicyPipe,
+    dir: Dir,
+}
+
+impl Pipe for PipeEnd<'_> {
+    fn recv_all(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.pipe.readable[dir_index(self.dir.reverse())]);
+    }
+
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.pipe.write(self.dir, data);
+        data.len()
+    }
+
+    fn may_send(&self) -> bool {
+        !self.pipe.is_closed(self.dir) && !self.pipe.reset
+    }
+
+    fn close(&mut self) {
+        self.pipe.finish(self.dir);
     }
 }
