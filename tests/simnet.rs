@@ -876,3 +876,285 @@ fn harness_catches_a_corrupted_stream() {
     assert_ne!(run.server.received, expected.to_server);
     assert!(!run.failures().is_empty());
 }
+
+/// The checker on hand-built traces with edit maps that are not the identity (deleted
+/// client bytes, bytes inserted toward the client), where the real sweeps cannot reach
+/// until the engine and the policy are merged.
+mod synthetic {
+    use super::common::expect::EditMap;
+    use super::common::wirecheck::{
+        build_frame, check, Kind, Links, Tap, Trace, TraceEvent, ACK, FIN, SYN,
+    };
+    use mailguard::engine::Side;
+    use mailguard::smtp::Op;
+
+    const CISN: u32 = 0xffff_fff0; // wraps past 2^32 within the test
+    const SISN: u32 = 1_000;
+    const PORT: u16 = 40000;
+    const MSS_1460: [u8; 4] = [2, 4, 0x05, 0xb4];
+
+    /// A trace under construction, with the frame helpers of one connection.
+    struct Conn {
+        trace: Trace,
+    }
+
+    impl Conn {
+        /// SYN, SYN-ACK and ACK, each forwarded unchanged by the "engine".
+        fn new() -> Conn {
+            let mut c = Conn { trace: Vec::new() };
+            let syn = build_frame(true, PORT, CISN, 0, SYN, 4000, &MSS_1460, b"");
+            c.client_sends(&syn);
+            c.emit_to_server(&syn);
+            let syn_ack = build_frame(false, PORT, SISN, CISN + 1, SYN | ACK, 50, &MSS_1460, b"");
+            c.server_sends(&syn_ack);
+            c.emit_to_client(&syn_ack);
+            let ack = c.client(1, 1, b"");
+            c.client_sends(&ack);
+            c.emit_to_server(&ack);
+            c
+        }
+
+        fn push(&mut self, tap: Tap, side: Side, frame: &[u8]) {
+            self.trace.push(TraceEvent {
+                tap,
+                side,
+                frame: frame.to_vec(),
+            });
+        }
+
+        fn client_sends(&mut self, f: &[u8]) {
+            self.push(Tap::EndpointTx, Side::Outside, f);
+            self.push(Tap::EngineRx, Side::Outside, f);
+        }
+
+        fn server_sends(&mut self, f: &[u8]) {
+            self.push(Tap::EndpointTx, Side::Inside, f);
+            self.push(Tap::EngineRx, Side::Inside, f);
+        }
+
+        fn emit_to_server(&mut self, f: &[u8]) {
+            self.push(Tap::EngineTx, Side::Inside, f);
+        }
+
+        fn emit_to_client(&mut self, f: &[u8]) {
+            self.push(Tap::EngineTx, Side::Outside, f);
+        }
+
+        /// A client frame: relative seq and ack, window 4000.
+        fn client(&self, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+            build_frame(
+                true,
+                PORT,
+                CISN.wrapping_add(seq),
+                SISN.wrapping_add(ack),
+                ACK,
+                4000,
+                &[],
+                payload,
+            )
+        }
+
+        /// A server frame: relative seq and ack, window `win`.
+        fn server(&self, seq: u32, ack: u32, win: u16, payload: &[u8]) -> Vec<u8> {
+            build_frame(
+                false,
+                PORT,
+                SISN.wrapping_add(seq),
+                CISN.wrapping_add(ack),
+                ACK,
+                win,
+                &[],
+                payload,
+            )
+        }
+
+        fn kinds(&self, c2s: &EditMap, s2c: &EditMap) -> Vec<Kind> {
+            check(
+                &self.trace,
+                [c2s, s2c],
+                Links {
+                    ip_mtu: [1500, 1500],
+                },
+            )
+            .into_iter()
+            .map(|v| v.kind)
+            .collect()
+        }
+    }
+
+    /// The client's 12 bytes lose 4 in the middle: "HELO\r" kept, "VRFY" deleted, "x\r\n" kept.
+    fn deleting() -> EditMap {
+        EditMap::from_ops(&[Op::Copy(5), Op::Delete(4), Op::Copy(3)])
+    }
+
+    /// The client's 12 bytes sent, the 8 remaining forwarded; the server acknowledged `acked`.
+    fn client_data_acked(acked: u32) -> Conn {
+        let mut c = Conn::new();
+        let data = c.client(1, 1, b"HELO\rVRFYx\r\n");
+        c.client_sends(&data);
+        let out = c.client(1, 1, b"HELO\rx\r\n");
+        c.emit_to_server(&out);
+        let ack = c.server(1, 1 + acked, 100, b"");
+        c.server_sends(&ack);
+        c
+    }
+
+    #[test]
+    fn deleted_bytes_may_be_acknowledged_once_the_output_before_them_is() {
+        let mut c = client_data_acked(5);
+        // 5 copied + 4 deleted input bytes need 5 output bytes acknowledged: fine.
+        let ack = c.server(1, 1 + 9, 90, b"");
+        c.emit_to_client(&ack);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), []);
+        // One more input byte needs output byte 6, which the server has not acknowledged.
+        let ack = c.server(1, 1 + 10, 90, b"");
+        c.emit_to_client(&ack);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), [Kind::OverAck]);
+    }
+
+    #[test]
+    fn all_client_bytes_may_be_acknowledged_when_the_server_has_all_output() {
+        let mut c = client_data_acked(8);
+        let ack = c.server(1, 13, 90, b"");
+        c.emit_to_client(&ack);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), []);
+        // But never beyond what the client sent.
+        let ack = c.server(1, 14, 90, b"");
+        c.emit_to_client(&ack);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), [Kind::OverAck]);
+    }
+
+    #[test]
+    fn a_fin_must_follow_the_transformed_stream_not_the_input() {
+        let mut c = client_data_acked(8);
+        let good = build_frame(
+            true,
+            PORT,
+            CISN.wrapping_add(9),
+            SISN + 1,
+            ACK | FIN,
+            4000,
+            &[],
+            b"",
+        );
+        let bad = build_frame(
+            true,
+            PORT,
+            CISN.wrapping_add(13),
+            SISN + 1,
+            ACK | FIN,
+            4000,
+            &[],
+            b"",
+        );
+        c.emit_to_server(&good);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), []);
+        c.emit_to_server(&bad);
+        assert_eq!(
+            c.kinds(&deleting(), &EditMap::identity(0)),
+            [Kind::FinMisplaced]
+        );
+    }
+
+    #[test]
+    fn sack_blocks_are_judged_through_the_edit_map() {
+        let mut c = Conn::new();
+        // Only the tail "x\r\n" (input 9..12, output 5..8) reached the server.
+        let data = c.client(1, 1, b"HELO\rVRFYx\r\n");
+        c.client_sends(&data);
+        let tail = c.client(6, 1, b"x\r\n");
+        c.emit_to_server(&tail);
+        let sack = |l: u32, r: u32| {
+            let mut o = vec![1, 1, 5, 10];
+            o.extend_from_slice(&l.to_be_bytes());
+            o.extend_from_slice(&r.to_be_bytes());
+            o
+        };
+        let s = sack(CISN.wrapping_add(6), CISN.wrapping_add(9));
+        let srv = build_frame(
+            false,
+            PORT,
+            SISN + 1,
+            CISN.wrapping_add(1),
+            ACK,
+            4000,
+            &s,
+            b"",
+        );
+        c.server_sends(&srv);
+        // Toward the client: input [10, 13) maps to output [6, 9): acknowledged.
+        let s = sack(CISN.wrapping_add(10), CISN.wrapping_add(13));
+        let ok = build_frame(
+            false,
+            PORT,
+            SISN + 1,
+            CISN.wrapping_add(1),
+            ACK,
+            4000,
+            &s,
+            b"",
+        );
+        c.emit_to_client(&ok);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), []);
+        // Input [5, 13) includes input byte 5 (output 5), which the server does not have.
+        let s = sack(CISN.wrapping_add(5), CISN.wrapping_add(13));
+        let bad = build_frame(
+            false,
+            PORT,
+            SISN + 1,
+            CISN.wrapping_add(1),
+            ACK,
+            4000,
+            &s,
+            b"",
+        );
+        c.emit_to_client(&bad);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), [Kind::BadSack]);
+    }
+
+    #[test]
+    fn bytes_inserted_toward_the_client_must_be_acknowledged_by_it_first() {
+        // The server's "250 A\r\n" (7 bytes) reaches the client as "250 " + "250 OK\r\n" +
+        // "A\r\n" (15 bytes): an insert after the 4th byte.
+        let s2c =
+            EditMap::from_ops(&[Op::Copy(4), Op::Insert(b"250 OK\r\n".to_vec()), Op::Copy(3)]);
+        let mut c = Conn::new();
+        let data = c.server(1, 1, 4000, b"250 A\r\n");
+        c.server_sends(&data);
+        let out = c.server(1, 1, 4000, b"250 250 OK\r\nA\r\n");
+        c.emit_to_client(&out);
+        // The client acknowledged the first 4 bytes and the insert (12 output bytes).
+        let ack = c.client(1, 1 + 12, b"");
+        c.client_sends(&ack);
+        let to_server = |n: u32| c.client(1, 1 + n, b"");
+        let (ok, over) = (to_server(4), to_server(5));
+        c.emit_to_server(&ok);
+        assert_eq!(c.kinds(&EditMap::identity(0), &s2c), []);
+        c.emit_to_server(&over);
+        assert_eq!(c.kinds(&EditMap::identity(0), &s2c), [Kind::OverAck]);
+    }
+
+    #[test]
+    fn a_translated_window_may_not_reach_past_the_receivers() {
+        // The server's right edge: 9 + 100 = 109 (output space). Input 12 bytes = output 8, so
+        // an ACK of 13 may offer 100 more input bytes, not 101.
+        let mut c = client_data_acked(8);
+        let ok = c.server(1, 13, 100, b"");
+        c.emit_to_client(&ok);
+        assert_eq!(c.kinds(&deleting(), &EditMap::identity(0)), []);
+        let over = c.server(1, 13, 101, b"");
+        c.emit_to_client(&over);
+        assert_eq!(
+            c.kinds(&deleting(), &EditMap::identity(0)),
+            [Kind::WindowBeyondReceiver]
+        );
+    }
+
+    #[test]
+    fn edit_map_needed_bytes() {
+        let m = deleting();
+        let needed: Vec<u64> = (0..=14).map(|k| m.needed(k)).collect();
+        assert_eq!(needed, [0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 6, 7, 8, 9, 10]);
+        assert_eq!((m.out_len, m.growth, m.in_len()), (8, 0, 12));
+    }
+}

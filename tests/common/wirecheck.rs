@@ -755,3 +755,48 @@ pub fn dump(trace: &[TraceEvent]) -> String {
     }
     s
 }
+
+/// Builds an Ethernet II / IPv4 / TCP frame between the simulated client
+/// (198.18.0.1:`client_port`, MAC 02:00:00:00:00:01) and server (198.18.0.2:25) with valid
+/// checksums. `options` is padded with NOPs to a multiple of 4 bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn build_frame(
+    from_client: bool,
+    client_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut opts = options.to_vec();
+    while !opts.len().is_multiple_of(4) {
+        opts.push(1);
+    }
+    let (src, dst) = if from_client { (1u8, 2u8) } else { (2, 1) };
+    let (sport, dport) = if from_client {
+        (client_port, 25)
+    } else {
+        (25, client_port)
+    };
+    let tcp_len = 20 + opts.len() + payload.len();
+    let mut f = Vec::with_capacity(34 + tcp_len);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, dst, 0x02, 0, 0, 0, 0, src, 0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[198, 18, 0, src, 198, 18, 0, dst]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.push(((20 + opts.len()) / 4) as u8 * 16);
+    f.push(flags);
+    f.extend_from_slice(&win.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(&opts);
+    f.extend_from_slice(payload);
+    fix_checksums(&mut f);
+    f
+}
