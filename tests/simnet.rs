@@ -1151,6 +1151,61 @@ mod synthetic {
     }
 
     #[test]
+    fn an_ack_the_receiver_drops_for_its_stale_sequence_number_is_reported() {
+        let mut c = client_data_acked(8);
+        // The client's FIN after its 12 bytes reaches the server at output 9; the server
+        // acknowledges it (10) and sends its own FIN, which the client acknowledges.
+        let fin = build_frame(
+            true,
+            PORT,
+            CISN.wrapping_add(13),
+            SISN + 1,
+            ACK | FIN,
+            4000,
+            &[],
+            b"",
+        );
+        c.client_sends(&fin);
+        let fin_out = build_frame(
+            true,
+            PORT,
+            CISN.wrapping_add(9),
+            SISN + 1,
+            ACK | FIN,
+            4000,
+            &[],
+            b"",
+        );
+        c.emit_to_server(&fin_out);
+        let srv_fin = build_frame(
+            false,
+            PORT,
+            SISN + 1,
+            CISN.wrapping_add(10),
+            ACK | FIN,
+            100,
+            &[],
+            b"",
+        );
+        c.server_sends(&srv_fin);
+        c.emit_to_client(&srv_fin);
+        let ack = c.client(14, 2, b"");
+        c.client_sends(&ack);
+        // The ACK of the server's FIN at the FIN's own sequence number: the server drops it.
+        let stale = c.client(9, 2, b"");
+        c.emit_to_server(&stale);
+        assert_eq!(
+            c.kinds(&deleting(), &EditMap::identity(0)),
+            [Kind::UnacceptableSeq]
+        );
+        let mut good = client_data_acked(8);
+        good.trace = c.trace[..c.trace.len() - 1].to_vec();
+        let ack = good.client(10, 2, b"");
+        good.emit_to_server(&ack);
+        assert_eq!(good.kinds(&deleting(), &EditMap::identity(0)), []);
+    }
+
+    #[test]
     fn edit_map_needed_bytes() {
         let m = deleting();
         let needed: Vec<u64> = (0..=14).map(|k| m.needed(k)).collect();

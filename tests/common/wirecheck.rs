@@ -36,6 +36,10 @@
 //!   updates (RFC 9293 SND.WL1/WL2).
 //! - **FIN**: a FIN toward R sits right after the whole transformed stream of S
 //!   (`1 + out_len` of S→R), never before data it follows.
+//! - **Acceptable ACKs**: a frame the engine authored (not a byte-for-byte copy of one S sent)
+//!   that acknowledges more than any frame emitted toward R before must have a sequence
+//!   number R accepts (RFC 9293 §3.10.7.4: a zero-length segment at or after what R has
+//!   acknowledged, a longer one ending after it); otherwise R drops it and its ACK is lost.
 //! - **Keep-alives** (RFC 1122: one garbage octet below what R already acknowledged) are not
 //!   checked for identical bytes: the receiver discards that octet; smoltcp sends `0x00`.
 //! - RST segments are checked for checksums and MTU only.
@@ -100,6 +104,9 @@ pub enum Kind {
     WindowShrunk,
     /// A FIN not at the end of the transformed stream.
     FinMisplaced,
+    /// A frame the engine authored that advances the ACK it tells the receiver, with a
+    /// sequence number the receiver will not accept (so the ACK is lost).
+    UnacceptableSeq,
 }
 
 /// One broken invariant.
@@ -380,6 +387,8 @@ struct EndpointState {
     out_bytes: HashMap<u64, u8>,
     /// Largest right edge the engine advertised to it (relative to `isn`).
     out_edge: Option<u64>,
+    /// Largest ACK the engine sent it (relative to `isn`).
+    out_ack: Option<u64>,
 }
 
 impl EndpointState {
@@ -531,6 +540,7 @@ fn on_engine_tx(c: &Ctx<'_>, r: &mut EndpointState, s: &EndpointState, out: &mut
     check_payload(c, r, out);
     check_fin(c, r, out);
     if seg.has(ACK) {
+        check_acceptable(c, r, s, out);
         check_ack(c, r, s, out);
         check_sack(c, r, s, out);
         check_window(c, r, s, out);
@@ -611,6 +621,44 @@ fn check_fin(c: &Ctx<'_>, r: &EndpointState, out: &mut Vec<Violation>) {
             out,
             Kind::FinMisplaced,
             format!("FIN at {at}, the transformed stream ends at {want}"),
+        );
+    }
+}
+
+fn check_acceptable(
+    c: &Ctx<'_>,
+    r: &mut EndpointState,
+    s: &EndpointState,
+    out: &mut Vec<Violation>,
+) {
+    let seg = c.seg;
+    let (Some(isn), Some(out_isn)) = (r.isn, r.out_isn) else {
+        return;
+    };
+    if seg.has(SYN) {
+        return;
+    }
+    let ack = rel(seg.ack, isn);
+    let advances = r.out_ack.is_none_or(|prev| ack > prev);
+    r.out_ack = Some(r.out_ack.map_or(ack, |p| p.max(ack)));
+    if !advances || s.transmitted.contains(c.frame) {
+        return;
+    }
+    let rcv_nxt = r.received.cum();
+    let start = rel(seg.seq, out_isn);
+    let len = seg.seq_len();
+    let acceptable = if len == 0 {
+        start >= rcv_nxt
+    } else {
+        start + len > rcv_nxt
+    };
+    if !acceptable {
+        c.push(
+            out,
+            Kind::UnacceptableSeq,
+            format!(
+                "ACK {ack} sent at seq {start} (+{len}) but the receiver expects {rcv_nxt}: dropped"
+            ),
         );
     }
 }
