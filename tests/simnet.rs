@@ -13,7 +13,10 @@
 //! profile is for (the blocked verb never reaches the server, and so on).
 //!
 //! `SIMNET_SEEDS=N` runs N seeds per profile instead of [`SEEDS`]; `SIMNET_SEED=S` runs the
-//! single seed S (to debug a failure).
+//! single seed S (to debug a failure); `SIMNET_DUMP=1` prints the trace of every failing
+//! run; `SIMNET_SHOW=<category>` (e.g. `OverAck`, `incomplete`, `client stream`) lists the
+//! first failing seeds of that category. A failing sweep reports how many seeds failed in
+//! each category.
 
 mod common;
 
@@ -37,6 +40,8 @@ const SIM_LIMIT: SimTime = 900_000_000;
 const MAX_STEPS: usize = 2_000_000;
 /// Keep-alive interval of the endpoints (see `EndpointParams::keep_alive_ms`).
 const KEEP_ALIVE_MS: u64 = 2_000;
+/// Time between two typed bytes of [`Variant::Typed`], in microseconds.
+const TYPE_INTERVAL: SimTime = 30_000;
 /// The SMTP port.
 const SMTP: u16 = 25;
 
@@ -94,10 +99,10 @@ impl Scenario {
         ];
         Scenario {
             profile,
-            variant: if seed.is_multiple_of(2) {
-                Variant::LockStep
-            } else {
-                Variant::Pipelined
+            variant: match seed % 3 {
+                0 => Variant::LockStep,
+                1 => Variant::Pipelined,
+                _ => Variant::Typed,
             },
             seed,
             client,
@@ -342,7 +347,8 @@ fn run(scenario: Scenario, mb: &mut dyn Middlebox) -> Run {
         .connect(cx, remote, scenario.client_port)
         .expect("connect");
     let salt = scenario.seed;
-    let mut client = Client::new(client_script(scenario.variant, scenario.body_size, salt));
+    let mut client = Client::new(client_script(scenario.variant, scenario.body_size, salt))
+        .typing(scenario.variant == Variant::Typed);
     let mut server = Server::new();
     let mut dialogue = Dialogue::new();
     let mut ended = Ending::Open;
@@ -375,6 +381,7 @@ fn run(scenario: Scenario, mb: &mut dyn Middlebox) -> Run {
             mb.poll_timeout().map(|t| t.0.div_ceil(1000)),
             client_ep.poll_at(now),
             server_ep.poll_at(now),
+            client.is_typing().then_some(now + TYPE_INTERVAL),
         ]
         .into_iter()
         .flatten()
@@ -427,40 +434,55 @@ impl Run {
 
     /// Every failed expectation of a run through a correct engine, as text.
     fn failures(&self) -> Vec<String> {
+        self.classified_failures()
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    }
+
+    /// Every failed expectation with its category (for the sweep's tally): `incomplete`,
+    /// `server stream`, `client stream`, `profile`, or the wire check's kind.
+    fn classified_failures(&self) -> Vec<(String, String)> {
         let mut f = Vec::new();
         if !self.completed {
-            f.push(format!(
-                "session did not complete by {} µs: client {:?} (closed {}), server {:?} \
-                 (closed {}), client got {:?}",
-                self.end,
-                self.client_state,
-                self.client.closed,
-                self.server_state,
-                self.server.closed,
-                self.client.codes()
+            f.push((
+                "incomplete".to_string(),
+                format!(
+                    "session did not complete by {} µs: client {:?} (closed {}), server {:?} \
+                     (closed {}), client got {:?}",
+                    self.end,
+                    self.client_state,
+                    self.client.closed,
+                    self.server_state,
+                    self.server.closed,
+                    self.client.codes()
+                ),
             ));
         }
         let expected = transform(self.scenario.policy(), &self.script());
         if self.server.received != expected.to_server {
-            f.push(stream_diff(
-                "server",
-                &self.server.received,
-                &expected.to_server,
-            ));
+            let diff = stream_diff("server", &self.server.received, &expected.to_server);
+            f.push(("server stream".to_string(), diff));
         }
         if self.client.received != expected.to_client {
-            f.push(stream_diff(
-                "client",
-                &self.client.received,
-                &expected.to_client,
+            let diff = stream_diff("client", &self.client.received, &expected.to_client);
+            f.push(("client stream".to_string(), diff));
+        }
+        let violations = self.violations();
+        let mut kinds: Vec<Kind> = violations.iter().map(|v| v.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        for kind in kinds {
+            let first = violations.iter().filter(|v| v.kind == kind);
+            let count = first.clone().count();
+            let text = first.take(2).map(|v| v.to_string()).collect::<Vec<_>>();
+            f.push((
+                format!("{kind:?}"),
+                format!("{} ({count} frames)", text.join("; ")),
             ));
         }
-        f.extend(self.violations().iter().take(5).map(|v| v.to_string()));
-        f.extend(profile_failures(
-            self.scenario.profile,
-            &self.client,
-            &self.server,
-        ));
+        let profile = profile_failures(self.scenario.profile, &self.client, &self.server);
+        f.extend(profile.into_iter().map(|p| ("profile".to_string(), p)));
         f
     }
 
@@ -569,10 +591,17 @@ fn sweep(profile: Profile) {
     let seeds = seeds();
     let mut failed = Vec::new();
     let mut fin_lost = 0usize;
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
     for &seed in &seeds {
         let run = run_engine(Scenario::random(profile, seed));
         fin_lost += usize::from(run.ending == Ending::ClientFinLost);
-        let f = run.failures();
+        let classified = run.classified_failures();
+        for (category, _) in &classified {
+            *tally.entry(category.clone()).or_default() += 1;
+        }
+        let shown = std::env::var("SIMNET_SHOW")
+            .map_or(true, |want| classified.iter().any(|(c, _)| *c == want));
+        let f: Vec<String> = classified.into_iter().map(|(_, t)| t).collect();
         if !f.is_empty() && std::env::var_os("SIMNET_DUMP").is_some() {
             eprintln!(
                 "{}\n{}",
@@ -581,7 +610,8 @@ fn sweep(profile: Profile) {
             );
         }
         if !f.is_empty() {
-            failed.push(format!("{}\n    {}", run.describe(), f.join("\n    ")));
+            let text = format!("{}\n    {}", run.describe(), f.join("\n    "));
+            failed.push((shown, text));
         }
     }
     eprintln!(
@@ -597,13 +627,14 @@ fn sweep(profile: Profile) {
     );
     assert!(
         failed.is_empty(),
-        "{profile}: {} of {} seeds failed; first ones:\n{}",
+        "{profile}: {} of {} seeds failed; seeds per failure: {tally:?}; first ones:\n{}",
         failed.len(),
         seeds.len(),
         failed
             .iter()
+            .filter(|(shown, _)| *shown)
             .take(5)
-            .cloned()
+            .map(|(_, text)| text.as_str())
             .collect::<Vec<_>>()
             .join("\n")
     );
@@ -639,18 +670,30 @@ fn pix44_pix51_asa_profiles_over_a_bad_network_deliver_their_transform_for_every
 /// A clean link, both client variants: the harness itself works end to end.
 #[test]
 fn off_profile_over_a_clean_link_completes_with_the_expected_replies() {
-    for variant in [Variant::LockStep, Variant::Pipelined] {
+    for variant in [Variant::LockStep, Variant::Pipelined, Variant::Typed] {
         let run = run_engine(Scenario::clean(Profile::Off, variant, 1500, 1500));
         let f = run.failures();
         assert!(f.is_empty(), "{}\n{}", run.describe(), f.join("\n"));
         let want: &[u16] = match variant {
             // greeting, EHLO, MAIL, RCPT, VRFY, RCPT, NOOP, DATA, body, QUIT
-            Variant::LockStep => &[220, 250, 250, 250, 252, 250, 250, 354, 250, 221],
+            Variant::LockStep | Variant::Typed => {
+                &[220, 250, 250, 250, 252, 250, 250, 354, 250, 221]
+            }
             // greeting, EHLO, MAIL, RCPT, EXPN, RCPT, DATA, body, NOOP, QUIT
             Variant::Pipelined => &[220, 250, 250, 250, 500, 250, 354, 250, 250, 221],
         };
         assert_eq!(run.client.codes(), want, "{variant:?}");
         assert!(run.server.received.len() > 4000, "the body was delivered");
+        if variant == Variant::Typed {
+            // Every command byte left the client in a segment of its own.
+            let one_byte = run
+                .trace
+                .iter()
+                .filter(|e| e.tap == Tap::EndpointTx && e.side == Side::Outside)
+                .filter(|e| matches!(parse(&e.frame), Ok(Some(s)) if s.payload_len == 1))
+                .count();
+            assert!(one_byte >= 100, "only {one_byte} one-byte segments");
+        }
     }
 }
 
@@ -701,10 +744,10 @@ fn policy_only(profile: Profile, variant: Variant) -> (Client, Server, Dialogue)
         ..PolicyConfig::default()
     });
     let mut pipe = PolicyPipe::new(config);
-    let mut client = Client::new(client_script(variant, 3000, 1));
+    let mut client = Client::new(client_script(variant, 3000, 1)).typing(variant == Variant::Typed);
     let mut server = Server::new();
     let mut log = Dialogue::new();
-    for _ in 0..1000 {
+    for _ in 0..10_000 {
         client.step(&mut pipe.end(Dir::ClientToServer), &mut log);
         server.step(&mut pipe.end(Dir::ServerToClient), &mut log);
         if client.closed && server.closed {
@@ -732,17 +775,19 @@ fn expected_codes(profile: Profile, variant: Variant) -> Vec<u16> {
     };
     let blocked = match (profile, variant) {
         (Profile::Pix40, _) => 250,
-        (Profile::Off | Profile::Asa, Variant::LockStep) => 252,
+        (Profile::Off | Profile::Asa, Variant::LockStep | Variant::Typed) => 252,
         _ => 500,
     };
     match variant {
-        Variant::LockStep => vec![220, ehlo, 250, 250, blocked, 250, 250, 354, 250, 221],
+        Variant::LockStep | Variant::Typed => {
+            vec![220, ehlo, 250, 250, blocked, 250, 250, 354, 250, 221]
+        }
         Variant::Pipelined => vec![220, ehlo, 250, 250, blocked, 250, 354, 250, 250, 221],
     }
 }
 
 fn check_policy_only(profile: Profile) {
-    for variant in [Variant::LockStep, Variant::Pipelined] {
+    for variant in [Variant::LockStep, Variant::Pipelined, Variant::Typed] {
         let (client, server, log) = policy_only(profile, variant);
         assert_eq!(
             client.codes(),

@@ -49,6 +49,9 @@ pub enum Variant {
     LockStep,
     /// The envelope and DATA in one write (RFC 2920), NOOP+QUIT in another.
     Pipelined,
+    /// Lock-step, each command typed one byte at a time (telnet in character mode); the
+    /// body is written at once.
+    Typed,
 }
 
 fn group(lines: &[&str], body: Option<Vec<u8>>) -> Group {
@@ -84,7 +87,7 @@ pub fn body(size: usize, salt: u64) -> Vec<u8> {
 pub fn client_script(variant: Variant, body_size: usize, salt: u64) -> Vec<Group> {
     let body = Some(body(body_size, salt));
     match variant {
-        Variant::LockStep => vec![
+        Variant::LockStep | Variant::Typed => vec![
             group(&["EHLO client.outside.example\r\n"], None),
             group(&["MAIL FROM:<alice@outside.example>\r\n"], None),
             group(&["RCPT TO:<bob@inside.example>\r\n"], None),
@@ -189,6 +192,10 @@ pub struct Client {
     replies_needed: usize,
     pending: Vec<u8>,
     pending_body: Option<Vec<u8>>,
+    /// Commands are typed one byte per step.
+    typing: bool,
+    /// Bytes at the front of `pending` still to be typed.
+    to_type: usize,
     /// Every byte received.
     pub received: Vec<u8>,
     /// Set once the reply to the last group arrived and the socket was closed.
@@ -204,9 +211,22 @@ impl Client {
             replies_needed: 1,
             pending: Vec::new(),
             pending_body: None,
+            typing: false,
+            to_type: 0,
             received: Vec::new(),
             closed: false,
         }
+    }
+
+    /// The same client, typing its commands one byte per [`Client::step`].
+    pub fn typing(mut self, on: bool) -> Client {
+        self.typing = on;
+        self
+    }
+
+    /// True while a command is being typed: the caller should step again soon.
+    pub fn is_typing(&self) -> bool {
+        self.to_type > 0
     }
 
     /// Reply codes received so far.
@@ -233,6 +253,9 @@ impl Client {
                 Some(g) => {
                     self.next_group += 1;
                     self.write(&g.bytes, log);
+                    if self.typing {
+                        self.to_type += g.bytes.len();
+                    }
                     self.replies_needed += g.replies;
                     self.pending_body = g.body;
                 }
@@ -242,7 +265,15 @@ impl Client {
                 }
             }
         }
-        flush(sock, &mut self.pending);
+        if self.to_type > 0 {
+            if sock.may_send() {
+                let n = sock.send(self.pending.get(..1).unwrap_or_default());
+                self.pending.drain(..n.min(self.pending.len()));
+                self.to_type = self.to_type.saturating_sub(n);
+            }
+        } else {
+            flush(sock, &mut self.pending);
+        }
     }
 
     fn write(&mut self, bytes: &[u8], log: &mut Dialogue) {
