@@ -149,16 +149,16 @@ impl Lane {
         }
     }
 
-    /// Puts a frame on the wire at `now`.
-    pub fn push(&mut self, now: SimTime, frame: &[u8]) {
+    /// Puts a frame on the wire at `now`; false if the lane lost it.
+    pub fn push(&mut self, now: SimTime, frame: &[u8]) -> bool {
         self.stats.sent += 1;
         if !is_ipv4(frame) {
             self.enqueue(now + self.imp.delay_min, frame);
-            return;
+            return true;
         }
         if self.rng.chance(self.imp.drop) {
             self.stats.dropped += 1;
-            return;
+            return false;
         }
         let copies = if self.rng.chance(self.imp.duplicate) {
             self.stats.duplicated += 1;
@@ -174,6 +174,7 @@ impl Lane {
             }
             self.enqueue(at, frame);
         }
+        true
     }
 
     fn enqueue(&mut self, at: SimTime, frame: &[u8]) {

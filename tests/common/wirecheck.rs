@@ -61,6 +61,9 @@ pub enum Tap {
     EngineRx,
     /// The engine emitted it toward the endpoint on `side`.
     EngineTx,
+    /// The lane to or from the endpoint on `side` lost the frame just traced before (not
+    /// checked; for coverage and debugging).
+    Lost,
 }
 
 /// One observation.
@@ -441,6 +444,7 @@ pub fn check(trace: &[TraceEvent], maps: Maps<'_>, links: Links) -> Vec<Violatio
         };
         let me = idx(ev.side);
         match ev.tap {
+            Tap::Lost => {}
             Tap::EndpointTx => on_endpoint_tx(&mut st[me], &seg, &ev.frame),
             Tap::EngineRx => on_engine_rx(&mut st[me], &seg),
             Tap::EngineTx => {
@@ -765,6 +769,10 @@ pub fn dump(trace: &[TraceEvent]) -> String {
     let mut isn: [Option<u32>; 2] = [None, None];
     let mut s = String::new();
     for (i, ev) in trace.iter().enumerate() {
+        if ev.tap == Tap::Lost {
+            s.push_str(&format!("#{i} lost by the lane\n"));
+            continue;
+        }
         let Ok(Some(seg)) = parse(&ev.frame) else {
             s.push_str(&format!(
                 "#{i} {:?} {:?} non-TCP or bad frame\n",
