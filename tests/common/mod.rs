@@ -1,0 +1,5 @@
+pub mod expect;
+pub mod middlebox;
+pub mod simlink;
+pub mod smtpscript;
+pub mod wirecheck;
