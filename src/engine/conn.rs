@@ -336,7 +336,10 @@ impl<P: Policy> Conn<P> {
         if seg.flags.has(TcpFlags::ACK) {
             self.on_ack(ctx, r, &seg);
         }
-        // Data and FIN.
+        // Data and FIN. Bytes before offset 0 sit on the SYN's sequence number (a keep-alive
+        // probe's garbage byte): never data.
+        let skip = usize::try_from(-off.min(0)).unwrap_or(usize::MAX);
+        let payload = payload.get(skip..).unwrap_or_default();
         let off = off.max(0) as u64;
         let mut end = off + payload.len() as u64;
         if seg.flags.has(TcpFlags::FIN)
@@ -418,7 +421,7 @@ impl<P: Policy> Conn<P> {
             let news =
                 told.ack_off > self.halves[r].told_ack || told.edge > self.halves[r].told_edge;
             if pure || news {
-                let s = self.halves[d].sent;
+                let s = self.halves[d].snd_nxt();
                 self.emit(ctx, d, s, None, 0);
             }
         }
@@ -430,7 +433,7 @@ impl<P: Policy> Conn<P> {
                 && h.told_ack == h.ack_in()
                 && seg.flags.has(TcpFlags::FIN));
         if !from_got && (owed || resent_nothing || (retrans.is_some() && payload.is_empty())) {
-            let s = self.halves[r].sent;
+            let s = self.halves[r].snd_nxt();
             self.emit(ctx, r, s, None, 0);
         }
         self.check_closed(ctx.now);
@@ -482,12 +485,13 @@ impl<P: Policy> Conn<P> {
     fn on_ack(&mut self, ctx: &mut Ctx<'_>, r: usize, seg: &crate::wire::Segment) {
         let h = &mut self.halves[r];
         let o = h.space.offset(seg.ack, h.rcv_acked);
-        h.rcv_wnd = u64::from(seg.window) << h.rcv_shift;
-        h.rcv_sack = seg.options.sack;
-        if o < 0 {
+        if o < h.rcv_acked as i64 {
+            // An old acknowledgement (reordered): its window and SACK blocks are stale.
             return;
         }
         let o = o as u64;
+        h.rcv_wnd = u64::from(seg.window) << h.rcv_shift;
+        h.rcv_sack = seg.options.sack;
         if let Some(f) = h.fin_out {
             if o > f && h.fin_sent {
                 h.fin_acked = true;
@@ -587,7 +591,7 @@ impl<P: Policy> Conn<P> {
         // The filter's RST carries an ACK whenever it can; the endpoint's flags beyond RST
         // do not matter to the receiver.
         let _ = flags;
-        let s = self.halves[d].sent_max;
+        let s = self.halves[d].snd_nxt();
         self.emit(ctx, d, s, None, TcpFlags::RST);
         Verdict::Rewritten
     }
@@ -600,7 +604,7 @@ impl<P: Policy> Conn<P> {
         }
         for d in [IDX_C2S, IDX_S2C] {
             if self.halves[d].known {
-                let s = self.halves[d].sent_max;
+                let s = self.halves[d].snd_nxt();
                 self.emit(ctx, d, s, None, TcpFlags::RST);
             }
             self.halves[d].rto_at = None;

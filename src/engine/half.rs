@@ -93,6 +93,15 @@ impl Half {
         self.finished && self.fin_at.is_some() && self.pending.is_empty()
     }
 
+    /// The sequence offset following everything sent (the FIN counted): where pure ACKs
+    /// and resets towards the receiver sit.
+    pub fn snd_nxt(&self) -> u64 {
+        match self.fin_out {
+            Some(f) => f + 1,
+            None => self.sent_max,
+        }
+    }
+
     /// Output (or our FIN) sent and not yet acknowledged.
     pub fn outstanding(&self) -> bool {
         self.sent_max > self.rcv_acked || (self.fin_out.is_some() && !self.fin_acked)
@@ -117,7 +126,16 @@ impl Half {
         let i = self.ack_in();
         let fin = self.fin_acked && self.fin_at == Some(i);
         let shift = u32::from(self.rcv_shift);
-        let edge = i.saturating_add(self.rcv_wnd).max(self.told_edge);
+        // The receiver's right edge in output space, carried back to input space: decided
+        // input through the map, input not yet decided as if it will pass one for one.
+        let e_out = self.rcv_acked.saturating_add(self.rcv_wnd);
+        let (consumed, produced) = (self.map.consumed(), self.map.produced());
+        let e_in = if e_out >= produced {
+            consumed + (e_out - produced)
+        } else {
+            self.map.ack_for(e_out)
+        };
+        let edge = e_in.max(i).max(self.told_edge);
         let mut raw = ((edge - i) >> shift).min(0xffff);
         if i + (raw << shift) < self.told_edge && raw < 0xffff {
             raw += 1;
