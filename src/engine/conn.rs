@@ -327,9 +327,11 @@ impl<P: Policy> Conn<P> {
             return Verdict::Drop(DropReason::OutOfWindow);
         }
         if seg.flags.has(TcpFlags::RST) {
-            return self.on_rst(ctx, d, seg.flags);
+            return self.on_rst(ctx, d, seg.flags, !payload.is_empty());
         }
-        let was_pristine = self.pristine(d);
+        // Urgent data is read out of band by some receivers and inline by others: such a
+        // segment is always rebuilt (without URG), so the receiver reads what was judged.
+        let was_pristine = self.pristine(d) && !seg.flags.has(TcpFlags::URG);
         if let Some(ts) = seg.options.timestamps {
             self.halves[d].ts = Some(ts);
         }
@@ -459,9 +461,7 @@ impl<P: Policy> Conn<P> {
 
     fn log_matches(&self, d: usize, a: u64, b: u64, payload: &[u8], off: u64) -> bool {
         let h = &self.halves[d];
-        if b <= h.log.base() {
-            return true;
-        }
+        // Bytes no longer in the log cannot be compared: not forwarded as they are.
         if a < h.log.base() {
             return false;
         }
@@ -581,13 +581,20 @@ impl<P: Policy> Conn<P> {
     }
 
     /// An endpoint reset the connection: the RST goes on after the data it follows.
-    fn on_rst(&mut self, ctx: &mut Ctx<'_>, d: usize, flags: TcpFlags) -> Verdict {
+    fn on_rst(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        flags: TcpFlags,
+        carries_data: bool,
+    ) -> Verdict {
         self.state = State::Closed;
         self.closed_at.get_or_insert(ctx.now);
         self.action("reset by endpoint".into());
-        if self.pristine(d) {
+        if self.pristine(d) && !carries_data {
             return Verdict::Forward(ForwardReason::Unchanged);
         }
+        // Data on a RST is never delivered (receivers differ on whether they read it).
         // The filter's RST carries an ACK whenever it can; the endpoint's flags beyond RST
         // do not matter to the receiver.
         let _ = flags;
