@@ -599,3 +599,25 @@ fn windows_never_shrink_and_never_exceed_the_receivers() {
         }
     }
 }
+
+#[test]
+fn server_side_deletions_translate_the_clients_acks() {
+    // strict-like: a line of the server's EHLO reply is removed.
+    let mut lab = scripted(vec![(S2C, 11, Edit::Delete(10))]);
+    lab.handshake();
+    let (_, outs) = lab.server(0, 0, 0, b"250-a.org\r\n250-VRFY\r\n250 OK\r\n");
+    let cli = to(Side::Outside, &outs);
+    let got: Vec<u8> = cli.iter().flat_map(|o| o.payload.clone()).collect();
+    assert_eq!(got, b"250-a.org\r\n250 OK\r\n");
+    // The client acknowledges everything it got (19 bytes): the server is told all 29.
+    let (_, outs) = lab.client(0, 19, 0, b"");
+    let srv = to(Side::Inside, &outs);
+    assert_eq!(lab.s_off(srv.last().unwrap().t.seg.ack), 29);
+    // A partial ACK short of the deletion point stays short of it.
+    let mut lab = scripted(vec![(S2C, 11, Edit::Delete(10))]);
+    lab.handshake();
+    lab.server(0, 0, 0, b"250-a.org\r\n250-VRFY\r\n250 OK\r\n");
+    let (_, outs) = lab.client(0, 5, 0, b"");
+    let srv = to(Side::Inside, &outs);
+    assert_eq!(lab.s_off(srv.last().unwrap().t.seg.ack), 5);
+}
