@@ -6,7 +6,10 @@ use super::{ConnectionReport, DropReason, ForwardReason, FrameSink, Limits, Side
 use super::{Verdict, IDX_C2S, IDX_S2C};
 use crate::smtp::{Dir, Event, Op, Output};
 use crate::tcp::SeqSpace;
-use crate::wire::{build_tcp_frame, SackBlocks, TcpFlags, TcpFrame, Template};
+use crate::wire::{
+    build_tcp_frame, set_tcp_ack, set_tcp_seq, set_tcp_window, SackBlocks, TcpFlags, TcpFrame,
+    Template,
+};
 use std::net::IpAddr;
 
 /// Where a connection is in its life.
@@ -331,7 +334,13 @@ impl<P: Policy> Conn<P> {
         }
         // Urgent data is read out of band by some receivers and inline by others: such a
         // segment is always rebuilt (without URG), so the receiver reads what was judged.
-        let was_pristine = self.pristine(d) && !seg.flags.has(TcpFlags::URG);
+        let clean_before = {
+            let h = &self.halves[d];
+            !seg.flags.has(TcpFlags::URG)
+                && h.pending.is_empty()
+                && h.sent == h.log.end()
+                && h.reasm.held() == 0
+        };
         if let Some(ts) = seg.options.timestamps {
             self.halves[d].ts = Some(ts);
         }
@@ -357,7 +366,6 @@ impl<P: Policy> Conn<P> {
         let next_before = self.halves[d].reasm.next();
         let retrans =
             (off < next_before && !payload.is_empty()).then_some((off, end.min(next_before)));
-        let changed_before = self.halves[d].content_changed;
         let out_before = self.halves[d].log.end();
         if let Err(MustReset(why)) = self.take_input(ctx, d, off, payload) {
             self.filter_reset(ctx, why);
@@ -366,37 +374,21 @@ impl<P: Policy> Conn<P> {
         if self.state == State::Reset {
             return Verdict::Rewritten;
         }
-        // Fast path: the frame is exactly what would be built.
-        if was_pristine {
-            let h = &self.halves[d];
-            let exact_new = retrans.is_none()
-                && (payload.is_empty() || off == next_before)
-                && !h.content_changed
-                && !changed_before
-                && h.pending.is_empty()
-                && h.log.end() == out_before + payload.len() as u64
-                && h.map.is_identity();
-            let fin_ok = !seg.flags.has(TcpFlags::FIN)
-                || (h.fin_ready() && h.fin_at == Some(end) && h.log.end() == end);
-            let retrans_ok = retrans.is_some_and(|(a, b)| {
-                payload.is_empty() || self.log_matches(d, a, b, payload, off)
-            }) && end <= next_before;
-            if (exact_new || retrans_ok) && fin_ok && self.fields_unchanged(r, &seg) {
-                let told = self.halves[r].peek();
-                self.halves[r].commit(&told);
-                let h = &mut self.halves[d];
-                if exact_new {
-                    h.sent = h.log.end();
-                    h.sent_max = h.sent_max.max(h.sent);
-                    if seg.flags.has(TcpFlags::FIN) {
-                        h.fin_out = Some(h.sent);
-                        h.fin_sent = true;
-                    }
-                }
-                self.arm(ctx, d);
-                self.send_pending(ctx, r, false);
-                self.check_closed(ctx.now);
-                return Verdict::Forward(ForwardReason::Unchanged);
+        // Fast path: the frame passes as it is, or with only its sequence, acknowledgement
+        // and window fields changed (incremental checksum), when its bytes pass unchanged.
+        if clean_before {
+            if let Some(v) = self.pass_through(
+                ctx,
+                d,
+                frame,
+                t,
+                off,
+                payload,
+                next_before,
+                out_before,
+                retrans,
+            ) {
+                return v;
             }
         }
         let pushed_before = ctx.pushed;
@@ -446,6 +438,87 @@ impl<P: Policy> Conn<P> {
         }
     }
 
+    /// Forwards the segment as it is (or with only its sequence, ACK and window fields
+    /// changed) if its bytes pass the policy unchanged and nothing is queued before them.
+    #[allow(clippy::too_many_arguments)]
+    fn pass_through(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        frame: &[u8],
+        t: &TcpFrame,
+        off: u64,
+        payload: &[u8],
+        next_before: u64,
+        out_before: u64,
+        retrans: Option<(u64, u64)>,
+    ) -> Option<Verdict> {
+        let seg = t.seg;
+        let r = 1 - d;
+        if !seg.flags.has(TcpFlags::ACK) {
+            return None;
+        }
+        let h = &self.halves[d];
+        let len = payload.len() as u64;
+        let end = off + len;
+        let new_copied = retrans.is_none()
+            && (payload.is_empty() || off == next_before)
+            && h.last_ops_copy_only
+            && h.pending.is_empty()
+            && h.map.consumed() == next_before + len
+            && h.log.end() == out_before + len;
+        let old_identical = retrans.is_some_and(|(a, b)| self.log_matches(d, a, b, payload, off))
+            && end <= next_before
+            && h.map.is_identity();
+        if !(new_copied || old_identical) {
+            return None;
+        }
+        let fin = seg.flags.has(TcpFlags::FIN);
+        if fin && !(new_copied && h.fin_ready() && h.fin_at == Some(end)) {
+            return None;
+        }
+        let delta = if new_copied {
+            out_before.wrapping_sub(next_before) as u32
+        } else {
+            0
+        };
+        let told = self.halves[r].peek();
+        if told.sack != seg.options.sack {
+            return None;
+        }
+        let seq = seg.seq.wrapping_add(delta);
+        let verdict = if seq == seg.seq && told.ack == seg.ack && told.window == seg.window {
+            Verdict::Forward(ForwardReason::Unchanged)
+        } else {
+            let side = self.out_side(d);
+            let buf = ctx.sink.push_with_len(side, frame.len());
+            buf.copy_from_slice(frame);
+            let ok = set_tcp_seq(buf, t.tcp_off, seq)
+                .and_then(|_| set_tcp_ack(buf, t.tcp_off, told.ack))
+                .and_then(|_| set_tcp_window(buf, t.tcp_off, told.window));
+            if ok.is_none() {
+                log::error!("internal: could not adjust a frame in place");
+            }
+            ctx.stats.originated += 1;
+            ctx.pushed[side_idx(side)] += 1;
+            Verdict::Rewritten
+        };
+        self.halves[r].commit(&told);
+        let h = &mut self.halves[d];
+        if new_copied {
+            h.sent = h.log.end();
+            h.sent_max = h.sent_max.max(h.sent);
+            if fin {
+                h.fin_out = Some(h.sent);
+                h.fin_sent = true;
+            }
+        }
+        self.arm(ctx, d);
+        self.send_pending(ctx, r, false);
+        self.check_closed(ctx.now);
+        Some(verdict)
+    }
+
     /// True when direction `d`'s frames can pass as they are (no length change or rewrite
     /// anywhere so far, nothing queued or held).
     fn pristine(&self, d: usize) -> bool {
@@ -470,15 +543,6 @@ impl<P: Policy> Conn<P> {
             .get((a - off) as usize..(b - off) as usize)
             .unwrap_or_default();
         x.len() + y.len() == want.len() && want.starts_with(x) && want.ends_with(y)
-    }
-
-    /// True if the ACK, window and SACK fields of `seg` are what would be told anyway.
-    fn fields_unchanged(&self, r: usize, seg: &crate::wire::Segment) -> bool {
-        let t = self.halves[r].peek();
-        if !seg.flags.has(TcpFlags::ACK) {
-            return false;
-        }
-        t.ack == seg.ack && t.window == seg.window && t.sack == seg.options.sack
     }
 
     /// The receiver of `r` (the sender of this frame) acknowledged output of `r`.
@@ -705,6 +769,7 @@ impl<P: Policy> Conn<P> {
 fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset> {
     let full = |_| MustReset("edit-records-limit");
     let mut used = 0usize;
+    h.last_ops_copy_only = ops.iter().all(|op| matches!(op, Op::Copy(_)));
     for op in ops {
         if h.fin_out.is_some() && op.emitted() > 0 {
             // Output after our FIN is impossible: the policy broke its contract.

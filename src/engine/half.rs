@@ -24,6 +24,8 @@ pub(super) struct Half {
     pub map: EditMap,
     /// Some output differs from the input at the same position (replace, insert, delete).
     pub content_changed: bool,
+    /// The ops of the latest policy call for this direction were all copies.
+    pub last_ops_copy_only: bool,
     /// Output bytes not yet acknowledged by the receiver.
     pub log: OutputLog,
     /// Next output offset to transmit (go-back-N after a timeout).
@@ -69,6 +71,7 @@ impl Half {
             finished: false,
             map: EditMap::new(max_edits),
             content_changed: false,
+            last_ops_copy_only: true,
             log: OutputLog::new(),
             sent: 0,
             sent_max: 0,
