@@ -595,12 +595,19 @@ impl<P: Policy> Conn<P> {
             let Conn { halves, policy, .. } = self;
             let h = &mut halves[d];
             if !payload.is_empty() && !h.finished {
+                // Once the policy passes everything through and holds nothing, it is no
+                // longer fed: the bytes are copied.
+                let bypass = policy.is_passthrough() && h.pending.is_empty();
                 let Half { reasm, pending, .. } = h;
                 let out = &mut *ctx.out;
                 reasm
                     .insert(off, payload, |bytes| {
                         pending.extend_from_slice(bytes);
-                        policy.feed(dir, bytes, out);
+                        if bypass {
+                            out.ops_mut(dir).push(Op::Copy(bytes.len()));
+                        } else {
+                            policy.feed(dir, bytes, out);
+                        }
                     })
                     .map_err(|_| MustReset("out-of-order-limit"))?;
             }
