@@ -621,3 +621,15 @@ fn server_side_deletions_translate_the_clients_acks() {
     let srv = to(Side::Inside, &outs);
     assert_eq!(lab.s_off(srv.last().unwrap().t.seg.ack), 5);
 }
+
+#[test]
+fn a_missing_syn_ack_is_picked_up_from_the_servers_first_segment() {
+    let mut lab = scripted(vec![(S2C, 0, Edit::Delete(4))]);
+    let syn = lab.frame(true, lab.c_isn, None, TcpFlags::SYN, 8000, &[], &[]);
+    lab.feed(Side::Outside, &syn);
+    let (v, outs) = lab.server(0, 0, TcpFlags::PSH, b"xxxx220 hi\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    let cli = to(Side::Outside, &outs);
+    assert_eq!(cli[0].payload, b"220 hi\r\n");
+    assert_eq!(lab.s_off(cli[0].t.seg.seq), 0);
+}

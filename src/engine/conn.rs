@@ -138,6 +138,28 @@ impl<P: Policy> Conn<P> {
         self.state = State::Established;
     }
 
+    /// The server's SYN-ACK was never seen (lost before the engine, or missing from a
+    /// capture) but the server talks, acknowledging the client's SYN: its sequence space is
+    /// taken from this segment (its first byte taken as offset 0), without window scaling.
+    fn pick_up_server(&mut self, frame: &[u8], t: &TcpFrame) {
+        let c2s_isn = self.halves[IDX_C2S].space.isn();
+        if !t.seg.flags.has(TcpFlags::ACK) || t.seg.ack != c2s_isn.wrapping_add(1) {
+            return;
+        }
+        self.tpl[IDX_S2C] = Template::from_frame(frame, t);
+        self.wscale = [None, None];
+        let s2c = &mut self.halves[IDX_S2C];
+        s2c.space = SeqSpace::new(t.seg.seq.wrapping_sub(1));
+        s2c.known = true;
+        s2c.rcv_shift = 0;
+        let c2s = &mut self.halves[IDX_C2S];
+        c2s.rcv_mss = mss_or_default(None, t.src);
+        c2s.rcv_wnd = u64::from(t.seg.window);
+        c2s.rcv_shift = 0;
+        self.state = State::Established;
+        self.action("server picked up without its SYN-ACK".into());
+    }
+
     /// Side a frame of data direction `d` goes out on (the receiver's side).
     fn out_side(&self, d: usize) -> Side {
         if d == IDX_C2S {
@@ -313,6 +335,9 @@ impl<P: Policy> Conn<P> {
                 self.on_syn_ack(frame, t);
             }
             return Verdict::Forward(ForwardReason::Unchanged);
+        }
+        if d == IDX_S2C && !self.halves[IDX_S2C].known {
+            self.pick_up_server(frame, t);
         }
         if !self.halves[IDX_C2S].known || !self.halves[IDX_S2C].known {
             return Verdict::Drop(DropReason::OutOfWindow);
