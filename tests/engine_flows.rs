@@ -633,3 +633,119 @@ fn a_missing_syn_ack_is_picked_up_from_the_servers_first_segment() {
     assert_eq!(cli[0].payload, b"220 hi\r\n");
     assert_eq!(lab.s_off(cli[0].t.seg.seq), 0);
 }
+
+mod segmentation {
+    //! Whatever the client's segmentation, loss, duplication and reordering, the server
+    //! receives the policy's transform of the client's stream, every output position carries
+    //! one value, and the client is never told of more than it sent.
+
+    use super::*;
+    use mailguard::engine::Policy;
+    use mailguard::smtp::{Op, Output};
+    use proptest::prelude::*;
+
+    /// The transform of `stream` by `edits`, computed by the policy alone in one piece.
+    fn transform(edits: &[(Dir, u64, Edit)], stream: &[u8]) -> Vec<u8> {
+        let mut s = Scripted::new(edits.to_vec()).session();
+        let mut out = Output::default();
+        s.feed(C2S, stream, &mut out);
+        let mut pos = 0;
+        let mut v = Vec::new();
+        for op in &out.to_server {
+            match op {
+                Op::Copy(n) => v.extend_from_slice(&stream[pos..pos + n]),
+                Op::Replace(b) | Op::Insert(b) => v.extend_from_slice(b),
+                Op::Delete(_) => {}
+            }
+            pos += op.consumed();
+        }
+        v
+    }
+
+    /// Records the bytes emitted towards the server by position (one value per position) and
+    /// checks that no ACK to the client exceeds what it sent.
+    fn check(
+        lab: &Lab<Scripted>,
+        outs: &[Out],
+        got: &mut Vec<Option<u8>>,
+        sent: usize,
+    ) -> Result<(), TestCaseError> {
+        for o in outs {
+            if o.side == Side::Inside {
+                let base = lab.c_off(o.t.seg.seq) as usize;
+                for (i, &b) in o.payload.iter().enumerate() {
+                    if got.len() <= base + i {
+                        got.resize(base + i + 1, None);
+                    }
+                    if let Some(old) = got[base + i] {
+                        prop_assert_eq!(old, b, "position {} emitted with two values", base + i);
+                    }
+                    got[base + i] = Some(b);
+                }
+            } else if o.t.seg.flags.has(TcpFlags::ACK) {
+                prop_assert!(lab.c_off(o.t.seg.ack) as usize <= sent);
+            }
+        }
+        Ok(())
+    }
+
+    fn edit() -> impl Strategy<Value = (Dir, u64, Edit)> {
+        (
+            0u64..400,
+            prop_oneof![
+                (1usize..20).prop_map(Edit::Delete),
+                proptest::collection::vec(any::<u8>(), 1..30).prop_map(Edit::Insert),
+                proptest::collection::vec(any::<u8>(), 1..10).prop_map(Edit::Replace),
+            ],
+        )
+            .prop_map(|(at, e)| (C2S, at, e))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn server_gets_the_transform(
+            stream in proptest::collection::vec(any::<u8>(), 1..500),
+            edits in proptest::collection::vec(edit(), 0..6),
+            cuts in proptest::collection::vec(1usize..120, 1..40),
+            order in proptest::collection::vec(any::<u16>(), 0..80),
+        ) {
+            // Segments of the stream, then a delivery schedule with duplicates and reordering.
+            let mut segs = Vec::new();
+            let mut at = 0;
+            for c in cuts.iter().cycle() {
+                if at >= stream.len() { break; }
+                let e = (at + c).min(stream.len());
+                segs.push((at, e));
+                at = e;
+            }
+            let mut schedule: Vec<usize> = (0..segs.len()).collect();
+            for (i, r) in order.iter().enumerate() {
+                let j = usize::from(*r) % segs.len();
+                if i % 3 == 0 { schedule.push(j); } else if !schedule.is_empty() {
+                    let n = schedule.len();
+                    schedule.swap(i % n, j % n);
+                }
+            }
+            schedule.extend(0..segs.len()); // every segment arrives at least once in order at the end
+
+            let mut lab = scripted(edits.clone());
+            lab.handshake();
+            let mut got: Vec<Option<u8>> = Vec::new();
+            for &i in &schedule {
+                let (s, e) = segs[i];
+                let (_, outs) = lab.client(s as u32, 0, 0, &stream[s..e]);
+                check(&lab, &outs, &mut got, stream.len())?;
+            }
+            let want = transform(&edits, &stream);
+            let have: Vec<u8> = got.iter().map_while(|b| *b).collect();
+            prop_assert_eq!(&have, &want);
+            prop_assert_eq!(got.len(), want.len());
+            // The server acknowledges everything: the client is told its whole stream arrived.
+            let (_, outs) = lab.server(0, want.len() as u32, 0, b"");
+            check(&lab, &outs, &mut got, stream.len())?;
+            let last = outs.iter().filter(|o| o.side == Side::Outside).last().expect("an ACK to the client");
+            prop_assert_eq!(lab.c_off(last.t.seg.ack) as usize, stream.len());
+        }
+    }
+}
