@@ -220,3 +220,23 @@ fn length_changing_policies_keep_tcp_valid() {
         }
     }
 }
+
+#[test]
+fn replay_is_deterministic() {
+    let Some(caps) = corpus() else { return };
+    let script = vec![
+        (Dir::ClientToServer, 2, Edit::Delete(3)),
+        (
+            Dir::ClientToServer,
+            10,
+            Edit::InsertOther(b"250 OK\r\n".to_vec()),
+        ),
+    ];
+    for cap in &caps {
+        let run = || {
+            let mut e = Engine::with_policy(config(Profile::Strict), Scripted::new(script.clone()));
+            replay(&mut e, cap)
+        };
+        assert_eq!(run(), run(), "{}: two runs differ", cap.name);
+    }
+}

@@ -6,7 +6,10 @@ use super::{ConnectionReport, DropReason, ForwardReason, FrameSink, Limits, Side
 use super::{Verdict, IDX_C2S, IDX_S2C};
 use crate::smtp::{Dir, Event, Op, Output};
 use crate::tcp::SeqSpace;
-use crate::wire::{build_tcp_frame, SackBlocks, TcpFlags, TcpFrame, Template};
+use crate::wire::{
+    build_tcp_frame, set_tcp_ack, set_tcp_seq, set_tcp_window, SackBlocks, TcpFlags, TcpFrame,
+    Template,
+};
 use std::net::IpAddr;
 
 /// Where a connection is in its life.
@@ -133,6 +136,28 @@ impl<P: Policy> Conn<P> {
         c2s.rcv_wnd = u64::from(t.seg.window);
         c2s.rcv_shift = if scaling { ws_s } else { 0 };
         self.state = State::Established;
+    }
+
+    /// The server's SYN-ACK was never seen (lost before the engine, or missing from a
+    /// capture) but the server talks, acknowledging the client's SYN: its sequence space is
+    /// taken from this segment (its first byte taken as offset 0), without window scaling.
+    fn pick_up_server(&mut self, frame: &[u8], t: &TcpFrame) {
+        let c2s_isn = self.halves[IDX_C2S].space.isn();
+        if !t.seg.flags.has(TcpFlags::ACK) || t.seg.ack != c2s_isn.wrapping_add(1) {
+            return;
+        }
+        self.tpl[IDX_S2C] = Template::from_frame(frame, t);
+        self.wscale = [None, None];
+        let s2c = &mut self.halves[IDX_S2C];
+        s2c.space = SeqSpace::new(t.seg.seq.wrapping_sub(1));
+        s2c.known = true;
+        s2c.rcv_shift = 0;
+        let c2s = &mut self.halves[IDX_C2S];
+        c2s.rcv_mss = mss_or_default(None, t.src);
+        c2s.rcv_wnd = u64::from(t.seg.window);
+        c2s.rcv_shift = 0;
+        self.state = State::Established;
+        self.action("server picked up without its SYN-ACK".into());
     }
 
     /// Side a frame of data direction `d` goes out on (the receiver's side).
@@ -311,6 +336,9 @@ impl<P: Policy> Conn<P> {
             }
             return Verdict::Forward(ForwardReason::Unchanged);
         }
+        if d == IDX_S2C && !self.halves[IDX_S2C].known {
+            self.pick_up_server(frame, t);
+        }
         if !self.halves[IDX_C2S].known || !self.halves[IDX_S2C].known {
             return Verdict::Drop(DropReason::OutOfWindow);
         }
@@ -327,16 +355,27 @@ impl<P: Policy> Conn<P> {
             return Verdict::Drop(DropReason::OutOfWindow);
         }
         if seg.flags.has(TcpFlags::RST) {
-            return self.on_rst(ctx, d, seg.flags);
+            return self.on_rst(ctx, d, seg.flags, !payload.is_empty());
         }
-        let was_pristine = self.pristine(d);
+        // Urgent data is read out of band by some receivers and inline by others: such a
+        // segment is always rebuilt (without URG), so the receiver reads what was judged.
+        let clean_before = {
+            let h = &self.halves[d];
+            !seg.flags.has(TcpFlags::URG)
+                && h.pending.is_empty()
+                && h.sent == h.log.end()
+                && h.reasm.held() == 0
+        };
         if let Some(ts) = seg.options.timestamps {
             self.halves[d].ts = Some(ts);
         }
         if seg.flags.has(TcpFlags::ACK) {
             self.on_ack(ctx, r, &seg);
         }
-        // Data and FIN.
+        // Data and FIN. Bytes before offset 0 sit on the SYN's sequence number (a keep-alive
+        // probe's garbage byte): never data.
+        let skip = usize::try_from(-off.min(0)).unwrap_or(usize::MAX);
+        let payload = payload.get(skip..).unwrap_or_default();
         let off = off.max(0) as u64;
         let mut end = off + payload.len() as u64;
         if seg.flags.has(TcpFlags::FIN)
@@ -352,7 +391,6 @@ impl<P: Policy> Conn<P> {
         let next_before = self.halves[d].reasm.next();
         let retrans =
             (off < next_before && !payload.is_empty()).then_some((off, end.min(next_before)));
-        let changed_before = self.halves[d].content_changed;
         let out_before = self.halves[d].log.end();
         if let Err(MustReset(why)) = self.take_input(ctx, d, off, payload) {
             self.filter_reset(ctx, why);
@@ -361,37 +399,21 @@ impl<P: Policy> Conn<P> {
         if self.state == State::Reset {
             return Verdict::Rewritten;
         }
-        // Fast path: the frame is exactly what would be built.
-        if was_pristine {
-            let h = &self.halves[d];
-            let exact_new = retrans.is_none()
-                && (payload.is_empty() || off == next_before)
-                && !h.content_changed
-                && !changed_before
-                && h.pending.is_empty()
-                && h.log.end() == out_before + payload.len() as u64
-                && h.map.is_identity();
-            let fin_ok = !seg.flags.has(TcpFlags::FIN)
-                || (h.fin_ready() && h.fin_at == Some(end) && h.log.end() == end);
-            let retrans_ok = retrans.is_some_and(|(a, b)| {
-                payload.is_empty() || self.log_matches(d, a, b, payload, off)
-            }) && end <= next_before;
-            if (exact_new || retrans_ok) && fin_ok && self.fields_unchanged(r, &seg) {
-                let told = self.halves[r].peek();
-                self.halves[r].commit(&told);
-                let h = &mut self.halves[d];
-                if exact_new {
-                    h.sent = h.log.end();
-                    h.sent_max = h.sent_max.max(h.sent);
-                    if seg.flags.has(TcpFlags::FIN) {
-                        h.fin_out = Some(h.sent);
-                        h.fin_sent = true;
-                    }
-                }
-                self.arm(ctx, d);
-                self.send_pending(ctx, r, false);
-                self.check_closed(ctx.now);
-                return Verdict::Forward(ForwardReason::Unchanged);
+        // Fast path: the frame passes as it is, or with only its sequence, acknowledgement
+        // and window fields changed (incremental checksum), when its bytes pass unchanged.
+        if clean_before {
+            if let Some(v) = self.pass_through(
+                ctx,
+                d,
+                frame,
+                t,
+                off,
+                payload,
+                next_before,
+                out_before,
+                retrans,
+            ) {
+                return v;
             }
         }
         let pushed_before = ctx.pushed;
@@ -418,7 +440,7 @@ impl<P: Policy> Conn<P> {
             let news =
                 told.ack_off > self.halves[r].told_ack || told.edge > self.halves[r].told_edge;
             if pure || news {
-                let s = self.halves[d].sent;
+                let s = self.halves[d].snd_nxt();
                 self.emit(ctx, d, s, None, 0);
             }
         }
@@ -430,7 +452,7 @@ impl<P: Policy> Conn<P> {
                 && h.told_ack == h.ack_in()
                 && seg.flags.has(TcpFlags::FIN));
         if !from_got && (owed || resent_nothing || (retrans.is_some() && payload.is_empty())) {
-            let s = self.halves[r].sent;
+            let s = self.halves[r].snd_nxt();
             self.emit(ctx, r, s, None, 0);
         }
         self.check_closed(ctx.now);
@@ -439,6 +461,87 @@ impl<P: Policy> Conn<P> {
         } else {
             Verdict::Rewritten
         }
+    }
+
+    /// Forwards the segment as it is (or with only its sequence, ACK and window fields
+    /// changed) if its bytes pass the policy unchanged and nothing is queued before them.
+    #[allow(clippy::too_many_arguments)]
+    fn pass_through(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        frame: &[u8],
+        t: &TcpFrame,
+        off: u64,
+        payload: &[u8],
+        next_before: u64,
+        out_before: u64,
+        retrans: Option<(u64, u64)>,
+    ) -> Option<Verdict> {
+        let seg = t.seg;
+        let r = 1 - d;
+        if !seg.flags.has(TcpFlags::ACK) {
+            return None;
+        }
+        let h = &self.halves[d];
+        let len = payload.len() as u64;
+        let end = off + len;
+        let new_copied = retrans.is_none()
+            && (payload.is_empty() || off == next_before)
+            && h.last_ops_copy_only
+            && h.pending.is_empty()
+            && h.map.consumed() == next_before + len
+            && h.log.end() == out_before + len;
+        let old_identical = retrans.is_some_and(|(a, b)| self.log_matches(d, a, b, payload, off))
+            && end <= next_before
+            && h.map.is_identity();
+        if !(new_copied || old_identical) {
+            return None;
+        }
+        let fin = seg.flags.has(TcpFlags::FIN);
+        if fin && !(new_copied && h.fin_ready() && h.fin_at == Some(end)) {
+            return None;
+        }
+        let delta = if new_copied {
+            out_before.wrapping_sub(next_before) as u32
+        } else {
+            0
+        };
+        let told = self.halves[r].peek();
+        if told.sack != seg.options.sack {
+            return None;
+        }
+        let seq = seg.seq.wrapping_add(delta);
+        let verdict = if seq == seg.seq && told.ack == seg.ack && told.window == seg.window {
+            Verdict::Forward(ForwardReason::Unchanged)
+        } else {
+            let side = self.out_side(d);
+            let buf = ctx.sink.push_with_len(side, frame.len());
+            buf.copy_from_slice(frame);
+            let ok = set_tcp_seq(buf, t.tcp_off, seq)
+                .and_then(|_| set_tcp_ack(buf, t.tcp_off, told.ack))
+                .and_then(|_| set_tcp_window(buf, t.tcp_off, told.window));
+            if ok.is_none() {
+                log::error!("internal: could not adjust a frame in place");
+            }
+            ctx.stats.originated += 1;
+            ctx.pushed[side_idx(side)] += 1;
+            Verdict::Rewritten
+        };
+        self.halves[r].commit(&told);
+        let h = &mut self.halves[d];
+        if new_copied {
+            h.sent = h.log.end();
+            h.sent_max = h.sent_max.max(h.sent);
+            if fin {
+                h.fin_out = Some(h.sent);
+                h.fin_sent = true;
+            }
+        }
+        self.arm(ctx, d);
+        self.send_pending(ctx, r, false);
+        self.check_closed(ctx.now);
+        Some(verdict)
     }
 
     /// True when direction `d`'s frames can pass as they are (no length change or rewrite
@@ -456,9 +559,7 @@ impl<P: Policy> Conn<P> {
 
     fn log_matches(&self, d: usize, a: u64, b: u64, payload: &[u8], off: u64) -> bool {
         let h = &self.halves[d];
-        if b <= h.log.base() {
-            return true;
-        }
+        // Bytes no longer in the log cannot be compared: not forwarded as they are.
         if a < h.log.base() {
             return false;
         }
@@ -469,25 +570,17 @@ impl<P: Policy> Conn<P> {
         x.len() + y.len() == want.len() && want.starts_with(x) && want.ends_with(y)
     }
 
-    /// True if the ACK, window and SACK fields of `seg` are what would be told anyway.
-    fn fields_unchanged(&self, r: usize, seg: &crate::wire::Segment) -> bool {
-        let t = self.halves[r].peek();
-        if !seg.flags.has(TcpFlags::ACK) {
-            return false;
-        }
-        t.ack == seg.ack && t.window == seg.window && t.sack == seg.options.sack
-    }
-
     /// The receiver of `r` (the sender of this frame) acknowledged output of `r`.
     fn on_ack(&mut self, ctx: &mut Ctx<'_>, r: usize, seg: &crate::wire::Segment) {
         let h = &mut self.halves[r];
         let o = h.space.offset(seg.ack, h.rcv_acked);
-        h.rcv_wnd = u64::from(seg.window) << h.rcv_shift;
-        h.rcv_sack = seg.options.sack;
-        if o < 0 {
+        if o < h.rcv_acked as i64 {
+            // An old acknowledgement (reordered): its window and SACK blocks are stale.
             return;
         }
         let o = o as u64;
+        h.rcv_wnd = u64::from(seg.window) << h.rcv_shift;
+        h.rcv_sack = seg.options.sack;
         if let Some(f) = h.fin_out {
             if o > f && h.fin_sent {
                 h.fin_acked = true;
@@ -527,12 +620,19 @@ impl<P: Policy> Conn<P> {
             let Conn { halves, policy, .. } = self;
             let h = &mut halves[d];
             if !payload.is_empty() && !h.finished {
+                // Once the policy passes everything through and holds nothing, it is no
+                // longer fed: the bytes are copied.
+                let bypass = policy.is_passthrough() && h.pending.is_empty();
                 let Half { reasm, pending, .. } = h;
                 let out = &mut *ctx.out;
                 reasm
                     .insert(off, payload, |bytes| {
                         pending.extend_from_slice(bytes);
-                        policy.feed(dir, bytes, out);
+                        if bypass {
+                            out.ops_mut(dir).push(Op::Copy(bytes.len()));
+                        } else {
+                            policy.feed(dir, bytes, out);
+                        }
                     })
                     .map_err(|_| MustReset("out-of-order-limit"))?;
             }
@@ -577,17 +677,24 @@ impl<P: Policy> Conn<P> {
     }
 
     /// An endpoint reset the connection: the RST goes on after the data it follows.
-    fn on_rst(&mut self, ctx: &mut Ctx<'_>, d: usize, flags: TcpFlags) -> Verdict {
+    fn on_rst(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: usize,
+        flags: TcpFlags,
+        carries_data: bool,
+    ) -> Verdict {
         self.state = State::Closed;
         self.closed_at.get_or_insert(ctx.now);
         self.action("reset by endpoint".into());
-        if self.pristine(d) {
+        if self.pristine(d) && !carries_data {
             return Verdict::Forward(ForwardReason::Unchanged);
         }
+        // Data on a RST is never delivered (receivers differ on whether they read it).
         // The filter's RST carries an ACK whenever it can; the endpoint's flags beyond RST
         // do not matter to the receiver.
         let _ = flags;
-        let s = self.halves[d].sent_max;
+        let s = self.halves[d].snd_nxt();
         self.emit(ctx, d, s, None, TcpFlags::RST);
         Verdict::Rewritten
     }
@@ -600,7 +707,7 @@ impl<P: Policy> Conn<P> {
         }
         for d in [IDX_C2S, IDX_S2C] {
             if self.halves[d].known {
-                let s = self.halves[d].sent_max;
+                let s = self.halves[d].snd_nxt();
                 self.emit(ctx, d, s, None, TcpFlags::RST);
             }
             self.halves[d].rto_at = None;
@@ -694,6 +801,7 @@ impl<P: Policy> Conn<P> {
 fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset> {
     let full = |_| MustReset("edit-records-limit");
     let mut used = 0usize;
+    h.last_ops_copy_only = ops.iter().all(|op| matches!(op, Op::Copy(_)));
     for op in ops {
         if h.fin_out.is_some() && op.emitted() > 0 {
             // Output after our FIN is impossible: the policy broke its contract.

@@ -24,6 +24,8 @@ pub(super) struct Half {
     pub map: EditMap,
     /// Some output differs from the input at the same position (replace, insert, delete).
     pub content_changed: bool,
+    /// The ops of the latest policy call for this direction were all copies.
+    pub last_ops_copy_only: bool,
     /// Output bytes not yet acknowledged by the receiver.
     pub log: OutputLog,
     /// Next output offset to transmit (go-back-N after a timeout).
@@ -69,6 +71,7 @@ impl Half {
             finished: false,
             map: EditMap::new(max_edits),
             content_changed: false,
+            last_ops_copy_only: true,
             log: OutputLog::new(),
             sent: 0,
             sent_max: 0,
@@ -91,6 +94,15 @@ impl Half {
     /// The policy has decided the whole stream, and the FIN may follow the output.
     pub fn fin_ready(&self) -> bool {
         self.finished && self.fin_at.is_some() && self.pending.is_empty()
+    }
+
+    /// The sequence offset following everything sent (the FIN counted): where pure ACKs
+    /// and resets towards the receiver sit.
+    pub fn snd_nxt(&self) -> u64 {
+        match self.fin_out {
+            Some(f) => f + 1,
+            None => self.sent_max,
+        }
     }
 
     /// Output (or our FIN) sent and not yet acknowledged.
@@ -117,7 +129,16 @@ impl Half {
         let i = self.ack_in();
         let fin = self.fin_acked && self.fin_at == Some(i);
         let shift = u32::from(self.rcv_shift);
-        let edge = i.saturating_add(self.rcv_wnd).max(self.told_edge);
+        // The receiver's right edge in output space, carried back to input space: decided
+        // input through the map, input not yet decided as if it will pass one for one.
+        let e_out = self.rcv_acked.saturating_add(self.rcv_wnd);
+        let (consumed, produced) = (self.map.consumed(), self.map.produced());
+        let e_in = if e_out >= produced {
+            consumed + (e_out - produced)
+        } else {
+            self.map.ack_for(e_out)
+        };
+        let edge = e_in.max(i).max(self.told_edge);
         let mut raw = ((edge - i) >> shift).min(0xffff);
         if i + (raw << shift) < self.told_edge && raw < 0xffff {
             raw += 1;

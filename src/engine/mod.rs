@@ -16,7 +16,9 @@ pub mod policy;
 pub use policy::{Edit, Identity, Policy, PolicyFactory, Scripted, SessionFactory};
 
 use crate::smtp::{Output, PolicyConfig, VerbName};
-use crate::wire::{classify, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame};
+use crate::wire::{
+    classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
+};
 use conn::{Conn, Ctx};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -419,8 +421,9 @@ struct FlowKey {
 /// - IP fragments of TCP are dropped when the first fragment names a filtered port, or when a
 ///   later fragment is between two addresses with a tracked connection; other fragments are
 ///   forwarded (fail-open) or dropped (fail-closed) as unparseable.
-/// - A SYN carrying data (TCP Fast Open) to a filtered port is dropped: its data could not be
-///   filtered; clients retry without data.
+/// - A SYN carrying data (TCP Fast Open) to a filtered port goes on without its data; the
+///   client sends the data again after the handshake. Data on a RST is never delivered.
+/// - A segment with URG set is always rebuilt without it (receivers disagree on urgent data).
 /// - Bytes the policy holds undecided are acknowledged to their sender once everything before
 ///   them is acknowledged by the receiver (so that a client typing one byte per segment is
 ///   not stalled by Nagle); their output, when decided, is then the filter's to deliver and
@@ -570,7 +573,7 @@ impl<F: PolicyFactory> Engine<F> {
         };
         let is_syn = t.seg.flags.has(TcpFlags::SYN) && !t.seg.flags.has(TcpFlags::ACK);
         if is_syn && ports.contains(&t.seg.dst_port) {
-            return self.on_syn(now, side, frame, t, as_client);
+            return self.on_syn(now, side, frame, t, as_client, sink);
         }
         let (key, d) = if self.conns.contains_key(&as_client) {
             (as_client, IDX_C2S)
@@ -610,10 +613,8 @@ impl<F: PolicyFactory> Engine<F> {
         frame: &[u8],
         t: &TcpFrame,
         key: FlowKey,
+        sink: &mut FrameSink,
     ) -> Verdict {
-        if t.payload_len() > 0 {
-            return Verdict::Drop(DropReason::Unparseable);
-        }
         if let Some(c) = self.conns.get_mut(&key) {
             if c.same_syn(t) {
                 c.last_seen = now;
@@ -638,6 +639,16 @@ impl<F: PolicyFactory> Engine<F> {
         );
         self.conns.insert(key, conn);
         self.stats.connections += 1;
+        if t.payload_len() > 0 {
+            // Data on a SYN (TCP Fast Open) is never delivered: the SYN goes on without it and
+            // the client sends the data again once the handshake did not acknowledge it.
+            let out = sink.push_with_len(side.other(), t.payload_off);
+            if strip_payload(frame, t, out).is_none() {
+                log::error!("internal: could not strip a SYN's data");
+            }
+            self.stats.originated += 1;
+            return Verdict::Rewritten;
+        }
         Verdict::Forward(ForwardReason::Unchanged)
     }
 

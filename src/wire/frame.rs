@@ -21,6 +21,8 @@ impl TcpFlags {
     pub const PSH: u8 = 0x08;
     /// ACK.
     pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
 
     /// True if every bit of `mask` is set.
     pub fn has(self, mask: u8) -> bool {
@@ -237,6 +239,7 @@ pub fn classify(frame: &[u8]) -> Classified {
         (TcpFlags::RST, tcp.rst()),
         (TcpFlags::PSH, tcp.psh()),
         (TcpFlags::ACK, tcp.ack()),
+        (TcpFlags::URG, tcp.urg()),
     ] {
         if on {
             flags |= bit;
@@ -349,6 +352,31 @@ pub fn set_tcp_window(frame: &mut [u8], tcp_off: usize, window: u16) -> Option<(
     frame
         .get_mut(tcp_off + 16..tcp_off + 18)?
         .copy_from_slice(&check.to_be_bytes());
+    Some(())
+}
+
+/// Writes into `out` (exactly `t.payload_off` bytes) a copy of the segment `t` of `frame`
+/// without its payload: IP length fields, IPv4 header checksum and TCP checksum fixed.
+pub fn strip_payload(frame: &[u8], t: &TcpFrame, out: &mut [u8]) -> Option<()> {
+    out.copy_from_slice(frame.get(..t.payload_off)?);
+    let ip_len = t.payload_off - t.ip_off;
+    if t.src.is_ipv4() {
+        let total = u16::try_from(ip_len).ok()?;
+        out.get_mut(t.ip_off + 2..t.ip_off + 4)?
+            .copy_from_slice(&total.to_be_bytes());
+        out.get_mut(t.ip_off + 10..t.ip_off + 12)?.fill(0);
+        let c = ipv4_header_checksum(out.get(t.ip_off..t.tcp_off)?);
+        out.get_mut(t.ip_off + 10..t.ip_off + 12)?
+            .copy_from_slice(&c.to_be_bytes());
+    } else {
+        let plen = u16::try_from(ip_len.checked_sub(40)?).ok()?;
+        out.get_mut(t.ip_off + 4..t.ip_off + 6)?
+            .copy_from_slice(&plen.to_be_bytes());
+    }
+    out.get_mut(t.tcp_off + 16..t.tcp_off + 18)?.fill(0);
+    let c = tcp_checksum(t.src, t.dst, out.get(t.tcp_off..)?);
+    out.get_mut(t.tcp_off + 16..t.tcp_off + 18)?
+        .copy_from_slice(&c.to_be_bytes());
     Some(())
 }
 

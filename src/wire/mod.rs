@@ -21,7 +21,7 @@ pub use checksum::{
     update_checksum_u32,
 };
 pub use frame::{
-    build_tcp_frame, classify, set_tcp_ack, set_tcp_seq, set_tcp_window, verify_checksums,
-    Classified, IpFragment, SackBlocks, Segment, TcpFlags, TcpFrame, TcpOptions, Template,
-    TemplateIp,
+    build_tcp_frame, classify, set_tcp_ack, set_tcp_seq, set_tcp_window, strip_payload,
+    verify_checksums, Classified, IpFragment, SackBlocks, Segment, TcpFlags, TcpFrame, TcpOptions,
+    Template, TemplateIp,
 };
