@@ -872,19 +872,16 @@ fn scripts_through_the_off_policy_alone_meet_the_expectations() {
 }
 
 #[test]
-#[ignore = "needs policy"]
 fn scripts_through_the_pix40_policy_alone_meet_the_expectations() {
     check_policy_only(Profile::Pix40);
 }
 
 #[test]
-#[ignore = "needs policy"]
 fn scripts_through_the_strict_policy_alone_meet_the_expectations() {
     check_policy_only(Profile::Strict);
 }
 
 #[test]
-#[ignore = "needs policy"]
 fn scripts_through_the_pix44_pix51_asa_policies_alone_meet_the_expectations() {
     for profile in [Profile::Pix44, Profile::Pix51, Profile::Asa] {
         check_policy_only(profile);
