@@ -890,7 +890,7 @@ fn lab_receiver_reassembles_fragments_and_counts_conflicts() {
 }
 
 #[test]
-fn lab_receiver_drops_bad_checksums_and_detects_them() {
+fn lab_receiver_drops_bad_checksums() {
     let (mut lab, base) = connected(Profile::Off);
     let mut f = build(lab.flow, &lab.client_seg(base, &line("EXPN")));
     corrupt_tcp_checksum(&mut f);
@@ -902,7 +902,10 @@ fn lab_receiver_drops_bad_checksums_and_detects_them() {
     lab.inject(Side::Outside, &g);
     lab.settle();
     assert_eq!(lab.server.bad_checksums, 2);
-    assert_eq!(lab.bad_emitted.len(), 2, "the stub forwards them: detected");
+    assert!(
+        lab.bad_emitted.is_empty(),
+        "an invalid frame forwarded untouched is not the engine's checksum error"
+    );
     assert_eq!(lab.server_stream(), HELO);
 }
 

@@ -194,6 +194,8 @@ pub fn fragment(frame: &[u8], ranges: &[(usize, usize)], id: u32) -> Vec<Vec<u8>
     ranges
         .iter()
         .map(|&(s, e)| {
+            let e = e.min(payload.len());
+            let s = s.min(e);
             let more = e < payload.len();
             let part = &payload[s..e];
             if v6 {
@@ -782,7 +784,9 @@ impl Lab {
             .engine
             .handle_frame(self.now, side, frame, &mut self.sink);
         if let Verdict::Forward(_) = verdict {
-            self.deliver(side.other(), frame);
+            // A frame forwarded byte for byte keeps whatever checksums it came with.
+            let exempt = check_checksums(frame).is_err();
+            self.deliver(side.other(), frame, exempt);
         }
         self.flush_sink();
     }
@@ -791,15 +795,19 @@ impl Lab {
         let frames: Vec<(Side, Vec<u8>)> = self.sink.iter().map(|(s, f)| (s, f.to_vec())).collect();
         self.sink.clear();
         for (s, f) in frames {
-            self.deliver(s, &f);
+            self.deliver(s, &f, false);
         }
     }
 
-    fn deliver(&mut self, out_side: Side, frame: &[u8]) {
+    /// Routes an emitted frame to the receiver behind `out_side`, checking its checksums
+    /// unless `exempt` (an invalid input forwarded untouched).
+    fn deliver(&mut self, out_side: Side, frame: &[u8], exempt: bool) {
         self.emitted += 1;
         if let Err(e) = check_checksums(frame) {
-            self.bad_emitted
-                .push(format!("{e} on a frame to {out_side:?}"));
+            if !exempt {
+                self.bad_emitted
+                    .push(format!("{e} on a frame to {out_side:?}"));
+            }
         }
         match out_side {
             Side::Inside => self.server.on_frame(frame),
@@ -823,6 +831,24 @@ impl Lab {
             payload: payload.to_vec(),
             ..Seg::default()
         }
+    }
+
+    /// A server segment carrying `payload` at server stream offset `off`, acknowledging what
+    /// the server received.
+    pub fn server_seg(&self, off: usize, payload: &[u8]) -> Seg {
+        Seg {
+            from_client: false,
+            seq: SERVER_ISN.wrapping_add(1).wrapping_add(off as u32),
+            ack: self.server.next_ack(),
+            window: SERVER_WINDOW,
+            payload: payload.to_vec(),
+            ..Seg::default()
+        }
+    }
+
+    /// Server stream offset of the next byte the server model sends.
+    pub fn server_sent(&self) -> usize {
+        self.server_sent
     }
 
     /// Builds and injects `seg` from the client, without letting the server answer.
