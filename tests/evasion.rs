@@ -449,6 +449,16 @@ fn syn_with_data() {
             let f = build(lab.flow, &syn);
             lab.inject(Side::Outside, &f);
             lab.settle();
+            if lab.server.isn.is_none() {
+                // The engine dropped the SYN: the client retries without data (TFO fallback).
+                let plain = Seg {
+                    payload: Vec::new(),
+                    ..syn
+                };
+                let f = build(lab.flow, &plain);
+                lab.inject(Side::Outside, &f);
+                lab.settle();
+            }
             // The SYN-ACK did not cover the data (or did): the client sends it again, then HELO.
             lab.send(0, &text);
             lab.send(text.len(), HELO);
