@@ -384,6 +384,24 @@ fn overlapping_fragments(p: Profile, v6: bool, verb: &str) {
     }
 }
 
+/// A "fragment" that is the whole datagram: IPv6 atomic fragment (offset 0, M=0, RFC 6946) or
+/// an IPv4 packet with offset 0 and MF clear but a fragment identification. Receivers process
+/// it as a complete packet, so the filter must too.
+fn atomic_fragment(p: Profile, v6: bool, verb: &str) {
+    let text = line(verb);
+    let label = format!("{verb} in an IPv{} atomic fragment", if v6 { 6 } else { 4 });
+    let mut lab = Lab::new(p, v6);
+    let base = lab.connect();
+    let frame = build(lab.flow, &lab.client_seg(base, &text));
+    let len = 20 + text.len();
+    let frags = fragment(&frame, &[(0, len)], 0x4d49);
+    lab.inject(Side::Outside, &frags[0]);
+    lab.settle();
+    lab.send(base, &text);
+    lab.drain_timers();
+    expect_server(&lab, p, &label, &cmd(p, &text));
+}
+
 #[test]
 #[ignore = "needs engine+policy"]
 fn ipv4_fragments() {
@@ -391,6 +409,7 @@ fn ipv4_fragments() {
         for v in VERBS {
             fragmented(p, false, v);
             overlapping_fragments(p, false, v);
+            atomic_fragment(p, false, v);
         }
     }
 }
@@ -402,6 +421,7 @@ fn ipv6_fragments() {
         for v in VERBS {
             fragmented(p, true, v);
             overlapping_fragments(p, true, v);
+            atomic_fragment(p, true, v);
         }
     }
 }
@@ -813,6 +833,70 @@ fn rst_or_fin_carrying_data() {
 
 #[test]
 #[ignore = "needs engine+policy"]
+fn rst_desynchronisation() {
+    // A RST the receiver ignores (not exactly at its next sequence number, RFC 5961) must not
+    // make the filter forget the connection: the stream goes on and is still filtered. Sent by
+    // the client, and spoofed from the outside with the server's addresses.
+    for p in PROFILES {
+        for v in VERBS {
+            for (spoofed_server, pause) in [(false, 5), (true, 5), (false, 120), (true, 120)] {
+                let label = format!(
+                    "RST (spoofed server: {spoofed_server}) off by 10, {pause} s, then {v}"
+                );
+                let (mut lab, base) = connected(p);
+                let seg = if spoofed_server {
+                    let mut s = lab.server_seg(lab.server_sent() + 10, b"");
+                    s.ack = None;
+                    s
+                } else {
+                    let mut s = lab.client_seg(base + 10, b"");
+                    s.ack = None;
+                    s
+                };
+                let mut rst = seg;
+                rst.rst = true;
+                let f = build(lab.flow, &rst);
+                lab.inject(Side::Outside, &f);
+                lab.settle();
+                assert!(!lab.server.rst, "{p} {label}: the server took the RST");
+                for _ in 0..pause / 5 {
+                    lab.now = lab.now.after(std::time::Duration::from_secs(5));
+                    lab.drain_timers();
+                }
+                lab.send(base, &line(v));
+                lab.drain_timers();
+                // The filter kept filtering, or it reset both sides itself.
+                expect_server_one_of(&lab, p, &label, &[cmd(p, &line(v)), Vec::new()]);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
+fn idle_connection_then_verb() {
+    // An SMTP server waits 5 minutes for the next command (RFC 5321 §4.5.3.2.7). If the filter
+    // forgets an idle connection sooner and then forwards its segments untouched, waiting is
+    // a way around it: after any pause the stream must still be filtered (or reset).
+    for p in PROFILES {
+        for v in VERBS {
+            for pause in [30u64, 120, 290] {
+                let label = format!("{v} after {pause} s idle");
+                let (mut lab, base) = connected(p);
+                for _ in 0..pause / 10 {
+                    lab.now = lab.now.after(std::time::Duration::from_secs(10));
+                    lab.drain_timers();
+                }
+                lab.send(base, &line(v));
+                lab.drain_timers();
+                expect_server_one_of(&lab, p, &label, &[cmd(p, &line(v)), Vec::new()]);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
 fn body_is_not_filtered_and_commands_after_it_are() {
     for p in PROFILES {
         for v in VERBS {
@@ -936,6 +1020,42 @@ fn lab_receiver_takes_the_urgent_byte_out_of_band_and_first_bytes_win() {
     lab.send(off, &vec![b'Z'; body.len()]);
     assert!(lab.server.conflicts > 0);
     assert!(lab.server_stream().ends_with(&line("EXPN")));
+}
+
+#[test]
+fn lab_receiver_takes_only_an_exact_rst() {
+    let flow = Flow { v6: false };
+    let seg = |off: u32, payload: &[u8], rst: bool| {
+        build(
+            flow,
+            &Seg {
+                from_client: true,
+                seq: CLIENT_ISN.wrapping_add(1).wrapping_add(off),
+                ack: Some(1),
+                rst,
+                window: 1000,
+                payload: payload.to_vec(),
+                ..Seg::default()
+            },
+        )
+    };
+    let mut r = Receiver::default();
+    r.on_frame(&build(
+        flow,
+        &Seg {
+            from_client: true,
+            seq: CLIENT_ISN,
+            syn: true,
+            ..Seg::default()
+        },
+    ));
+    r.on_frame(&seg(0, b"NOOP\r\n", false));
+    r.on_frame(&seg(7, b"", true));
+    assert_eq!((r.ignored_rsts, r.rst), (1, false), "RST one past the edge");
+    r.on_frame(&seg(6, b"", true));
+    assert!(r.rst, "RST exactly at the edge");
+    r.on_frame(&seg(6, b"EXPN root\r\n", false));
+    assert_eq!(r.stream(), b"NOOP\r\n", "nothing is accepted after the RST");
 }
 
 #[test]

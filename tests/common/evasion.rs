@@ -376,8 +376,11 @@ pub struct Receiver {
     bytes: Vec<Option<u8>>,
     oob: Vec<usize>,
     fin_at: Option<usize>,
-    /// A RST arrived (further segments are ignored).
+    /// The connection was closed by a RST: one received at exactly the next expected sequence
+    /// number, or one this endpoint sent itself. Further segments are ignored.
     pub rst: bool,
+    /// RSTs ignored because their sequence number was not exactly the next expected one.
+    pub ignored_rsts: usize,
     /// Byte positions received twice with different values (TCP or IP-fragment overlap).
     pub conflicts: usize,
     /// Frames dropped for a bad checksum.
@@ -469,6 +472,13 @@ impl Receiver {
             window: u16::from_be_bytes([l4[14], l4[15]]),
         };
         let urg = (fl & 0x20 != 0).then(|| u16::from_be_bytes([l4[18], l4[19]]));
+        if info.rst && (self.isn.is_none() || Some(info.seq) != self.next_ack()) {
+            // RFC 5961: only a RST at exactly the next expected sequence number closes the
+            // connection; any other is ignored, data and all. (Strict on purpose: a filter
+            // that believes a RST its receiver ignores would stop filtering a live stream.)
+            self.ignored_rsts += 1;
+            return;
+        }
         self.segments += 1;
         self.last = Some(info);
         if info.syn && self.isn.is_none() {
@@ -778,6 +788,7 @@ impl Lab {
 
     /// Hands one frame read on `side` to the engine and delivers what it emits.
     pub fn inject(&mut self, side: Side, frame: &[u8]) {
+        self.note_own_rst(side, frame);
         self.now = self.now.after(std::time::Duration::from_millis(1));
         self.sink.clear();
         let verdict = self
@@ -789,6 +800,26 @@ impl Lab {
             self.deliver(side.other(), frame, exempt);
         }
         self.flush_sink();
+    }
+
+    /// An endpoint that sends a RST has closed its connection: it accepts nothing more. (A RST
+    /// injected on the outside with the server's addresses is a spoof: the server did not send
+    /// it.)
+    fn note_own_rst(&mut self, side: Side, frame: &[u8]) {
+        let Some(ip) = parse_ip(frame) else {
+            return;
+        };
+        let is_rst =
+            ip.proto == 6 && ip.frag.is_none() && ip.payload.get(13).is_some_and(|f| f & 0x04 != 0);
+        if !is_rst {
+            return;
+        }
+        let from_client = ip.src == self.flow.ip(true).as_slice();
+        match (side, from_client) {
+            (Side::Outside, true) => self.client.rst = true,
+            (Side::Inside, false) => self.server.rst = true,
+            _ => {}
+        }
     }
 
     fn flush_sink(&mut self) {
