@@ -12,7 +12,8 @@
 //!   *more permissive* than any real stack, so that it errs towards seeing an attack: it
 //!   reassembles IP fragments (first bytes win; a conflicting overlap is recorded), accepts
 //!   data at any sequence offset (no window check), accepts data carried by SYN and RST
-//!   segments, and removes the urgent byte from the stream (BSD/Linux out-of-band semantics,
+//!   segments (RFC 5961 rules aside: a RST counts only at exactly the next sequence number, a
+//!   second SYN with another ISN is ignored), and removes the urgent byte from the stream (BSD/Linux out-of-band semantics,
 //!   the byte at `seq + urgent_pointer - 1`). Frames with a bad checksum are dropped, as every
 //!   real receiver does. A byte position received twice with different values is a
 //!   *conflict*: the engine must never emit one (DESIGN.md §3.2).
@@ -381,6 +382,8 @@ pub struct Receiver {
     pub rst: bool,
     /// RSTs ignored because their sequence number was not exactly the next expected one.
     pub ignored_rsts: usize,
+    /// SYNs ignored because the connection was already synchronised with another ISN.
+    pub ignored_syns: usize,
     /// Byte positions received twice with different values (TCP or IP-fragment overlap).
     pub conflicts: usize,
     /// Frames dropped for a bad checksum.
@@ -477,6 +480,12 @@ impl Receiver {
             // connection; any other is ignored, data and all. (Strict on purpose: a filter
             // that believes a RST its receiver ignores would stop filtering a live stream.)
             self.ignored_rsts += 1;
+            return;
+        }
+        if info.syn && self.isn.is_some_and(|isn| isn != info.seq) {
+            // A SYN that is not a retransmission of the first one, on a synchronised
+            // connection: RFC 5961 §4 receivers answer a challenge ACK and take nothing from it.
+            self.ignored_syns += 1;
             return;
         }
         self.segments += 1;
