@@ -897,6 +897,106 @@ fn idle_connection_then_verb() {
 
 #[test]
 #[ignore = "needs engine+policy"]
+fn end_of_data_split_at_every_byte_position() {
+    // The terminator split across segments must still end the message for the filter (old
+    // PIX releases broke here), so the verb after it is filtered as a command.
+    for p in PROFILES {
+        for v in ["EXPN", "WIZ"] {
+            let mut texts = vec![(cat(&[b"hello\r\n.\r\n", &line(v)]), None)];
+            if p == Profile::Strict {
+                texts.push((
+                    cat(&[b"hello\n.\r\n", &line(v)]),
+                    Some(cat(&[b"hello\r\n.\r\n", &line(v)])),
+                ));
+            }
+            for (text, normalised) in texts {
+                for k in 1..text.len() {
+                    let (mut lab, off, seen) = lab_in_data(p);
+                    lab.send(off, &text[..k]);
+                    lab.send(off + k, &text[k..]);
+                    lab.drain_timers();
+                    let sent = normalised.as_ref().unwrap_or(&text);
+                    let body_len = sent.len() - line(v).len();
+                    let want = cat(&[&seen, &sent[..body_len], &cmd(p, &line(v))]);
+                    let label = format!("{} split at {k}", show(&text));
+                    expect_server(&lab, p, &label, &want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
+fn pipelined_data_and_body_in_one_segment() {
+    // The body starts only at the server's 354. RFC 2920 makes DATA the last command of a
+    // group, so a filter may either hold what follows DATA until the reply (the body passes
+    // intact) or judge it as commands at once (safe, the body is lost); the verb after `.`
+    // must never run.
+    for p in PROFILES {
+        for v in VERBS {
+            let (mut lab, base) = connected(p);
+            let head = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n";
+            let body = cat(&[b"Subject: t\r\n\r\n", &line(v), b".\r\n"]);
+            let tail = cat(&[&line(v), b"QUIT\r\n"]);
+            lab.send(base, &cat(&[head, &body, &tail]));
+            lab.drain_timers();
+            let held = cat(&[&cmds(p, head), &body, &cmds(p, &tail)]);
+            let as_commands = cmds(p, &cat(&[head, &body, &tail]));
+            expect_server_one_of(
+                &lab,
+                p,
+                "MAIL+RCPT+DATA+body+verb in one segment",
+                &[held, as_commands],
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
+fn bdat_chunks_pass_by_length() {
+    // strict allows BDAT: the chunk passes untouched by its length, even when it looks like
+    // commands, and what follows it is filtered again. Elsewhere BDAT is blocked and the
+    // chunk's lines are commands like any other.
+    for p in PROFILES {
+        for v in VERBS {
+            let (mut lab, off, seen) = {
+                let (mut lab, base) = connected(p);
+                let mut seen = Vec::new();
+                let mut off = base;
+                for l in [
+                    &b"MAIL FROM:<a@example.org>\r\n"[..],
+                    b"RCPT TO:<b@example.org>\r\n",
+                ] {
+                    lab.send(off, l);
+                    off += l.len();
+                    seen.extend(cmd(p, l));
+                }
+                (lab, off, seen)
+            };
+            let chunk = cat(&[&line(v), b"NOOP\r\n"]);
+            let bdat = format!("BDAT {} LAST\r\n", chunk.len()).into_bytes();
+            let text = cat(&[&bdat, &chunk, &line(v)]);
+            lab.send(off, &text);
+            lab.drain_timers();
+            let want = if p == Profile::Strict {
+                cat(&[&seen, &bdat, &chunk, &cmd(p, &line(v))])
+            } else {
+                cat(&[&seen, &cmds(p, &text)])
+            };
+            expect_server(
+                &lab,
+                p,
+                "BDAT chunk with the verb inside, then the verb",
+                &want,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
 fn body_is_not_filtered_and_commands_after_it_are() {
     for p in PROFILES {
         for v in VERBS {

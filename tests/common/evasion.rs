@@ -19,7 +19,7 @@
 //!   *conflict*: the engine must never emit one (DESIGN.md §3.2).
 //! - [`SmtpServer`]: a deliberately lenient and vulnerable SMTP server model that executes
 //!   what it receives: it trims leading white space, ends the verb at SP, TAB, NUL or CR,
-//!   compares it case-insensitively, ends a message body at a `.` line terminated by CRLF,
+//!   compares it case-insensitively, reads `BDAT n` chunks by length, ends a message body at a `.` line terminated by CRLF,
 //!   bare LF or bare CR (so SMTP smuggling works against it), answers DATA with 503 when no
 //!   RCPT was given, and executes plaintext pipelined behind STARTTLS (CVE-2011-0411).
 //!   [`SmtpServer::executed`] is the list of verbs it ran: a blocked verb there means the
@@ -571,6 +571,8 @@ impl Receiver {
 enum ServerState {
     Command,
     Data,
+    /// Inside a BDAT chunk: this many bytes remain.
+    Bdat(usize),
     /// After STARTTLS: plaintext up to this stream offset is still executed (the
     /// CVE-2011-0411 bug), anything later is TLS and ignored.
     Tls(usize),
@@ -649,8 +651,22 @@ impl SmtpServer {
                     if let ServerState::Tls(_) = self.state {
                         self.state = ServerState::Tls(stream.len());
                     }
-                    if self.state == ServerState::Data {
+                    if matches!(self.state, ServerState::Data | ServerState::Bdat(_)) {
                         self.body_start = self.pos;
+                    }
+                }
+                ServerState::Bdat(left) => {
+                    let n = left.min(rest.len());
+                    if n == 0 {
+                        return;
+                    }
+                    self.pos += n;
+                    if n == left {
+                        self.bodies.push(stream[self.body_start..self.pos].to_vec());
+                        self.state = ServerState::Command;
+                        self.pending.extend_from_slice(b"250 2.0.0 chunk ok\r\n");
+                    } else {
+                        self.state = ServerState::Bdat(left - n);
                     }
                 }
                 ServerState::Data => {
@@ -685,6 +701,16 @@ impl SmtpServer {
                 b"354 go ahead\r\n"
             }
             "DATA" => b"503 5.5.1 need RCPT\r\n",
+            "BDAT" => match bdat_size(line) {
+                Some(n) if n > 0 => {
+                    self.state = ServerState::Bdat(n);
+                    // Answered once the chunk has been read.
+                    self.executed.push(verb);
+                    return;
+                }
+                Some(_) => b"250 2.0.0 empty chunk\r\n",
+                None => b"501 5.5.4 bad size\r\n",
+            },
             "QUIT" => b"221 2.0.0 bye\r\n",
             "STARTTLS" => {
                 self.state = ServerState::Tls(0);
@@ -701,6 +727,12 @@ impl SmtpServer {
     pub fn ran(&self, verb: &str) -> bool {
         self.executed.iter().any(|v| v == verb)
     }
+}
+
+/// The chunk size of a `BDAT n [LAST]` line.
+fn bdat_size(line: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(line);
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// Lenient end-of-data search from `from`: a `.` at a line start (the body start, or after LF,
