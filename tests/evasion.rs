@@ -997,6 +997,48 @@ fn bdat_chunks_pass_by_length() {
 
 #[test]
 #[ignore = "needs engine+policy"]
+fn auth_continuation_lines() {
+    // Where AUTH is allowed (asa, strict), the line after a 334 is a SASL response and passes;
+    // an AUTH the server refuses (504) leaves the next line a command, so a filter that
+    // assumed a continuation would let the verb through. Elsewhere AUTH is blocked and every
+    // line is a command.
+    for p in PROFILES {
+        for v in VERBS {
+            let auth_allowed = allowed_verbs(p).contains(&"AUTH");
+            // Refused mechanism, verb pipelined behind it and sent after the reply.
+            for pipelined in [true, false] {
+                let (mut lab, base) = connected(p);
+                let auth = b"AUTH X-UNKNOWN\r\n";
+                if pipelined {
+                    lab.send(base, &cat(&[auth, &line(v)]));
+                } else {
+                    lab.send(base, auth);
+                    lab.send(base + auth.len(), &line(v));
+                }
+                lab.drain_timers();
+                let label = format!("refused AUTH then {v} (pipelined: {pipelined})");
+                expect_server(&lab, p, &label, &cat(&[&cmd(p, auth), &cmd(p, &line(v))]));
+            }
+            // Accepted mechanism: the response line is not a command where AUTH is allowed.
+            let (mut lab, base) = connected(p);
+            let auth = b"AUTH PLAIN\r\n";
+            lab.send(base, auth);
+            lab.send(base + auth.len(), &line(v));
+            lab.send(base + auth.len() + line(v).len(), &line(v));
+            lab.drain_timers();
+            let response = if auth_allowed {
+                line(v)
+            } else {
+                cmd(p, &line(v))
+            };
+            let want = cat(&[&cmd(p, auth), &response, &cmd(p, &line(v))]);
+            expect_server(&lab, p, "AUTH PLAIN, response, then the verb", &want);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
 fn body_is_not_filtered_and_commands_after_it_are() {
     for p in PROFILES {
         for v in VERBS {
@@ -1176,6 +1218,19 @@ fn lab_server_model_is_lenient_and_vulnerable() {
     more.extend_from_slice(b"EXPN late\r\n");
     s.process(&more);
     assert_eq!(s.executed.len(), 10);
+}
+
+#[test]
+fn lab_server_model_reads_auth_responses_and_bdat_chunks() {
+    let mut s = SmtpServer::default();
+    s.process(b"AUTH PLAIN\r\nEXPN x\r\nAUTH FOO\r\nEXPN y\r\nBDAT 9 LAST\r\nVRFY z\r\nWIZ\r\n");
+    assert_eq!(s.executed, ["AUTH", "AUTH", "EXPN", "BDAT", "WIZ"]);
+    assert_eq!(s.bodies, vec![b"VRFY z\r\n".to_vec()]);
+    let replies = String::from_utf8_lossy(&s.pending).to_string();
+    assert!(
+        replies.contains("334 ") && replies.contains("504 "),
+        "{replies}"
+    );
 }
 
 #[test]

@@ -19,7 +19,8 @@
 //!   *conflict*: the engine must never emit one (DESIGN.md §3.2).
 //! - [`SmtpServer`]: a deliberately lenient and vulnerable SMTP server model that executes
 //!   what it receives: it trims leading white space, ends the verb at SP, TAB, NUL or CR,
-//!   compares it case-insensitively, reads `BDAT n` chunks by length, ends a message body at a `.` line terminated by CRLF,
+//!   compares it case-insensitively, reads `BDAT n` chunks by length, takes the line after a
+//!   334 to `AUTH PLAIN`/`AUTH LOGIN` as a SASL response (other mechanisms get 504), ends a message body at a `.` line terminated by CRLF,
 //!   bare LF or bare CR (so SMTP smuggling works against it), answers DATA with 503 when no
 //!   RCPT was given, and executes plaintext pipelined behind STARTTLS (CVE-2011-0411).
 //!   [`SmtpServer::executed`] is the list of verbs it ran: a blocked verb there means the
@@ -573,6 +574,8 @@ enum ServerState {
     Data,
     /// Inside a BDAT chunk: this many bytes remain.
     Bdat(usize),
+    /// After a 334 to AUTH: the next line is a SASL response, not a command.
+    AuthResponse,
     /// After STARTTLS: plaintext up to this stream offset is still executed (the
     /// CVE-2011-0411 bug), anything later is TLS and ignored.
     Tls(usize),
@@ -655,6 +658,15 @@ impl SmtpServer {
                         self.body_start = self.pos;
                     }
                 }
+                ServerState::AuthResponse => {
+                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                        return;
+                    };
+                    self.pos += nl + 1;
+                    self.state = ServerState::Command;
+                    self.pending
+                        .extend_from_slice(b"535 5.7.8 authentication failed\r\n");
+                }
                 ServerState::Bdat(left) => {
                     let n = left.min(rest.len());
                     if n == 0 {
@@ -701,6 +713,18 @@ impl SmtpServer {
                 b"354 go ahead\r\n"
             }
             "DATA" => b"503 5.5.1 need RCPT\r\n",
+            "AUTH" => {
+                let text = String::from_utf8_lossy(line).to_ascii_uppercase();
+                let mut words = text.split_ascii_whitespace().skip(1);
+                match (words.next(), words.next()) {
+                    (Some("PLAIN" | "LOGIN"), None) => {
+                        self.state = ServerState::AuthResponse;
+                        b"334 \r\n"
+                    }
+                    (Some("PLAIN" | "LOGIN"), Some(_)) => b"535 5.7.8 authentication failed\r\n",
+                    _ => b"504 5.5.4 unrecognized authentication type\r\n",
+                }
+            }
             "BDAT" => match bdat_size(line) {
                 Some(n) if n > 0 => {
                     self.state = ServerState::Bdat(n);
