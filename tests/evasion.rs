@@ -1223,7 +1223,7 @@ fn lab_server_model_is_lenient_and_vulnerable() {
 #[test]
 fn lab_server_model_reads_auth_responses_and_bdat_chunks() {
     let mut s = SmtpServer::default();
-    s.process(b"AUTH PLAIN\r\nEXPN x\r\nAUTH FOO\r\nEXPN y\r\nBDAT 9 LAST\r\nVRFY z\r\nWIZ\r\n");
+    s.process(b"AUTH PLAIN\r\nEXPN x\r\nAUTH FOO\r\nEXPN y\r\nBDAT 8 LAST\r\nVRFY z\r\nWIZ\r\n");
     assert_eq!(s.executed, ["AUTH", "AUTH", "EXPN", "BDAT", "WIZ"]);
     assert_eq!(s.bodies, vec![b"VRFY z\r\n".to_vec()]);
     let replies = String::from_utf8_lossy(&s.pending).to_string();
