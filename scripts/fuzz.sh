@@ -5,8 +5,9 @@
 #
 # SECONDS per target (default 60); TARGETs default to all (frame policy engine).
 # Installs cargo-fuzz if missing. Works on the stable toolchain through RUSTC_BOOTSTRAP=1
-# (cargo-fuzz needs nightly flags such as -Zsanitizer); set FUZZ_SANITIZER=none to build
-# without AddressSanitizer. Each target's corpus grows in fuzz/corpus/<target> (not
+# (cargo-fuzz needs nightly flags such as -Zsanitizer). Built without a sanitizer by default:
+# mailguard is safe Rust, where AddressSanitizer finds little and costs ~5x the executions
+# (170 vs 856 exec/s on the policy target); FUZZ_SANITIZER=address turns it back on. Each target's corpus grows in fuzz/corpus/<target> (not
 # committed) and starts from fuzz/seeds/<target>. Any crashing input is copied into
 # fuzz/regressions/<target>/, where tests/fuzz_regressions.rs replays it on stable; the
 # script then exits 1.
@@ -19,7 +20,7 @@ TARGETS=("$@")
 if [ "${#TARGETS[@]}" -eq 0 ]; then
     TARGETS=(frame policy engine)
 fi
-SANITIZER="${FUZZ_SANITIZER:-address}"
+SANITIZER="${FUZZ_SANITIZER:-none}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: installing cargo-fuzz" >&2

@@ -897,6 +897,148 @@ fn idle_connection_then_verb() {
 
 #[test]
 #[ignore = "needs engine+policy"]
+fn end_of_data_split_at_every_byte_position() {
+    // The terminator split across segments must still end the message for the filter (old
+    // PIX releases broke here), so the verb after it is filtered as a command.
+    for p in PROFILES {
+        for v in ["EXPN", "WIZ"] {
+            let mut texts = vec![(cat(&[b"hello\r\n.\r\n", &line(v)]), None)];
+            if p == Profile::Strict {
+                texts.push((
+                    cat(&[b"hello\n.\r\n", &line(v)]),
+                    Some(cat(&[b"hello\r\n.\r\n", &line(v)])),
+                ));
+            }
+            for (text, normalised) in texts {
+                for k in 1..text.len() {
+                    let (mut lab, off, seen) = lab_in_data(p);
+                    lab.send(off, &text[..k]);
+                    lab.send(off + k, &text[k..]);
+                    lab.drain_timers();
+                    let sent = normalised.as_ref().unwrap_or(&text);
+                    let body_len = sent.len() - line(v).len();
+                    let want = cat(&[&seen, &sent[..body_len], &cmd(p, &line(v))]);
+                    let label = format!("{} split at {k}", show(&text));
+                    expect_server(&lab, p, &label, &want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
+fn pipelined_data_and_body_in_one_segment() {
+    // The body starts only at the server's 354. RFC 2920 makes DATA the last command of a
+    // group, so a filter may either hold what follows DATA until the reply (the body passes
+    // intact) or judge it as commands at once (safe, the body is lost); the verb after `.`
+    // must never run.
+    for p in PROFILES {
+        for v in VERBS {
+            let (mut lab, base) = connected(p);
+            let head = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n";
+            let body = cat(&[b"Subject: t\r\n\r\n", &line(v), b".\r\n"]);
+            let tail = cat(&[&line(v), b"QUIT\r\n"]);
+            lab.send(base, &cat(&[head, &body, &tail]));
+            lab.drain_timers();
+            let held = cat(&[&cmds(p, head), &body, &cmds(p, &tail)]);
+            let as_commands = cmds(p, &cat(&[head, &body, &tail]));
+            expect_server_one_of(
+                &lab,
+                p,
+                "MAIL+RCPT+DATA+body+verb in one segment",
+                &[held, as_commands],
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
+fn bdat_chunks_pass_by_length() {
+    // strict allows BDAT: the chunk passes untouched by its length, even when it looks like
+    // commands, and what follows it is filtered again. Elsewhere BDAT is blocked and the
+    // chunk's lines are commands like any other.
+    for p in PROFILES {
+        for v in VERBS {
+            let (mut lab, off, seen) = {
+                let (mut lab, base) = connected(p);
+                let mut seen = Vec::new();
+                let mut off = base;
+                for l in [
+                    &b"MAIL FROM:<a@example.org>\r\n"[..],
+                    b"RCPT TO:<b@example.org>\r\n",
+                ] {
+                    lab.send(off, l);
+                    off += l.len();
+                    seen.extend(cmd(p, l));
+                }
+                (lab, off, seen)
+            };
+            let chunk = cat(&[&line(v), b"NOOP\r\n"]);
+            let bdat = format!("BDAT {} LAST\r\n", chunk.len()).into_bytes();
+            let text = cat(&[&bdat, &chunk, &line(v)]);
+            lab.send(off, &text);
+            lab.drain_timers();
+            let want = if p == Profile::Strict {
+                cat(&[&seen, &bdat, &chunk, &cmd(p, &line(v))])
+            } else {
+                cat(&[&seen, &cmds(p, &text)])
+            };
+            expect_server(
+                &lab,
+                p,
+                "BDAT chunk with the verb inside, then the verb",
+                &want,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
+fn auth_continuation_lines() {
+    // Where AUTH is allowed (asa, strict), the line after a 334 is a SASL response and passes;
+    // an AUTH the server refuses (504) leaves the next line a command, so a filter that
+    // assumed a continuation would let the verb through. Elsewhere AUTH is blocked and every
+    // line is a command.
+    for p in PROFILES {
+        for v in VERBS {
+            let auth_allowed = allowed_verbs(p).contains(&"AUTH");
+            // Refused mechanism, verb pipelined behind it and sent after the reply.
+            for pipelined in [true, false] {
+                let (mut lab, base) = connected(p);
+                let auth = b"AUTH X-UNKNOWN\r\n";
+                if pipelined {
+                    lab.send(base, &cat(&[auth, &line(v)]));
+                } else {
+                    lab.send(base, auth);
+                    lab.send(base + auth.len(), &line(v));
+                }
+                lab.drain_timers();
+                let label = format!("refused AUTH then {v} (pipelined: {pipelined})");
+                expect_server(&lab, p, &label, &cat(&[&cmd(p, auth), &cmd(p, &line(v))]));
+            }
+            // Accepted mechanism: the response line is not a command where AUTH is allowed.
+            let (mut lab, base) = connected(p);
+            let auth = b"AUTH PLAIN\r\n";
+            lab.send(base, auth);
+            lab.send(base + auth.len(), &line(v));
+            lab.send(base + auth.len() + line(v).len(), &line(v));
+            lab.drain_timers();
+            let response = if auth_allowed {
+                line(v)
+            } else {
+                cmd(p, &line(v))
+            };
+            let want = cat(&[&cmd(p, auth), &response, &cmd(p, &line(v))]);
+            expect_server(&lab, p, "AUTH PLAIN, response, then the verb", &want);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs engine+policy"]
 fn body_is_not_filtered_and_commands_after_it_are() {
     for p in PROFILES {
         for v in VERBS {
@@ -1076,6 +1218,19 @@ fn lab_server_model_is_lenient_and_vulnerable() {
     more.extend_from_slice(b"EXPN late\r\n");
     s.process(&more);
     assert_eq!(s.executed.len(), 10);
+}
+
+#[test]
+fn lab_server_model_reads_auth_responses_and_bdat_chunks() {
+    let mut s = SmtpServer::default();
+    s.process(b"AUTH PLAIN\r\nEXPN x\r\nAUTH FOO\r\nEXPN y\r\nBDAT 8 LAST\r\nVRFY z\r\nWIZ\r\n");
+    assert_eq!(s.executed, ["AUTH", "AUTH", "EXPN", "BDAT", "WIZ"]);
+    assert_eq!(s.bodies, vec![b"VRFY z\r\n".to_vec()]);
+    let replies = String::from_utf8_lossy(&s.pending).to_string();
+    assert!(
+        replies.contains("334 ") && replies.contains("504 "),
+        "{replies}"
+    );
 }
 
 #[test]

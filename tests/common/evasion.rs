@@ -12,13 +12,15 @@
 //!   *more permissive* than any real stack, so that it errs towards seeing an attack: it
 //!   reassembles IP fragments (first bytes win; a conflicting overlap is recorded), accepts
 //!   data at any sequence offset (no window check), accepts data carried by SYN and RST
-//!   segments, and removes the urgent byte from the stream (BSD/Linux out-of-band semantics,
+//!   segments (RFC 5961 rules aside: a RST counts only at exactly the next sequence number, a
+//!   second SYN with another ISN is ignored), and removes the urgent byte from the stream (BSD/Linux out-of-band semantics,
 //!   the byte at `seq + urgent_pointer - 1`). Frames with a bad checksum are dropped, as every
 //!   real receiver does. A byte position received twice with different values is a
 //!   *conflict*: the engine must never emit one (DESIGN.md §3.2).
 //! - [`SmtpServer`]: a deliberately lenient and vulnerable SMTP server model that executes
 //!   what it receives: it trims leading white space, ends the verb at SP, TAB, NUL or CR,
-//!   compares it case-insensitively, ends a message body at a `.` line terminated by CRLF,
+//!   compares it case-insensitively, reads `BDAT n` chunks by length, takes the line after a
+//!   334 to `AUTH PLAIN`/`AUTH LOGIN` as a SASL response (other mechanisms get 504), ends a message body at a `.` line terminated by CRLF,
 //!   bare LF or bare CR (so SMTP smuggling works against it), answers DATA with 503 when no
 //!   RCPT was given, and executes plaintext pipelined behind STARTTLS (CVE-2011-0411).
 //!   [`SmtpServer::executed`] is the list of verbs it ran: a blocked verb there means the
@@ -381,6 +383,8 @@ pub struct Receiver {
     pub rst: bool,
     /// RSTs ignored because their sequence number was not exactly the next expected one.
     pub ignored_rsts: usize,
+    /// SYNs ignored because the connection was already synchronised with another ISN.
+    pub ignored_syns: usize,
     /// Byte positions received twice with different values (TCP or IP-fragment overlap).
     pub conflicts: usize,
     /// Frames dropped for a bad checksum.
@@ -479,6 +483,12 @@ impl Receiver {
             self.ignored_rsts += 1;
             return;
         }
+        if info.syn && self.isn.is_some_and(|isn| isn != info.seq) {
+            // A SYN that is not a retransmission of the first one, on a synchronised
+            // connection: RFC 5961 §4 receivers answer a challenge ACK and take nothing from it.
+            self.ignored_syns += 1;
+            return;
+        }
         self.segments += 1;
         self.last = Some(info);
         if info.syn && self.isn.is_none() {
@@ -562,6 +572,10 @@ impl Receiver {
 enum ServerState {
     Command,
     Data,
+    /// Inside a BDAT chunk: this many bytes remain.
+    Bdat(usize),
+    /// After a 334 to AUTH: the next line is a SASL response, not a command.
+    AuthResponse,
     /// After STARTTLS: plaintext up to this stream offset is still executed (the
     /// CVE-2011-0411 bug), anything later is TLS and ignored.
     Tls(usize),
@@ -640,8 +654,31 @@ impl SmtpServer {
                     if let ServerState::Tls(_) = self.state {
                         self.state = ServerState::Tls(stream.len());
                     }
-                    if self.state == ServerState::Data {
+                    if matches!(self.state, ServerState::Data | ServerState::Bdat(_)) {
                         self.body_start = self.pos;
+                    }
+                }
+                ServerState::AuthResponse => {
+                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                        return;
+                    };
+                    self.pos += nl + 1;
+                    self.state = ServerState::Command;
+                    self.pending
+                        .extend_from_slice(b"535 5.7.8 authentication failed\r\n");
+                }
+                ServerState::Bdat(left) => {
+                    let n = left.min(rest.len());
+                    if n == 0 {
+                        return;
+                    }
+                    self.pos += n;
+                    if n == left {
+                        self.bodies.push(stream[self.body_start..self.pos].to_vec());
+                        self.state = ServerState::Command;
+                        self.pending.extend_from_slice(b"250 2.0.0 chunk ok\r\n");
+                    } else {
+                        self.state = ServerState::Bdat(left - n);
                     }
                 }
                 ServerState::Data => {
@@ -676,6 +713,28 @@ impl SmtpServer {
                 b"354 go ahead\r\n"
             }
             "DATA" => b"503 5.5.1 need RCPT\r\n",
+            "AUTH" => {
+                let text = String::from_utf8_lossy(line).to_ascii_uppercase();
+                let mut words = text.split_ascii_whitespace().skip(1);
+                match (words.next(), words.next()) {
+                    (Some("PLAIN" | "LOGIN"), None) => {
+                        self.state = ServerState::AuthResponse;
+                        b"334 \r\n"
+                    }
+                    (Some("PLAIN" | "LOGIN"), Some(_)) => b"535 5.7.8 authentication failed\r\n",
+                    _ => b"504 5.5.4 unrecognized authentication type\r\n",
+                }
+            }
+            "BDAT" => match bdat_size(line) {
+                Some(n) if n > 0 => {
+                    self.state = ServerState::Bdat(n);
+                    // Answered once the chunk has been read.
+                    self.executed.push(verb);
+                    return;
+                }
+                Some(_) => b"250 2.0.0 empty chunk\r\n",
+                None => b"501 5.5.4 bad size\r\n",
+            },
             "QUIT" => b"221 2.0.0 bye\r\n",
             "STARTTLS" => {
                 self.state = ServerState::Tls(0);
@@ -692,6 +751,12 @@ impl SmtpServer {
     pub fn ran(&self, verb: &str) -> bool {
         self.executed.iter().any(|v| v == verb)
     }
+}
+
+/// The chunk size of a `BDAT n [LAST]` line.
+fn bdat_size(line: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(line);
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// Lenient end-of-data search from `from`: a `.` at a line start (the body start, or after LF,
