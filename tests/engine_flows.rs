@@ -744,7 +744,7 @@ mod segmentation {
             // The server acknowledges everything: the client is told its whole stream arrived.
             let (_, outs) = lab.server(0, want.len() as u32, 0, b"");
             check(&lab, &outs, &mut got, stream.len())?;
-            let last = outs.iter().filter(|o| o.side == Side::Outside).last().expect("an ACK to the client");
+            let last = outs.iter().rfind(|o| o.side == Side::Outside).expect("an ACK to the client");
             prop_assert_eq!(lab.c_off(last.t.seg.ack) as usize, stream.len());
         }
     }
