@@ -8,6 +8,26 @@
 //!
 //! Live mode feeds a monotonic clock, replay feeds pcap timestamps, tests a simulated clock:
 //! the same inputs at the same times always give the same outputs.
+//!
+//! How a filtered connection is handled (see `conn.rs` and `half.rs`):
+//! - The client is the sender of a SYN to a filtered port. Each direction ("half") has the
+//!   sender's sequence space (the receiver sees output in the same space: same ISN), a
+//!   [`crate::tcp::Reassembler`], the bytes held by the policy, a [`crate::tcp::EditMap`] and
+//!   an [`crate::tcp::OutputLog`].
+//! - In-order input is fed to the [`Policy`]; its ops append to the output log and the edit
+//!   map. A segment whose bytes pass unchanged is forwarded as it is, or with only its
+//!   sequence, ACK and window fields adjusted (RFC 1624 incremental checksum). Anything else
+//!   is rebuilt from the log (so a retransmission carries, at every output position, the
+//!   bytes emitted the first time), at most the receiver's MSS per segment and within its
+//!   window.
+//! - ACK, SACK and window fields are translated through the edit map of the direction they
+//!   acknowledge and clamped to what the acknowledged endpoint sent (replay of recorded
+//!   endpoints that never saw the rewrite). Deleted and held input is acknowledged by the
+//!   filter itself (a pure ACK when nothing else carries it). Inserted bytes are the filter's:
+//!   retransmitted on the engine's own timer, and the peer's ACKs of them absorbed.
+//! - A FIN leaves after all output of its direction; an endpoint's RST after the data it
+//!   follows; a reset decided by the filter (policy or bound) goes to both sides at the
+//!   sequence number each expects next, and the connection's later frames are dropped.
 
 mod conn;
 mod half;
