@@ -59,6 +59,8 @@ pub(super) struct Conn<P: Policy> {
     pub last_seen: Time,
     pub closed_at: Option<Time>,
     pub report: Option<ConnectionReport>,
+    /// The deadline under which the engine's timer index files this connection.
+    pub indexed_at: Option<Time>,
     ip_id: u16,
 }
 
@@ -99,6 +101,7 @@ impl<P: Policy> Conn<P> {
                 server: sock(t.dst, t.seg.dst_port),
                 actions: Vec::new(),
             }),
+            indexed_at: None,
             ip_id: t.seg.seq as u16,
         };
         let c2s = &mut c.halves[IDX_C2S];

@@ -40,7 +40,7 @@ use crate::wire::{
     classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
 };
 use conn::{Conn, Ctx};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -431,6 +431,24 @@ struct FlowKey {
     server: (IpAddr, u16),
 }
 
+impl FlowKey {
+    /// The greatest key (bounds ranges of the timer index).
+    const MAX: FlowKey = FlowKey {
+        client: (
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )),
+            u16::MAX,
+        ),
+        server: (
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )),
+            u16::MAX,
+        ),
+    };
+}
+
 /// The filter engine of one worker, generic over the policy (the SMTP [`crate::smtp::Session`]
 /// by default; tests use [`Identity`] or [`Scripted`]).
 ///
@@ -457,6 +475,9 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     conns: BTreeMap<FlowKey, Conn<F::Policy>>,
     out: Output,
     reports: Vec<ConnectionReport>,
+    /// Every connection's next deadline, ordered: `poll_timeout` and `handle_timeout` cost
+    /// O(log n), not a scan of the table.
+    timers: BTreeSet<(Time, FlowKey)>,
 }
 
 impl Engine<SessionFactory> {
@@ -478,6 +499,7 @@ impl<F: PolicyFactory> Engine<F> {
             conns: BTreeMap::new(),
             out: Output::default(),
             reports: Vec::new(),
+            timers: BTreeSet::new(),
         }
     }
 
@@ -623,7 +645,33 @@ impl<F: PolicyFactory> Engine<F> {
             out: &mut self.out,
             pushed: [0; 2],
         };
-        conn.on_segment(&mut ctx, d, frame, t)
+        let v = conn.on_segment(&mut ctx, d, frame, t);
+        self.reindex(key);
+        v
+    }
+
+    /// Files connection `key` in the timer index under its current deadline.
+    fn reindex(&mut self, key: FlowKey) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let deadline = conn.deadline(&self.limits);
+        if conn.indexed_at == Some(deadline) {
+            return;
+        }
+        if let Some(old) = conn.indexed_at.replace(deadline) {
+            self.timers.remove(&(old, key));
+        }
+        self.timers.insert((deadline, key));
+    }
+
+    fn forget(&mut self, key: FlowKey) {
+        if let Some(c) = self.conns.remove(&key) {
+            if let Some(t) = c.indexed_at {
+                self.timers.remove(&(t, key));
+            }
+            self.retire(c);
+        }
     }
 
     fn on_syn(
@@ -638,12 +686,11 @@ impl<F: PolicyFactory> Engine<F> {
         if let Some(c) = self.conns.get_mut(&key) {
             if c.same_syn(t) {
                 c.last_seen = now;
+                self.reindex(key);
                 return Verdict::Forward(ForwardReason::Unchanged);
             }
             // A new connection reusing the addresses.
-            if let Some(old) = self.conns.remove(&key) {
-                self.retire(old);
-            }
+            self.forget(key);
         }
         if self.conns.len() >= self.limits.max_connections {
             return Verdict::Drop(DropReason::OverLimit);
@@ -658,6 +705,7 @@ impl<F: PolicyFactory> Engine<F> {
             self.config.record_connections,
         );
         self.conns.insert(key, conn);
+        self.reindex(key);
         self.stats.connections += 1;
         if t.payload_len() > 0 {
             // Data on a SYN (TCP Fast Open) is never delivered: the SYN goes on without it and
@@ -680,16 +728,20 @@ impl<F: PolicyFactory> Engine<F> {
 
     /// When [`Engine::handle_timeout`] next needs to run, if ever.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.conns.values().map(|c| c.deadline(&self.limits)).min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
-        let mut expired = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.deadline(&self.limits) > now {
+        let due: Vec<FlowKey> = self
+            .timers
+            .range(..=(now, FlowKey::MAX))
+            .map(|(_, k)| *k)
+            .collect();
+        for key in due {
+            let Some(conn) = self.conns.get_mut(&key) else {
                 continue;
-            }
+            };
             let mut ctx = Ctx {
                 now,
                 sink,
@@ -700,12 +752,9 @@ impl<F: PolicyFactory> Engine<F> {
             };
             conn.on_timeout(&mut ctx);
             if conn.expired(now, &self.limits) {
-                expired.push(*key);
-            }
-        }
-        for key in expired {
-            if let Some(c) = self.conns.remove(&key) {
-                self.retire(c);
+                self.forget(key);
+            } else {
+                self.reindex(key);
             }
         }
     }
