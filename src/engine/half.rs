@@ -111,16 +111,11 @@ impl Half {
     }
 
     /// How far the sender may be acknowledged (input offset): up to the input whose output
-    /// the receiver has acknowledged; deleted input and held (undecided) input at the end
-    /// count as acknowledged once everything before them is. Never below what was told.
+    /// the receiver has acknowledged; deleted input counts as acknowledged once everything
+    /// before it is. Input held undecided by the policy is not acknowledged (its output is
+    /// not known yet). Never below what was told.
     pub fn ack_in(&self) -> u64 {
-        let o = self.rcv_acked;
-        let consumed = self.map.consumed();
-        let mut i = self.map.ack_for(o);
-        if i >= consumed && o >= self.map.lower(consumed) {
-            i = self.reasm.next();
-        }
-        i.max(self.told_ack)
+        self.map.ack_for(self.rcv_acked).max(self.told_ack)
     }
 
     /// The acknowledgement number, window field and SACK blocks to tell the sender now.

@@ -22,7 +22,7 @@
 //!   window.
 //! - ACK, SACK and window fields are translated through the edit map of the direction they
 //!   acknowledge and clamped to what the acknowledged endpoint sent (replay of recorded
-//!   endpoints that never saw the rewrite). Deleted and held input is acknowledged by the
+//!   endpoints that never saw the rewrite). Deleted input is acknowledged by the
 //!   filter itself (a pure ACK when nothing else carries it). Inserted bytes are the filter's:
 //!   retransmitted on the engine's own timer, and the peer's ACKs of them absorbed.
 //! - A FIN leaves after all output of its direction; an endpoint's RST after the data it
@@ -462,10 +462,9 @@ impl FlowKey {
 /// - A SYN carrying data (TCP Fast Open) to a filtered port goes on without its data; the
 ///   client sends the data again after the handshake. Data on a RST is never delivered.
 /// - A segment with URG set is always rebuilt without it (receivers disagree on urgent data).
-/// - Bytes the policy holds undecided are acknowledged to their sender once everything before
-///   them is acknowledged by the receiver (so that a client typing one byte per segment is
-///   not stalled by Nagle); their output, when decided, is then the filter's to deliver and
-///   is retransmitted on the engine's timer, like injected bytes.
+/// - Bytes the policy holds undecided (a partial verb) are not acknowledged until their
+///   output is decided and acknowledged by the receiver (DESIGN.md §3.4 read literally); a
+///   client that sends one byte per segment under Nagle waits for its retransmission timer.
 /// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
