@@ -778,6 +778,12 @@ impl<P: Policy> Conn<P> {
             }
             let h = &mut self.halves[d];
             h.rto_at = None;
+            if h.sender_will_retransmit() {
+                // The sender still owns bytes behind this output: its retransmissions drive
+                // ours (served from the log), as they would through a plain forwarder.
+                h.rto_at = Some(ctx.now.after(ctx.limits.rto));
+                continue;
+            }
             if h.retries >= ctx.limits.max_retries {
                 log::debug!("giving up retransmitting unacknowledged output");
                 continue;

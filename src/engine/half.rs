@@ -105,6 +105,14 @@ impl Half {
         }
     }
 
+    /// The sender has bytes (or a FIN) it has not been told arrived: it will retransmit them,
+    /// which makes the engine re-send the matching output. Output beyond that (inserted bytes
+    /// once the sender is fully acknowledged) is the engine's own to retransmit.
+    pub fn sender_will_retransmit(&self) -> bool {
+        self.ack_in() < self.reasm.next()
+            || (self.fin_at.is_some() && !(self.fin_acked && self.ack_in() == self.reasm.next()))
+    }
+
     /// Output (or our FIN) sent and not yet acknowledged.
     pub fn outstanding(&self) -> bool {
         self.sent_max > self.rcv_acked || (self.fin_out.is_some() && !self.fin_acked)

@@ -24,7 +24,9 @@
 //!   acknowledge and clamped to what the acknowledged endpoint sent (replay of recorded
 //!   endpoints that never saw the rewrite). Deleted input is acknowledged by the
 //!   filter itself (a pure ACK when nothing else carries it). Inserted bytes are the filter's:
-//!   retransmitted on the engine's own timer, and the peer's ACKs of them absorbed.
+//!   retransmitted on the engine's own timer, and the peer's ACKs of them absorbed. Output
+//!   whose sender still has unacknowledged bytes is re-sent when the sender retransmits
+//!   (the timer leaves it alone), so the engine adds no retransmissions of its own there.
 //! - A FIN leaves after all output of its direction; an endpoint's RST after the data it
 //!   follows; a reset decided by the filter (policy or bound) goes to both sides at the
 //!   sequence number each expects next, and the connection's later frames are dropped.
