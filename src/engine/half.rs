@@ -105,12 +105,12 @@ impl Half {
         }
     }
 
-    /// The sender has bytes (or a FIN) it has not been told arrived: it will retransmit them,
-    /// which makes the engine re-send the matching output. Output beyond that (inserted bytes
-    /// once the sender is fully acknowledged) is the engine's own to retransmit.
+    /// The sender has data it has not been told arrived: it will retransmit it, which makes
+    /// the engine re-send the matching output. Output beyond that (inserted bytes once the
+    /// sender's data is all acknowledged) and a FIN alone are the engine's to retransmit (a
+    /// FIN costs one small segment, and some stacks do not retransmit theirs in CLOSING).
     pub fn sender_will_retransmit(&self) -> bool {
         self.ack_in() < self.reasm.next()
-            || (self.fin_at.is_some() && !(self.fin_acked && self.ack_in() == self.reasm.next()))
     }
 
     /// Output (or our FIN) sent and not yet acknowledged.
