@@ -749,3 +749,64 @@ mod segmentation {
         }
     }
 }
+
+/// A policy that holds each line until its LF, then copies it (like a verb check).
+struct LineHold {
+    held: usize,
+}
+
+impl mailguard::engine::Policy for LineHold {
+    fn feed(&mut self, dir: Dir, data: &[u8], out: &mut mailguard::smtp::Output) {
+        if dir == S2C {
+            out.to_client.push(mailguard::smtp::Op::Copy(data.len()));
+            return;
+        }
+        self.held += data.len();
+        if let Some(p) = data.iter().rposition(|&b| b == b'\n') {
+            let release = self.held - (data.len() - p - 1);
+            out.to_server.push(mailguard::smtp::Op::Copy(release));
+            self.held -= release;
+        }
+    }
+    fn finish(&mut self, _dir: Dir, _out: &mut mailguard::smtp::Output) {}
+    fn is_passthrough(&self) -> bool {
+        false
+    }
+}
+
+struct LineHoldFactory;
+
+impl PolicyFactory for LineHoldFactory {
+    type Policy = LineHold;
+    fn session(&self) -> LineHold {
+        LineHold { held: 0 }
+    }
+}
+
+#[test]
+fn held_bytes_are_acknowledged_only_once_the_sender_retransmits_them() {
+    let mut lab = Lab::new(Engine::with_policy(cfg(), LineHoldFactory), V4, 10, 20);
+    lab.handshake();
+    let (_, outs) = lab.client(0, 0, TcpFlags::PSH, b"E");
+    assert!(
+        to(Side::Inside, &outs).is_empty(),
+        "held: nothing to the server"
+    );
+    for o in to(Side::Outside, &outs) {
+        assert_eq!(lab.c_off(o.t.seg.ack), 0, "held bytes are not acknowledged");
+    }
+    let (_, outs) = lab.client(1, 0, TcpFlags::PSH, b"H");
+    for o in to(Side::Outside, &outs) {
+        assert_eq!(lab.c_off(o.t.seg.ack), 0);
+    }
+    // The client, stalled, retransmits: the filter acknowledges what it holds.
+    let (_, outs) = lab.client(0, 0, TcpFlags::PSH, b"EH");
+    let cli = to(Side::Outside, &outs);
+    assert_eq!(lab.c_off(cli.last().expect("an ACK").t.seg.ack), 2);
+    // The line completes and goes to the server whole.
+    let (_, outs) = lab.client(2, 0, TcpFlags::PSH, b"LO\r\n");
+    let srv = to(Side::Inside, &outs);
+    let data: Vec<u8> = srv.iter().flat_map(|o| o.payload.clone()).collect();
+    assert_eq!(data, b"EHLO\r\n");
+    assert_eq!(lab.c_off(srv[0].t.seg.seq), 0);
+}

@@ -394,6 +394,15 @@ impl<P: Policy> Conn<P> {
         let next_before = self.halves[d].reasm.next();
         let retrans =
             (off < next_before && !payload.is_empty()).then_some((off, end.min(next_before)));
+        if let Some((_, b)) = retrans {
+            // The sender re-sends bytes the policy still holds undecided: it is stalled
+            // (congestion window or Nagle) waiting for an ACK the receiver cannot give, so the
+            // filter acknowledges the held bytes from now on.
+            let h = &mut self.halves[d];
+            if b > h.map.consumed() {
+                h.held_ack_upto = h.held_ack_upto.max(next_before);
+            }
+        }
         let out_before = self.halves[d].log.end();
         if let Err(MustReset(why)) = self.take_input(ctx, d, off, payload) {
             self.filter_reset(ctx, why);

@@ -50,6 +50,10 @@ pub(super) struct Half {
     pub rcv_sack: SackBlocks,
     /// Input offset acknowledged to the sender.
     pub told_ack: u64,
+    /// Held (undecided) input below this offset may be acknowledged once all output before
+    /// it is: set when the sender retransmits held bytes, a sign that it cannot send more
+    /// (congestion window full of one-byte segments, Nagle) until they are acknowledged.
+    pub held_ack_upto: u64,
     /// Right window edge (input offset) advertised to the sender.
     pub told_edge: u64,
     /// Latest TCP timestamps option seen from the sender (put on frames to the receiver).
@@ -84,6 +88,7 @@ impl Half {
             rcv_mss: 536,
             rcv_sack: SackBlocks::default(),
             told_ack: 0,
+            held_ack_upto: 0,
             told_edge: 0,
             ts: None,
             rto_at: None,
@@ -121,9 +126,17 @@ impl Half {
     /// How far the sender may be acknowledged (input offset): up to the input whose output
     /// the receiver has acknowledged; deleted input counts as acknowledged once everything
     /// before it is. Input held undecided by the policy is not acknowledged (its output is
-    /// not known yet). Never below what was told.
+    /// not known yet) unless the sender has shown it is stalled on it (`held_ack_upto`).
+    /// Never below what was told.
     pub fn ack_in(&self) -> u64 {
-        self.map.ack_for(self.rcv_acked).max(self.told_ack)
+        let o = self.rcv_acked;
+        let mut i = self.map.ack_for(o);
+        let consumed = self.map.consumed();
+        if i >= consumed && o >= self.map.lower(consumed) {
+            // Held bytes the sender has shown it is stalled on (see `held_ack_upto`).
+            i = i.max(self.held_ack_upto.min(self.reasm.next()));
+        }
+        i.max(self.told_ack)
     }
 
     /// The acknowledgement number, window field and SACK blocks to tell the sender now.

@@ -465,8 +465,10 @@ impl FlowKey {
 ///   client sends the data again after the handshake. Data on a RST is never delivered.
 /// - A segment with URG set is always rebuilt without it (receivers disagree on urgent data).
 /// - Bytes the policy holds undecided (a partial verb) are not acknowledged until their
-///   output is decided and acknowledged by the receiver (DESIGN.md §3.4 read literally); a
-///   client that sends one byte per segment under Nagle waits for its retransmission timer.
+///   output is decided and acknowledged by the receiver (DESIGN.md §3.4), except when the
+///   sender retransmits them: a client sending one byte per segment fills its congestion
+///   window (or waits under Nagle) before a command line is complete, and without that ACK
+///   neither side could make progress. It then costs the client one retransmission timeout.
 /// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
