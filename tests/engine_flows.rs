@@ -372,11 +372,7 @@ fn injected_bytes_are_retransmitted_on_the_engines_timer_until_acknowledged() {
     lab.now = t1;
     lab.client(1, 8, 0, b"");
     lab.server(0, 1, 0, b"");
-    let next = lab.e.poll_timeout().unwrap();
-    assert!(
-        next > t1.after(Duration::from_secs(60)),
-        "only idle expiry is left"
-    );
+    assert_eq!(lab.e.poll_timeout(), None, "nothing left to retransmit");
 }
 
 #[test]
@@ -561,10 +557,17 @@ fn idle_connections_expire_and_report() {
     let mut lab = Lab::new(Engine::with_policy(config, Identity), V4, 1, 2);
     lab.handshake();
     assert_eq!(lab.e.connection_count(), 1);
-    let t = lab.e.poll_timeout().unwrap();
-    assert!(t >= lab.now.after(Limits::default().idle_timeout));
+    assert_eq!(
+        lab.e.poll_timeout(),
+        None,
+        "expiry is not a timer the caller must run"
+    );
+    let idle = Limits::default().idle_timeout;
     lab.sink.clear();
-    lab.e.handle_timeout(t, &mut lab.sink);
+    lab.e
+        .handle_timeout(lab.now.after(idle - Duration::from_secs(1)), &mut lab.sink);
+    assert_eq!(lab.e.connection_count(), 1, "not idle long enough");
+    lab.e.handle_timeout(lab.now.after(idle), &mut lab.sink);
     assert_eq!(lab.e.connection_count(), 0);
     let reports = lab.e.take_connection_reports(false);
     assert_eq!(reports.len(), 1);
@@ -809,4 +812,24 @@ fn held_bytes_are_acknowledged_only_once_the_sender_retransmits_them() {
     let data: Vec<u8> = srv.iter().flat_map(|o| o.payload.clone()).collect();
     assert_eq!(data, b"EHLO\r\n");
     assert_eq!(lab.c_off(srv[0].t.seg.seq), 0);
+}
+
+#[test]
+fn expired_connections_are_swept_by_later_frames() {
+    let mut lab = Lab::new(Engine::with_policy(cfg(), Identity), V4, 1, 2);
+    lab.handshake();
+    lab.now = lab.now.after(Limits::default().idle_timeout);
+    // Any frame (here one of another protocol) sweeps the expired connection.
+    let mut arp = vec![0u8; 42];
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    lab.sink.clear();
+    let v = lab
+        .e
+        .handle_frame(lab.now, Side::Outside, &arp, &mut lab.sink);
+    assert_eq!(v, Verdict::Forward(ForwardReason::NotIp));
+    assert_eq!(lab.e.connection_count(), 0);
+    // A late segment of it is now untracked.
+    let (v, _) = lab.client(0, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Untracked));
 }

@@ -59,8 +59,11 @@ pub(super) struct Conn<P: Policy> {
     pub last_seen: Time,
     pub closed_at: Option<Time>,
     pub report: Option<ConnectionReport>,
-    /// The deadline under which the engine's timer index files this connection.
-    pub indexed_at: Option<Time>,
+    /// The retransmission deadline under which the engine's timer index files this
+    /// connection.
+    pub indexed_rto: Option<Time>,
+    /// The expiry under which the engine's expiry index files this connection.
+    pub indexed_exp: Option<Time>,
     ip_id: u16,
 }
 
@@ -101,7 +104,8 @@ impl<P: Policy> Conn<P> {
                 server: sock(t.dst, t.seg.dst_port),
                 actions: Vec::new(),
             }),
-            indexed_at: None,
+            indexed_rto: None,
+            indexed_exp: None,
             ip_id: t.seg.seq as u16,
         };
         let c2s = &mut c.halves[IDX_C2S];
@@ -742,28 +746,13 @@ impl<P: Policy> Conn<P> {
         }
     }
 
-    /// The earliest time this connection needs [`Conn::on_timeout`].
-    pub fn deadline(&self, limits: &Limits) -> Time {
-        let idle = match self.state {
-            State::SynSent => limits.embryonic_timeout,
-            State::Established => limits.idle_timeout,
-            State::Closed | State::Reset => limits.closed_linger,
-        };
-        let base = match self.state {
-            State::Closed | State::Reset => self.closed_at.unwrap_or(self.last_seen),
-            _ => self.last_seen,
-        };
-        let mut t = base.after(idle);
-        for h in &self.halves {
-            if let Some(r) = h.rto_at {
-                t = t.min(r);
-            }
-        }
-        t
+    /// The earliest retransmission deadline of this connection, if any.
+    pub fn rto_deadline(&self) -> Option<Time> {
+        self.halves.iter().filter_map(|h| h.rto_at).min()
     }
 
-    /// True once the connection may be forgotten.
-    pub fn expired(&self, now: Time, limits: &Limits) -> bool {
+    /// When this connection may be forgotten if nothing more happens.
+    pub fn expiry(&self, limits: &Limits) -> Time {
         let (base, idle) = match self.state {
             State::SynSent => (self.last_seen, limits.embryonic_timeout),
             State::Established => (self.last_seen, limits.idle_timeout),
@@ -772,7 +761,7 @@ impl<P: Policy> Conn<P> {
                 limits.closed_linger,
             ),
         };
-        now >= base.after(idle)
+        base.after(idle)
     }
 
     /// Runs the retransmission timers due at `ctx.now`.

@@ -478,9 +478,11 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     conns: BTreeMap<FlowKey, Conn<F::Policy>>,
     out: Output,
     reports: Vec<ConnectionReport>,
-    /// Every connection's next deadline, ordered: `poll_timeout` and `handle_timeout` cost
-    /// O(log n), not a scan of the table.
+    /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
     timers: BTreeSet<(Time, FlowKey)>,
+    /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
+    /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
+    expiries: BTreeSet<(Time, FlowKey)>,
 }
 
 impl Engine<SessionFactory> {
@@ -503,6 +505,7 @@ impl<F: PolicyFactory> Engine<F> {
             out: Output::default(),
             reports: Vec::new(),
             timers: BTreeSet::new(),
+            expiries: BTreeSet::new(),
         }
     }
 
@@ -532,6 +535,8 @@ impl<F: PolicyFactory> Engine<F> {
         sink: &mut FrameSink,
     ) -> Verdict {
         self.stats.frames_in += 1;
+        // Expired connections go as time passes; a few per frame keeps the cost bounded.
+        self.sweep(now, 4);
         let class = classify(frame);
         let verdict = if self.factory.forwards_everything() {
             Verdict::Forward(match class {
@@ -653,25 +658,46 @@ impl<F: PolicyFactory> Engine<F> {
         v
     }
 
-    /// Files connection `key` in the timer index under its current deadline.
+    /// Files connection `key` in the timer and expiry indices under its current times.
     fn reindex(&mut self, key: FlowKey) {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        let deadline = conn.deadline(&self.limits);
-        if conn.indexed_at == Some(deadline) {
-            return;
+        let rto = conn.rto_deadline();
+        if conn.indexed_rto != rto {
+            if let Some(old) = std::mem::replace(&mut conn.indexed_rto, rto) {
+                self.timers.remove(&(old, key));
+            }
+            if let Some(t) = rto {
+                self.timers.insert((t, key));
+            }
         }
-        if let Some(old) = conn.indexed_at.replace(deadline) {
-            self.timers.remove(&(old, key));
+        let exp = conn.expiry(&self.limits);
+        if conn.indexed_exp != Some(exp) {
+            if let Some(old) = conn.indexed_exp.replace(exp) {
+                self.expiries.remove(&(old, key));
+            }
+            self.expiries.insert((exp, key));
         }
-        self.timers.insert((deadline, key));
+    }
+
+    /// Forgets up to `max` connections whose expiry is due at `now`.
+    fn sweep(&mut self, now: Time, max: usize) {
+        for _ in 0..max {
+            match self.expiries.first() {
+                Some(&(t, key)) if t <= now => self.forget(key),
+                _ => break,
+            }
+        }
     }
 
     fn forget(&mut self, key: FlowKey) {
         if let Some(c) = self.conns.remove(&key) {
-            if let Some(t) = c.indexed_at {
+            if let Some(t) = c.indexed_rto {
                 self.timers.remove(&(t, key));
+            }
+            if let Some(t) = c.indexed_exp {
+                self.expiries.remove(&(t, key));
             }
             self.retire(c);
         }
@@ -729,7 +755,10 @@ impl<F: PolicyFactory> Engine<F> {
         }
     }
 
-    /// When [`Engine::handle_timeout`] next needs to run, if ever.
+    /// When [`Engine::handle_timeout`] next needs to run, if ever: the next retransmission
+    /// of the engine's own output. Idle and closed connections are forgotten as frames and
+    /// timers come, without a deadline of their own (a caller may still call
+    /// `handle_timeout` at any time to sweep them).
     pub fn poll_timeout(&self) -> Option<Time> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -754,12 +783,9 @@ impl<F: PolicyFactory> Engine<F> {
                 pushed: [0; 2],
             };
             conn.on_timeout(&mut ctx);
-            if conn.expired(now, &self.limits) {
-                self.forget(key);
-            } else {
-                self.reindex(key);
-            }
+            self.reindex(key);
         }
+        self.sweep(now, usize::MAX);
     }
 
     /// Counters so far.
