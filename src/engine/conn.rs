@@ -815,7 +815,7 @@ fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset>
             return Err(MustReset("output-after-fin"));
         }
         let n = op.consumed();
-        let Some(input) = h.pending.get(used..used + n) else {
+        let Some(input) = used.checked_add(n).and_then(|e| h.pending.get(used..e)) else {
             return Err(MustReset("policy-consumed-unseen-bytes"));
         };
         match op {
