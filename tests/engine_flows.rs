@@ -833,3 +833,63 @@ fn expired_connections_are_swept_by_later_frames() {
     let (v, _) = lab.client(0, 0, 0, b"NOOP\r\n");
     assert_eq!(v, Verdict::Forward(ForwardReason::Untracked));
 }
+
+mod robustness {
+    //! Arbitrary and mutated frames never panic the engine, and what it emits is valid TCP.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn mutated_frames_never_panic(
+            muts in proptest::collection::vec((0usize..8, any::<u16>(), any::<u8>(), any::<bool>()), 1..40),
+            garbage in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut lab = scripted(vec![
+                (C2S, 1, Edit::Delete(2)),
+                (C2S, 4, Edit::InsertOther(b"250 OK\r\n".to_vec())),
+                (S2C, 2, Edit::Insert(b"xy".to_vec())),
+            ]);
+            lab.handshake();
+            let base = [
+                lab.frame(true, lab.c_isn + 1, Some(lab.s_isn + 1), TcpFlags::ACK | TcpFlags::PSH, 900, &[], b"EHLO x\r\n"),
+                lab.frame(false, lab.s_isn + 1, Some(lab.c_isn + 1), TcpFlags::ACK, 900, &[], b"220 hi\r\n"),
+                lab.frame(true, lab.c_isn + 9, Some(lab.s_isn + 5), TcpFlags::ACK | TcpFlags::FIN, 900, &[], b"QUIT\r\n"),
+                lab.frame(false, lab.s_isn + 1, Some(lab.c_isn + 3), TcpFlags::ACK | TcpFlags::RST, 0, &[], b""),
+            ];
+            for (which, at, val, fix) in muts {
+                let mut f = base[which % base.len()].clone();
+                let i = usize::from(at) % f.len();
+                f[i] ^= val;
+                if fix {
+                    // Keep checksums right half of the time so the mutation reaches the engine.
+                    if let Classified::Tcp(t) = classify(&f) {
+                        f[t.tcp_off + 16] = 0;
+                        f[t.tcp_off + 17] = 0;
+                        let c = mailguard::wire::tcp_checksum(t.src, t.dst, &f[t.tcp_off..t.end]);
+                        f[t.tcp_off + 16..t.tcp_off + 18].copy_from_slice(&c.to_be_bytes());
+                    }
+                }
+                if which >= 4 {
+                    f.truncate(i);
+                }
+                let side = if which % 2 == 0 { Side::Outside } else { Side::Inside };
+                lab.sink.clear();
+                lab.e.handle_frame(lab.now, side, &f, &mut lab.sink);
+                for (_, out) in lab.sink.iter() {
+                    let Classified::Tcp(t) = classify(out) else {
+                        return Err(TestCaseError::fail("emitted a non-TCP frame"));
+                    };
+                    prop_assert!(verify_checksums(out, &t));
+                }
+                lab.now = lab.now.after(Duration::from_millis(100));
+                lab.sink.clear();
+                lab.e.handle_timeout(lab.now, &mut lab.sink);
+            }
+            lab.sink.clear();
+            lab.e.handle_frame(lab.now, Side::Outside, &garbage, &mut lab.sink);
+        }
+    }
+}
