@@ -893,3 +893,46 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn a_zero_window_is_probed_with_one_byte_when_the_sender_probes() {
+    let mut lab = scripted(vec![(C2S, 0, Edit::Delete(1))]);
+    lab.handshake();
+    // The server closes its window.
+    let f = lab.frame(
+        false,
+        lab.s_isn + 1,
+        Some(lab.c_isn + 1),
+        TcpFlags::ACK,
+        0,
+        &[],
+        b"",
+    );
+    lab.feed(Side::Inside, &f);
+    let (_, outs) = lab.client(0, 0, 0, b"xHELO a\r\n");
+    assert!(
+        to(Side::Inside, &outs).iter().all(|o| o.payload.len() <= 1),
+        "nothing beyond a one-byte probe while the window is closed"
+    );
+    let probe = to(Side::Inside, &outs)
+        .into_iter()
+        .find(|o| o.payload.len() == 1)
+        .expect("a one-byte probe");
+    assert_eq!(probe.payload, b"H");
+    // The window opens: the rest follows, from the same log.
+    let f = lab.frame(
+        false,
+        lab.s_isn + 1,
+        Some(lab.c_isn + 2),
+        TcpFlags::ACK,
+        1000,
+        &[],
+        b"",
+    );
+    let (_, outs) = lab.feed(Side::Inside, &f);
+    let rest: Vec<u8> = to(Side::Inside, &outs)
+        .iter()
+        .flat_map(|o| o.payload.clone())
+        .collect();
+    assert_eq!(rest, b"ELO a\r\n");
+}

@@ -445,7 +445,10 @@ impl<P: Policy> Conn<P> {
                 self.emit(ctx, d, f, None, TcpFlags::FIN);
             }
         }
-        self.send_pending(ctx, d, false);
+        // A sender probing a zero window (new bytes or a retransmission) makes the engine
+        // probe the receiver with one byte, so that a lost window update cannot stall both.
+        let probe = !payload.is_empty() && self.halves[d].rcv_wnd == 0;
+        self.send_pending(ctx, d, probe);
         self.send_pending(ctx, r, false);
         let to_other = self.out_side(d);
         let to_from = self.out_side(r);
