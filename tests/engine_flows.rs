@@ -787,8 +787,17 @@ impl PolicyFactory for LineHoldFactory {
 }
 
 #[test]
-fn held_bytes_are_acknowledged_only_once_the_sender_retransmits_them() {
-    let mut lab = Lab::new(Engine::with_policy(cfg(), LineHoldFactory), V4, 10, 20);
+fn held_bytes_are_acknowledged_only_once_the_sender_is_stalled_on_them() {
+    let limits = Limits {
+        ack_held_when_stalled: true,
+        ..Limits::default()
+    };
+    let mut lab = Lab::new(
+        Engine::with_policy(cfg(), LineHoldFactory).with_limits(limits),
+        V4,
+        10,
+        20,
+    );
     lab.handshake();
     let (_, outs) = lab.client(0, 0, TcpFlags::PSH, b"E");
     assert!(
@@ -802,7 +811,12 @@ fn held_bytes_are_acknowledged_only_once_the_sender_retransmits_them() {
     for o in to(Side::Outside, &outs) {
         assert_eq!(lab.c_off(o.t.seg.ack), 0);
     }
-    // The client, stalled, retransmits: the filter acknowledges what it holds.
+    // One retransmission may be loss: still not acknowledged.
+    let (_, outs) = lab.client(0, 0, TcpFlags::PSH, b"EH");
+    for o in to(Side::Outside, &outs) {
+        assert_eq!(lab.c_off(o.t.seg.ack), 0);
+    }
+    // The client, stalled, retransmits again: the filter acknowledges what it holds.
     let (_, outs) = lab.client(0, 0, TcpFlags::PSH, b"EH");
     let cli = to(Side::Outside, &outs);
     assert_eq!(lab.c_off(cli.last().expect("an ACK").t.seg.ack), 2);
@@ -935,4 +949,17 @@ fn a_zero_window_is_probed_with_one_byte_when_the_sender_probes() {
         .flat_map(|o| o.payload.clone())
         .collect();
     assert_eq!(rest, b"ELO a\r\n");
+}
+
+#[test]
+fn held_bytes_are_never_acknowledged_by_default() {
+    let mut lab = Lab::new(Engine::with_policy(cfg(), LineHoldFactory), V4, 10, 20);
+    lab.handshake();
+    lab.client(0, 0, TcpFlags::PSH, b"EH");
+    for _ in 0..3 {
+        let (_, outs) = lab.client(0, 0, TcpFlags::PSH, b"EH");
+        for o in to(Side::Outside, &outs) {
+            assert_eq!(lab.c_off(o.t.seg.ack), 0, "held bytes acknowledged");
+        }
+    }
 }

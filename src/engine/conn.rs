@@ -398,13 +398,20 @@ impl<P: Policy> Conn<P> {
         let next_before = self.halves[d].reasm.next();
         let retrans =
             (off < next_before && !payload.is_empty()).then_some((off, end.min(next_before)));
-        if let Some((_, b)) = retrans {
-            // The sender re-sends bytes the policy still holds undecided: it is stalled
-            // (congestion window or Nagle) waiting for an ACK the receiver cannot give, so the
-            // filter acknowledges the held bytes from now on.
+        if retrans.is_some() {
+            // The sender re-sends bytes the policy still holds undecided, with nothing new:
+            // a second time in a row means it is stalled (congestion window full of small
+            // segments, or Nagle) waiting for an ACK the receiver cannot give. If the limits
+            // allow it, the filter then acknowledges the held bytes (an ACK DESIGN.md §3.4
+            // does not allow, hence off by default). One such retransmission is usually loss.
+            let allowed = ctx.limits.ack_held_when_stalled;
             let h = &mut self.halves[d];
-            if b > h.map.consumed() {
+            let consumed = h.map.consumed();
+            let only_held = end <= next_before && off >= consumed && consumed < next_before;
+            if allowed && only_held && h.stall_at == Some(consumed) {
                 h.held_ack_upto = h.held_ack_upto.max(next_before);
+            } else if only_held {
+                h.stall_at = Some(consumed);
             }
         }
         let out_before = self.halves[d].log.end();

@@ -54,6 +54,8 @@ pub(super) struct Half {
     /// it is: set when the sender retransmits held bytes, a sign that it cannot send more
     /// (congestion window full of one-byte segments, Nagle) until they are acknowledged.
     pub held_ack_upto: u64,
+    /// Consumed offset at the latest retransmission of held bytes only (stall detection).
+    pub stall_at: Option<u64>,
     /// Right window edge (input offset) advertised to the sender.
     pub told_edge: u64,
     /// Latest TCP timestamps option seen from the sender (put on frames to the receiver).
@@ -89,6 +91,7 @@ impl Half {
             rcv_sack: SackBlocks::default(),
             told_ack: 0,
             held_ack_upto: 0,
+            stall_at: None,
             told_edge: 0,
             ts: None,
             rto_at: None,

@@ -405,6 +405,12 @@ pub struct Limits {
     pub rto: Duration,
     /// Retransmissions of unacknowledged output before the engine gives up on it.
     pub max_retries: u32,
+    /// Acknowledge bytes the policy holds undecided once their sender has retransmitted them
+    /// twice with nothing new (it is stalled: a congestion window full of one-byte segments,
+    /// or Nagle). Off by default: DESIGN.md §3.4 forbids acknowledging input whose output
+    /// the receiver has not acknowledged, and a policy that holds only a line's undecided
+    /// prefix (a few bytes) never stalls a sender.
+    pub ack_held_when_stalled: bool,
 }
 
 impl Default for Limits {
@@ -422,6 +428,7 @@ impl Default for Limits {
             closed_linger: Duration::from_secs(30),
             rto: Duration::from_millis(250),
             max_retries: 8,
+            ack_held_when_stalled: false,
         }
     }
 }
@@ -465,10 +472,10 @@ impl FlowKey {
 ///   client sends the data again after the handshake. Data on a RST is never delivered.
 /// - A segment with URG set is always rebuilt without it (receivers disagree on urgent data).
 /// - Bytes the policy holds undecided (a partial verb) are not acknowledged until their
-///   output is decided and acknowledged by the receiver (DESIGN.md §3.4), except when the
-///   sender retransmits them: a client sending one byte per segment fills its congestion
-///   window (or waits under Nagle) before a command line is complete, and without that ACK
-///   neither side could make progress. It then costs the client one retransmission timeout.
+///   output is decided and acknowledged by the receiver (DESIGN.md §3.4). A client sending
+///   one byte per segment can fill its congestion window before a held line completes; a
+///   policy that holds more than a few bytes then stalls it, unless
+///   [`Limits::ack_held_when_stalled`] is set.
 /// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
