@@ -59,6 +59,11 @@ pub(super) struct Conn<P: Policy> {
     pub last_seen: Time,
     pub closed_at: Option<Time>,
     pub report: Option<ConnectionReport>,
+    /// The retransmission deadline under which the engine's timer index files this
+    /// connection.
+    pub indexed_rto: Option<Time>,
+    /// The expiry under which the engine's expiry index files this connection.
+    pub indexed_exp: Option<Time>,
     ip_id: u16,
 }
 
@@ -99,6 +104,8 @@ impl<P: Policy> Conn<P> {
                 server: sock(t.dst, t.seg.dst_port),
                 actions: Vec::new(),
             }),
+            indexed_rto: None,
+            indexed_exp: None,
             ip_id: t.seg.seq as u16,
         };
         let c2s = &mut c.halves[IDX_C2S];
@@ -391,6 +398,22 @@ impl<P: Policy> Conn<P> {
         let next_before = self.halves[d].reasm.next();
         let retrans =
             (off < next_before && !payload.is_empty()).then_some((off, end.min(next_before)));
+        if retrans.is_some() {
+            // The sender re-sends bytes the policy still holds undecided, with nothing new:
+            // a second time in a row means it is stalled (congestion window full of small
+            // segments, or Nagle) waiting for an ACK the receiver cannot give. If the limits
+            // allow it, the filter then acknowledges the held bytes (an ACK DESIGN.md §3.4
+            // does not allow, hence off by default). One such retransmission is usually loss.
+            let allowed = ctx.limits.ack_held_when_stalled;
+            let h = &mut self.halves[d];
+            let consumed = h.map.consumed();
+            let only_held = end <= next_before && off >= consumed && consumed < next_before;
+            if allowed && only_held && h.stall_at == Some(consumed) {
+                h.held_ack_upto = h.held_ack_upto.max(next_before);
+            } else if only_held {
+                h.stall_at = Some(consumed);
+            }
+        }
         let out_before = self.halves[d].log.end();
         if let Err(MustReset(why)) = self.take_input(ctx, d, off, payload) {
             self.filter_reset(ctx, why);
@@ -429,7 +452,10 @@ impl<P: Policy> Conn<P> {
                 self.emit(ctx, d, f, None, TcpFlags::FIN);
             }
         }
-        self.send_pending(ctx, d, false);
+        // A sender probing a zero window (new bytes or a retransmission) makes the engine
+        // probe the receiver with one byte, so that a lost window update cannot stall both.
+        let probe = !payload.is_empty() && self.halves[d].rcv_wnd == 0;
+        self.send_pending(ctx, d, probe);
         self.send_pending(ctx, r, false);
         let to_other = self.out_side(d);
         let to_from = self.out_side(r);
@@ -730,28 +756,13 @@ impl<P: Policy> Conn<P> {
         }
     }
 
-    /// The earliest time this connection needs [`Conn::on_timeout`].
-    pub fn deadline(&self, limits: &Limits) -> Time {
-        let idle = match self.state {
-            State::SynSent => limits.embryonic_timeout,
-            State::Established => limits.idle_timeout,
-            State::Closed | State::Reset => limits.closed_linger,
-        };
-        let base = match self.state {
-            State::Closed | State::Reset => self.closed_at.unwrap_or(self.last_seen),
-            _ => self.last_seen,
-        };
-        let mut t = base.after(idle);
-        for h in &self.halves {
-            if let Some(r) = h.rto_at {
-                t = t.min(r);
-            }
-        }
-        t
+    /// The earliest retransmission deadline of this connection, if any.
+    pub fn rto_deadline(&self) -> Option<Time> {
+        self.halves.iter().filter_map(|h| h.rto_at).min()
     }
 
-    /// True once the connection may be forgotten.
-    pub fn expired(&self, now: Time, limits: &Limits) -> bool {
+    /// When this connection may be forgotten if nothing more happens.
+    pub fn expiry(&self, limits: &Limits) -> Time {
         let (base, idle) = match self.state {
             State::SynSent => (self.last_seen, limits.embryonic_timeout),
             State::Established => (self.last_seen, limits.idle_timeout),
@@ -760,7 +771,7 @@ impl<P: Policy> Conn<P> {
                 limits.closed_linger,
             ),
         };
-        now >= base.after(idle)
+        base.after(idle)
     }
 
     /// Runs the retransmission timers due at `ctx.now`.
@@ -775,6 +786,12 @@ impl<P: Policy> Conn<P> {
             }
             let h = &mut self.halves[d];
             h.rto_at = None;
+            if h.sender_will_retransmit() {
+                // The sender still owns bytes behind this output: its retransmissions drive
+                // ours (served from the log), as they would through a plain forwarder.
+                h.rto_at = Some(ctx.now.after(ctx.limits.rto));
+                continue;
+            }
             if h.retries >= ctx.limits.max_retries {
                 log::debug!("giving up retransmitting unacknowledged output");
                 continue;
@@ -808,7 +825,7 @@ fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset>
             return Err(MustReset("output-after-fin"));
         }
         let n = op.consumed();
-        let Some(input) = h.pending.get(used..used + n) else {
+        let Some(input) = used.checked_add(n).and_then(|e| h.pending.get(used..e)) else {
             return Err(MustReset("policy-consumed-unseen-bytes"));
         };
         match op {

@@ -50,6 +50,12 @@ pub(super) struct Half {
     pub rcv_sack: SackBlocks,
     /// Input offset acknowledged to the sender.
     pub told_ack: u64,
+    /// Held (undecided) input below this offset may be acknowledged once all output before
+    /// it is: set when the sender retransmits held bytes, a sign that it cannot send more
+    /// (congestion window full of one-byte segments, Nagle) until they are acknowledged.
+    pub held_ack_upto: u64,
+    /// Consumed offset at the latest retransmission of held bytes only (stall detection).
+    pub stall_at: Option<u64>,
     /// Right window edge (input offset) advertised to the sender.
     pub told_edge: u64,
     /// Latest TCP timestamps option seen from the sender (put on frames to the receiver).
@@ -84,6 +90,8 @@ impl Half {
             rcv_mss: 536,
             rcv_sack: SackBlocks::default(),
             told_ack: 0,
+            held_ack_upto: 0,
+            stall_at: None,
             told_edge: 0,
             ts: None,
             rto_at: None,
@@ -105,20 +113,31 @@ impl Half {
         }
     }
 
+    /// The sender has data it has not been told arrived: it will retransmit it, which makes
+    /// the engine re-send the matching output. Output beyond that (inserted bytes once the
+    /// sender's data is all acknowledged) and a FIN alone are the engine's to retransmit (a
+    /// FIN costs one small segment, and some stacks do not retransmit theirs in CLOSING).
+    pub fn sender_will_retransmit(&self) -> bool {
+        self.ack_in() < self.reasm.next()
+    }
+
     /// Output (or our FIN) sent and not yet acknowledged.
     pub fn outstanding(&self) -> bool {
         self.sent_max > self.rcv_acked || (self.fin_out.is_some() && !self.fin_acked)
     }
 
     /// How far the sender may be acknowledged (input offset): up to the input whose output
-    /// the receiver has acknowledged; deleted input and held (undecided) input at the end
-    /// count as acknowledged once everything before them is. Never below what was told.
+    /// the receiver has acknowledged; deleted input counts as acknowledged once everything
+    /// before it is. Input held undecided by the policy is not acknowledged (its output is
+    /// not known yet) unless the sender has shown it is stalled on it (`held_ack_upto`).
+    /// Never below what was told.
     pub fn ack_in(&self) -> u64 {
         let o = self.rcv_acked;
-        let consumed = self.map.consumed();
         let mut i = self.map.ack_for(o);
+        let consumed = self.map.consumed();
         if i >= consumed && o >= self.map.lower(consumed) {
-            i = self.reasm.next();
+            // Held bytes the sender has shown it is stalled on (see `held_ack_upto`).
+            i = i.max(self.held_ack_upto.min(self.reasm.next()));
         }
         i.max(self.told_ack)
     }

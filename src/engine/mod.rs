@@ -8,6 +8,28 @@
 //!
 //! Live mode feeds a monotonic clock, replay feeds pcap timestamps, tests a simulated clock:
 //! the same inputs at the same times always give the same outputs.
+//!
+//! How a filtered connection is handled (see `conn.rs` and `half.rs`):
+//! - The client is the sender of a SYN to a filtered port. Each direction ("half") has the
+//!   sender's sequence space (the receiver sees output in the same space: same ISN), a
+//!   [`crate::tcp::Reassembler`], the bytes held by the policy, a [`crate::tcp::EditMap`] and
+//!   an [`crate::tcp::OutputLog`].
+//! - In-order input is fed to the [`Policy`]; its ops append to the output log and the edit
+//!   map. A segment whose bytes pass unchanged is forwarded as it is, or with only its
+//!   sequence, ACK and window fields adjusted (RFC 1624 incremental checksum). Anything else
+//!   is rebuilt from the log (so a retransmission carries, at every output position, the
+//!   bytes emitted the first time), at most the receiver's MSS per segment and within its
+//!   window.
+//! - ACK, SACK and window fields are translated through the edit map of the direction they
+//!   acknowledge and clamped to what the acknowledged endpoint sent (replay of recorded
+//!   endpoints that never saw the rewrite). Deleted input is acknowledged by the
+//!   filter itself (a pure ACK when nothing else carries it). Inserted bytes are the filter's:
+//!   retransmitted on the engine's own timer, and the peer's ACKs of them absorbed. Output
+//!   whose sender still has unacknowledged bytes is re-sent when the sender retransmits
+//!   (the timer leaves it alone), so the engine adds no retransmissions of its own there.
+//! - A FIN leaves after all output of its direction; an endpoint's RST after the data it
+//!   follows; a reset decided by the filter (policy or bound) goes to both sides at the
+//!   sequence number each expects next, and the connection's later frames are dropped.
 
 mod conn;
 mod half;
@@ -20,7 +42,7 @@ use crate::wire::{
     classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
 };
 use conn::{Conn, Ctx};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -383,6 +405,12 @@ pub struct Limits {
     pub rto: Duration,
     /// Retransmissions of unacknowledged output before the engine gives up on it.
     pub max_retries: u32,
+    /// Acknowledge bytes the policy holds undecided once their sender has retransmitted them
+    /// twice with nothing new (it is stalled: a congestion window full of one-byte segments,
+    /// or Nagle). Off by default: DESIGN.md §3.4 forbids acknowledging input whose output
+    /// the receiver has not acknowledged, and a policy that holds only a line's undecided
+    /// prefix (a few bytes) never stalls a sender.
+    pub ack_held_when_stalled: bool,
 }
 
 impl Default for Limits {
@@ -400,6 +428,7 @@ impl Default for Limits {
             closed_linger: Duration::from_secs(30),
             rto: Duration::from_millis(250),
             max_retries: 8,
+            ack_held_when_stalled: false,
         }
     }
 }
@@ -409,6 +438,24 @@ impl Default for Limits {
 struct FlowKey {
     client: (IpAddr, u16),
     server: (IpAddr, u16),
+}
+
+impl FlowKey {
+    /// The greatest key (bounds ranges of the timer index).
+    const MAX: FlowKey = FlowKey {
+        client: (
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )),
+            u16::MAX,
+        ),
+        server: (
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )),
+            u16::MAX,
+        ),
+    };
 }
 
 /// The filter engine of one worker, generic over the policy (the SMTP [`crate::smtp::Session`]
@@ -424,10 +471,11 @@ struct FlowKey {
 /// - A SYN carrying data (TCP Fast Open) to a filtered port goes on without its data; the
 ///   client sends the data again after the handshake. Data on a RST is never delivered.
 /// - A segment with URG set is always rebuilt without it (receivers disagree on urgent data).
-/// - Bytes the policy holds undecided are acknowledged to their sender once everything before
-///   them is acknowledged by the receiver (so that a client typing one byte per segment is
-///   not stalled by Nagle); their output, when decided, is then the filter's to deliver and
-///   is retransmitted on the engine's timer, like injected bytes.
+/// - Bytes the policy holds undecided (a partial verb) are not acknowledged until their
+///   output is decided and acknowledged by the receiver (DESIGN.md §3.4). A client sending
+///   one byte per segment can fill its congestion window before a held line completes; a
+///   policy that holds more than a few bytes then stalls it, unless
+///   [`Limits::ack_held_when_stalled`] is set.
 /// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
@@ -437,6 +485,11 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     conns: BTreeMap<FlowKey, Conn<F::Policy>>,
     out: Output,
     reports: Vec<ConnectionReport>,
+    /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
+    timers: BTreeSet<(Time, FlowKey)>,
+    /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
+    /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
+    expiries: BTreeSet<(Time, FlowKey)>,
 }
 
 impl Engine<SessionFactory> {
@@ -458,6 +511,8 @@ impl<F: PolicyFactory> Engine<F> {
             conns: BTreeMap::new(),
             out: Output::default(),
             reports: Vec::new(),
+            timers: BTreeSet::new(),
+            expiries: BTreeSet::new(),
         }
     }
 
@@ -487,6 +542,8 @@ impl<F: PolicyFactory> Engine<F> {
         sink: &mut FrameSink,
     ) -> Verdict {
         self.stats.frames_in += 1;
+        // Expired connections go as time passes; a few per frame keeps the cost bounded.
+        self.sweep(now, 4);
         let class = classify(frame);
         let verdict = if self.factory.forwards_everything() {
             Verdict::Forward(match class {
@@ -603,7 +660,54 @@ impl<F: PolicyFactory> Engine<F> {
             out: &mut self.out,
             pushed: [0; 2],
         };
-        conn.on_segment(&mut ctx, d, frame, t)
+        let v = conn.on_segment(&mut ctx, d, frame, t);
+        self.reindex(key);
+        v
+    }
+
+    /// Files connection `key` in the timer and expiry indices under its current times.
+    fn reindex(&mut self, key: FlowKey) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let rto = conn.rto_deadline();
+        if conn.indexed_rto != rto {
+            if let Some(old) = std::mem::replace(&mut conn.indexed_rto, rto) {
+                self.timers.remove(&(old, key));
+            }
+            if let Some(t) = rto {
+                self.timers.insert((t, key));
+            }
+        }
+        let exp = conn.expiry(&self.limits);
+        if conn.indexed_exp != Some(exp) {
+            if let Some(old) = conn.indexed_exp.replace(exp) {
+                self.expiries.remove(&(old, key));
+            }
+            self.expiries.insert((exp, key));
+        }
+    }
+
+    /// Forgets up to `max` connections whose expiry is due at `now`.
+    fn sweep(&mut self, now: Time, max: usize) {
+        for _ in 0..max {
+            match self.expiries.first() {
+                Some(&(t, key)) if t <= now => self.forget(key),
+                _ => break,
+            }
+        }
+    }
+
+    fn forget(&mut self, key: FlowKey) {
+        if let Some(c) = self.conns.remove(&key) {
+            if let Some(t) = c.indexed_rto {
+                self.timers.remove(&(t, key));
+            }
+            if let Some(t) = c.indexed_exp {
+                self.expiries.remove(&(t, key));
+            }
+            self.retire(c);
+        }
     }
 
     fn on_syn(
@@ -618,12 +722,11 @@ impl<F: PolicyFactory> Engine<F> {
         if let Some(c) = self.conns.get_mut(&key) {
             if c.same_syn(t) {
                 c.last_seen = now;
+                self.reindex(key);
                 return Verdict::Forward(ForwardReason::Unchanged);
             }
             // A new connection reusing the addresses.
-            if let Some(old) = self.conns.remove(&key) {
-                self.retire(old);
-            }
+            self.forget(key);
         }
         if self.conns.len() >= self.limits.max_connections {
             return Verdict::Drop(DropReason::OverLimit);
@@ -638,6 +741,7 @@ impl<F: PolicyFactory> Engine<F> {
             self.config.record_connections,
         );
         self.conns.insert(key, conn);
+        self.reindex(key);
         self.stats.connections += 1;
         if t.payload_len() > 0 {
             // Data on a SYN (TCP Fast Open) is never delivered: the SYN goes on without it and
@@ -658,18 +762,25 @@ impl<F: PolicyFactory> Engine<F> {
         }
     }
 
-    /// When [`Engine::handle_timeout`] next needs to run, if ever.
+    /// When [`Engine::handle_timeout`] next needs to run, if ever: the next retransmission
+    /// of the engine's own output. Idle and closed connections are forgotten as frames and
+    /// timers come, without a deadline of their own (a caller may still call
+    /// `handle_timeout` at any time to sweep them).
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.conns.values().map(|c| c.deadline(&self.limits)).min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
-        let mut expired = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.deadline(&self.limits) > now {
+        let due: Vec<FlowKey> = self
+            .timers
+            .range(..=(now, FlowKey::MAX))
+            .map(|(_, k)| *k)
+            .collect();
+        for key in due {
+            let Some(conn) = self.conns.get_mut(&key) else {
                 continue;
-            }
+            };
             let mut ctx = Ctx {
                 now,
                 sink,
@@ -679,15 +790,9 @@ impl<F: PolicyFactory> Engine<F> {
                 pushed: [0; 2],
             };
             conn.on_timeout(&mut ctx);
-            if conn.expired(now, &self.limits) {
-                expired.push(*key);
-            }
+            self.reindex(key);
         }
-        for key in expired {
-            if let Some(c) = self.conns.remove(&key) {
-                self.retire(c);
-            }
-        }
+        self.sweep(now, usize::MAX);
     }
 
     /// Counters so far.

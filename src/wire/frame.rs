@@ -406,7 +406,7 @@ pub enum TemplateIp {
 /// Link and IP headers to wrap engine-built segments of one direction in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template {
-    l2: [u8; 22],
+    l2: [u8; 32],
     l2_len: usize,
     /// Source address.
     pub src: IpAddr,
@@ -423,7 +423,7 @@ pub struct Template {
 impl Template {
     /// Takes the headers of a classified frame.
     pub fn from_frame(frame: &[u8], t: &TcpFrame) -> Option<Template> {
-        let mut l2 = [0u8; 22];
+        let mut l2 = [0u8; 32];
         let l2_len = t.ip_off;
         l2.get_mut(..l2_len)?.copy_from_slice(frame.get(..l2_len)?);
         let ip_hdr = frame.get(t.ip_off..t.tcp_off)?;
