@@ -19,7 +19,7 @@
 //!   ASA never normalised line endings.
 //!
 //! The cases need the real engine and policy; against the skeleton's stubs (which forward
-//! everything) they fail, so they are `#[ignore]`d until both are merged. The `lab_*` tests
+//! everything) they failed; they run now that both are merged. The `lab_*` tests
 //! check the lab itself and always run.
 
 #[path = "common/evasion.rs"]
@@ -226,7 +226,6 @@ fn lab_in_data(p: Profile) -> (Lab, usize, Vec<u8>) {
 // The cases.
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn split_at_every_byte_position() {
     for p in PROFILES {
         for v in VERBS {
@@ -246,7 +245,6 @@ fn split_at_every_byte_position() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn one_byte_per_segment() {
     for p in PROFILES {
         for v in VERBS {
@@ -263,7 +261,6 @@ fn one_byte_per_segment() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn out_of_order_delivery() {
     for p in PROFILES {
         for v in VERBS {
@@ -286,7 +283,6 @@ fn out_of_order_delivery() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn overlapping_retransmissions_first_accepted_bytes_win() {
     for p in PROFILES {
         for v in VERBS {
@@ -403,7 +399,6 @@ fn atomic_fragment(p: Profile, v6: bool, verb: &str) {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn ipv4_fragments() {
     for p in PROFILES {
         for v in VERBS {
@@ -415,7 +410,6 @@ fn ipv4_fragments() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn ipv6_fragments() {
     for p in PROFILES {
         for v in VERBS {
@@ -427,7 +421,6 @@ fn ipv6_fragments() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn urgent_pointer_in_body() {
     for p in PROFILES {
         for v in VERBS {
@@ -452,7 +445,6 @@ fn urgent_pointer_in_body() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn syn_with_data() {
     for p in PROFILES {
         for v in VERBS {
@@ -496,7 +488,6 @@ fn syn_with_data() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn segments_outside_the_window() {
     for p in PROFILES {
         for v in VERBS {
@@ -535,7 +526,6 @@ fn segments_outside_the_window() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn bad_checksums_never_enter_the_stream() {
     for p in PROFILES {
         for v in VERBS {
@@ -568,7 +558,6 @@ fn bad_checksums_never_enter_the_stream() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pipelined_in_one_segment() {
     for p in PROFILES {
         for v in VERBS {
@@ -589,7 +578,6 @@ fn pipelined_in_one_segment() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn data_answered_503_then_commands_cve_2000_1022() {
     for p in PROFILES {
         for v in VERBS {
@@ -611,7 +599,6 @@ fn data_answered_503_then_commands_cve_2000_1022() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn commands_pipelined_after_starttls_cve_2011_0411() {
     for p in PROFILES {
         for v in VERBS {
@@ -644,7 +631,6 @@ fn commands_pipelined_after_starttls_cve_2011_0411() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn bare_lf_bare_cr_and_nul_in_command_lines() {
     for p in PROFILES {
         for v in VERBS {
@@ -670,7 +656,6 @@ fn bare_lf_bare_cr_and_nul_in_command_lines() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn leading_spaces_and_mixed_case() {
     for p in PROFILES {
         for v in VERBS {
@@ -705,7 +690,6 @@ fn leading_spaces_and_mixed_case() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn over_long_lines() {
     for p in PROFILES {
         for v in VERBS {
@@ -748,7 +732,6 @@ fn over_long_lines() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn smuggling_end_of_data_all_profiles() {
     // `\n.\r\n` and `.\n`: a line ends at LF in every profile, so the filter and the server
     // agree that the message ended, and what follows is filtered as commands.
@@ -778,7 +761,6 @@ fn smuggling_end_of_data_all_profiles() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn smuggling_bare_cr_under_strict() {
     let p = Profile::Strict;
     for v in VERBS {
@@ -799,7 +781,6 @@ fn smuggling_bare_cr_under_strict() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn rst_or_fin_carrying_data() {
     for p in PROFILES {
         for v in VERBS {
@@ -832,7 +813,6 @@ fn rst_or_fin_carrying_data() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn rst_desynchronisation() {
     // A RST the receiver ignores (not exactly at its next sequence number, RFC 5961) must not
     // make the filter forget the connection: the stream goes on and is still filtered. Sent by
@@ -873,7 +853,6 @@ fn rst_desynchronisation() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn idle_connection_then_verb() {
     // An SMTP server waits 5 minutes for the next command (RFC 5321 §4.5.3.2.7). If the filter
     // forgets an idle connection sooner and then forwards its segments untouched, waiting is
@@ -896,7 +875,6 @@ fn idle_connection_then_verb() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn end_of_data_split_at_every_byte_position() {
     // The terminator split across segments must still end the message for the filter (old
     // PIX releases broke here), so the verb after it is filtered as a command.
@@ -927,7 +905,6 @@ fn end_of_data_split_at_every_byte_position() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pipelined_data_and_body_in_one_segment() {
     // The body starts only at the server's 354. RFC 2920 makes DATA the last command of a
     // group, so a filter may either hold what follows DATA until the reply (the body passes
@@ -954,7 +931,6 @@ fn pipelined_data_and_body_in_one_segment() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn bdat_chunks_pass_by_length() {
     // strict allows BDAT: the chunk passes untouched by its length, even when it looks like
     // commands, and what follows it is filtered again. Elsewhere BDAT is blocked and the
@@ -996,7 +972,6 @@ fn bdat_chunks_pass_by_length() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn auth_continuation_lines() {
     // Where AUTH is allowed (asa, strict), the line after a 334 is a SASL response and passes;
     // an AUTH the server refuses (504) leaves the next line a command, so a filter that
@@ -1038,7 +1013,6 @@ fn auth_continuation_lines() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn body_is_not_filtered_and_commands_after_it_are() {
     for p in PROFILES {
         for v in VERBS {
@@ -1059,7 +1033,6 @@ fn body_is_not_filtered_and_commands_after_it_are() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn ipv6_split_at_every_byte_position() {
     for p in PROFILES {
         let text = line("EXPN");

@@ -67,7 +67,6 @@ fn regressions_replay() {
 /// The engine regressions and seeds again, with the §3.2 check on (the pass-through stubs
 /// violate it, so this waits for the real engine).
 #[test]
-#[ignore = "needs engine+policy"]
 fn engine_inputs_replay_with_contract_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for kind in ["regressions", "seeds"] {

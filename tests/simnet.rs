@@ -703,13 +703,11 @@ fn off_profile_over_a_bad_network_delivers_the_identity_for_every_seed() {
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn pix40_profile_over_a_bad_network_delivers_its_transform_for_every_seed() {
     sweep(Profile::Pix40);
 }
 
 #[test]
-#[ignore = "needs engine+policy"]
 fn strict_profile_over_a_bad_network_delivers_its_transform_for_every_seed() {
     sweep(Profile::Strict);
 }
@@ -717,7 +715,6 @@ fn strict_profile_over_a_bad_network_delivers_its_transform_for_every_seed() {
 /// The masking profiles keep lengths, except that asa and pix51 mask banners and asa
 /// rewrites the EHLO reply in place: beyond the three, for depth.
 #[test]
-#[ignore = "needs engine+policy"]
 fn pix44_pix51_asa_profiles_over_a_bad_network_deliver_their_transform_for_every_seed() {
     for profile in [Profile::Pix44, Profile::Pix51, Profile::Asa] {
         sweep(profile);
