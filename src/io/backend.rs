@@ -7,7 +7,9 @@
 //!   single `poll(2)` and then drain each without blocking, so one read timeout covers both
 //!   sides and a batch can mix them.
 //! - Frames are read into a [`FrameBatch`] owned by the caller, so the caller can send
-//!   (through the same backend) while it walks the batch.
+//!   (through the same backend) while it walks the batch. It is the engine's
+//!   [`FrameSink`](crate::engine::FrameSink) under another name: both are "frames with a
+//!   side, in order", and one type keeps one implementation.
 //! - A frame larger than [`MAX_FRAME`] is never handed on truncated: it is dropped and
 //!   counted in [`IoStats::rx_truncated`].
 
@@ -23,49 +25,10 @@ pub const MAX_FRAME: usize = 65536 + 14 + 8;
 /// Default upper bound of frames read per [`Backend::recv_batch`] call.
 pub const DEFAULT_BATCH: usize = 64;
 
-/// Frames read in one [`Backend::recv_batch`] call, in arrival order per side.
-#[derive(Debug, Default)]
-pub struct FrameBatch {
-    buf: Vec<u8>,
-    frames: Vec<(Side, std::ops::Range<usize>)>,
-}
-
-impl FrameBatch {
-    /// An empty batch.
-    pub fn new() -> FrameBatch {
-        FrameBatch::default()
-    }
-
-    /// Empties the batch, keeping its allocations.
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.frames.clear();
-    }
-
-    /// Appends a frame read from `side`.
-    pub fn push(&mut self, side: Side, frame: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(frame);
-        self.frames.push((side, start..self.buf.len()));
-    }
-
-    /// Number of frames in the batch.
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// True when the batch holds no frame.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    /// The frames in order, each with the side it was read from.
-    pub fn iter(&self) -> impl Iterator<Item = (Side, &[u8])> + '_ {
-        self.frames
-            .iter()
-            .filter_map(move |(side, r)| self.buf.get(r.clone()).map(|f| (*side, f)))
-    }
-}
+/// Frames read in one [`Backend::recv_batch`] call, in arrival order, each with the side it
+/// was read from. The same buffer type the engine emits into: one flat byte buffer plus
+/// ranges, reused across calls so the packet path does not allocate.
+pub type FrameBatch = crate::engine::FrameSink;
 
 /// Counters of the I/O layer of one worker (the engine keeps its own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -272,7 +235,7 @@ mod tests {
 
     #[test]
     fn batch_keeps_frames_and_sides_in_order() {
-        let mut b = FrameBatch::new();
+        let mut b = FrameBatch::default();
         b.push(Side::Outside, b"one");
         b.push(Side::Inside, b"");
         b.push(Side::Inside, b"three");

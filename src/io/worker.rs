@@ -165,7 +165,7 @@ impl<B: Backend> Worker<B> {
             self.config.index,
             self.backend.name()
         );
-        let mut batch = FrameBatch::new();
+        let mut batch = FrameBatch::default();
         let mut next_report = self.config.report_every.map(|d| Instant::now() + d);
         let error = loop {
             match control.try_recv() {
