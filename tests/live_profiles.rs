@@ -202,13 +202,11 @@ fn pix51_kb_session(c: &mut SmtpClient) -> std::io::Result<()> {
         )));
     }
     expect_code(&c.command("HELO kb.example")?, "250", "HELO")?;
-    expect_code(&c.command("MAIL FROM:<kb@outside.example>")?, "250", "MAIL")?;
-    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
-    expect_code(&c.command("DATA")?, "354", "DATA")?;
-    c.send_raw(b"Subject: kb banner mask\r\n\r\nbanner masked, mail delivered\r\n")?;
-    expect_code(&c.command(".")?, "250", "end of data")?;
-    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
-    Ok(())
+    mail_to_bob_then_quit(
+        c,
+        "kb@outside.example",
+        b"Subject: kb banner mask\r\n\r\nbanner masked, mail delivered\r\n",
+    )
 }
 
 #[test]
@@ -338,6 +336,18 @@ fn expect_code(reply: &str, code: &str, what: &str) -> std::io::Result<()> {
     }
 }
 
+/// MAIL FROM `from`, RCPT TO bob, DATA with `message` (headers, blank line, body; CRLF
+/// line ends), end of data and QUIT, each reply checked for its success code.
+fn mail_to_bob_then_quit(c: &mut SmtpClient, from: &str, message: &[u8]) -> std::io::Result<()> {
+    expect_code(&c.command(&format!("MAIL FROM:<{from}>"))?, "250", "MAIL")?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("DATA")?, "354", "DATA")?;
+    c.send_raw(message)?;
+    expect_code(&c.command(".")?, "250", "end of data")?;
+    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
+    Ok(())
+}
+
 /// Telnet in character mode under strict: every command arrives one byte per segment.
 fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&c.reply()?, "220", "greeting")?;
@@ -346,17 +356,11 @@ fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&vrfy, "5", "VRFY (blocked, X-ed, refused by the server)")?;
     let expn = c.command("EXPN staff")?;
     expect_code(&expn, "5", "EXPN (blocked)")?;
-    expect_code(
-        &c.command("MAIL FROM:<slow@outside.example>")?,
-        "250",
-        "MAIL",
-    )?;
-    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
-    expect_code(&c.command("DATA")?, "354", "DATA")?;
-    c.send_raw(b"Subject: typed slowly under strict\r\n\r\nVRFY in the body is data\r\n")?;
-    expect_code(&c.command(".")?, "250", "end of data")?;
-    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
-    Ok(())
+    mail_to_bob_then_quit(
+        c,
+        "slow@outside.example",
+        b"Subject: typed slowly under strict\r\n\r\nVRFY in the body is data\r\n",
+    )
 }
 
 #[test]
@@ -417,17 +421,11 @@ fn pix40_session(c: &mut SmtpClient) -> std::io::Result<()> {
             "VRFY: expected the filter's 250 OK, got {vrfy:?}"
         )));
     }
-    expect_code(
-        &c.command("MAIL FROM:<old@outside.example>")?,
-        "250",
-        "MAIL",
-    )?;
-    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
-    expect_code(&c.command("DATA")?, "354", "DATA")?;
-    c.send_raw(b"Subject: after a blocked VRFY\r\n\r\nsequence fix-ups hold\r\n")?;
-    expect_code(&c.command(".")?, "250", "end of data")?;
-    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
-    Ok(())
+    mail_to_bob_then_quit(
+        c,
+        "old@outside.example",
+        b"Subject: after a blocked VRFY\r\n\r\nsequence fix-ups hold\r\n",
+    )
 }
 
 #[test]
