@@ -98,6 +98,15 @@ fn each_combo(
     }
 }
 
+/// The first server line the client read (the banner) is `expected`.
+fn assert_banner(what: &str, t: &str, expected: &str) {
+    assert_eq!(
+        server_lines(t).first().map(String::as_str),
+        Some(expected),
+        "{what}: banner: {t}"
+    );
+}
+
 fn delivered(what: &str, t: &str, mails: &[String]) {
     assert_eq!(
         mails.len(),
@@ -115,10 +124,9 @@ fn delivered(what: &str, t: &str, mails: &[String]) {
 #[test]
 fn pix40_replaces_banner_and_answers_ehlo_itself() {
     each_combo("pix40", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
         let banner = pix40_banner(greeting());
         assert_eq!(banner.len(), greeting().len());
-        assert_eq!(lines.first(), Some(&banner), "{what}: banner: {t}");
+        assert_banner(what, t, &banner);
         assert_eq!(
             ehlo_reply(t),
             vec!["250 OK".to_string()],
@@ -167,12 +175,7 @@ fn ehlo_xed_then_helo(what: &str, t: &str, cmds: &[String], mails: &[String]) {
 #[test]
 fn pix44_masks_banner_text_and_xes_ehlo() {
     each_combo("pix44", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix44_banner(greeting())),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix44_banner(greeting()));
         ehlo_xed_then_helo(what, t, cmds, mails);
     });
 }
@@ -180,12 +183,7 @@ fn pix44_masks_banner_text_and_xes_ehlo() {
 #[test]
 fn pix51_keeps_twos_and_zeros_and_xes_ehlo() {
     each_combo("pix51", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix51_banner(greeting(), false)),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix51_banner(greeting(), false));
         ehlo_xed_then_helo(what, t, cmds, mails);
     });
 }
@@ -230,12 +228,7 @@ fn pix51_kb_banner_mask_masks_the_separator() {
 #[test]
 fn asa_masks_unlisted_ehlo_keywords() {
     each_combo("asa", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix51_banner(greeting(), false)),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix51_banner(greeting(), false));
         let reply = ehlo_reply(t);
         for kept in [
             "250-PIPELINING",
@@ -274,12 +267,7 @@ fn asa_masks_unlisted_ehlo_keywords() {
 #[test]
 fn strict_removes_blocked_extensions_and_keeps_esmtp() {
     each_combo("strict", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix51_banner(greeting(), false)),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix51_banner(greeting(), false));
         let reply = ehlo_reply(t);
         let expected: Vec<String> = [
             "250-mail2000.lab.example",
