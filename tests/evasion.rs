@@ -129,6 +129,15 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+/// Lets `secs` seconds of simulated time pass (rounded down to whole steps) in steps of
+/// `step` seconds, running the engine's due timers after each step.
+fn idle(lab: &mut Lab, secs: u64, step: u64) {
+    for _ in 0..secs / step {
+        lab.now = lab.now.after(std::time::Duration::from_secs(step));
+        lab.drain_timers();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Common assertions.
 
@@ -839,10 +848,7 @@ fn rst_desynchronisation() {
                 lab.inject(Side::Outside, &f);
                 lab.settle();
                 assert!(!lab.server.rst, "{p} {label}: the server took the RST");
-                for _ in 0..pause / 5 {
-                    lab.now = lab.now.after(std::time::Duration::from_secs(5));
-                    lab.drain_timers();
-                }
+                idle(&mut lab, pause, 5);
                 lab.send(base, &line(v));
                 lab.drain_timers();
                 // The filter kept filtering, or it reset both sides itself.
@@ -862,10 +868,7 @@ fn idle_connection_then_verb() {
             for pause in [30u64, 120, 290] {
                 let label = format!("{v} after {pause} s idle");
                 let (mut lab, base) = connected(p);
-                for _ in 0..pause / 10 {
-                    lab.now = lab.now.after(std::time::Duration::from_secs(10));
-                    lab.drain_timers();
-                }
+                idle(&mut lab, pause, 10);
                 lab.send(base, &line(v));
                 lab.drain_timers();
                 expect_server_one_of(&lab, p, &label, &[cmd(p, &line(v)), Vec::new()]);

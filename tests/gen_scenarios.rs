@@ -4,9 +4,13 @@
 //!
 //! tshark is required (scripts/install-deps.sh installs it).
 
+#[path = "common/tshark.rs"]
+mod tshark;
+
 use mailguard::cli::gen::{scenario, ScenarioName, KB320027_GREETING};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tshark::{follow_stream, frames_matching, tshark};
 
 fn gen_scenario(name: ScenarioName, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{}.pcap", name.name()));
@@ -23,56 +27,14 @@ fn gen_scenario(name: ScenarioName, dir: &Path) -> PathBuf {
     out
 }
 
-/// tshark's stdout; panics with its stderr if it fails.
-fn tshark(pcap: &Path, args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args([
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "ip.check_checksum:TRUE",
-        ])
-        .args(args)
-        .output()
-        .expect("tshark must be installed (scripts/install-deps.sh)");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 /// Number of frames matching a display filter.
 fn count(pcap: &Path, filter: &str) -> usize {
-    tshark(pcap, &["-Y", filter, "-T", "fields", "-e", "frame.number"])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
+    frames_matching(pcap, filter).len()
 }
 
-/// The two directions of TCP stream 0 as tshark's `follow,tcp,raw` reassembles them:
-/// (node 0 = client, node 1 = server).
+/// The two directions of TCP stream 0 (node 0 = client, node 1 = server).
 fn follow(pcap: &Path) -> (Vec<u8>, Vec<u8>) {
-    let text = tshark(pcap, &["-q", "-z", "follow,tcp,raw,0"]);
-    let (mut c, mut s) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        let hex = line.trim();
-        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        let bytes: Vec<u8> = (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
-            .collect();
-        if line.starts_with('\t') {
-            s.extend_from_slice(&bytes);
-        } else {
-            c.extend_from_slice(&bytes);
-        }
-    }
-    (c, s)
+    follow_stream(pcap, 0)
 }
 
 fn tempdir() -> tempfile::TempDir {

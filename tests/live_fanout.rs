@@ -126,7 +126,7 @@ fn fanout_is_symmetric<B: Backend + 'static>(
 
     // flow -> set of (worker, side) that read one of its frames.
     let mut seen: BTreeMap<(u16, u16), BTreeSet<(usize, &'static str)>> = BTreeMap::new();
-    let mut batch = FrameBatch::new();
+    let mut batch = FrameBatch::default();
     for (w, backend) in workers.iter_mut().enumerate() {
         let mut idle_rounds = 0;
         // Every frame is queued already; stop after a few empty waits (bounded).

@@ -98,6 +98,15 @@ fn each_combo(
     }
 }
 
+/// The first server line the client read (the banner) is `expected`.
+fn assert_banner(what: &str, t: &str, expected: &str) {
+    assert_eq!(
+        server_lines(t).first().map(String::as_str),
+        Some(expected),
+        "{what}: banner: {t}"
+    );
+}
+
 fn delivered(what: &str, t: &str, mails: &[String]) {
     assert_eq!(
         mails.len(),
@@ -115,10 +124,9 @@ fn delivered(what: &str, t: &str, mails: &[String]) {
 #[test]
 fn pix40_replaces_banner_and_answers_ehlo_itself() {
     each_combo("pix40", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
         let banner = pix40_banner(greeting());
         assert_eq!(banner.len(), greeting().len());
-        assert_eq!(lines.first(), Some(&banner), "{what}: banner: {t}");
+        assert_banner(what, t, &banner);
         assert_eq!(
             ehlo_reply(t),
             vec!["250 OK".to_string()],
@@ -167,12 +175,7 @@ fn ehlo_xed_then_helo(what: &str, t: &str, cmds: &[String], mails: &[String]) {
 #[test]
 fn pix44_masks_banner_text_and_xes_ehlo() {
     each_combo("pix44", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix44_banner(greeting())),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix44_banner(greeting()));
         ehlo_xed_then_helo(what, t, cmds, mails);
     });
 }
@@ -180,12 +183,7 @@ fn pix44_masks_banner_text_and_xes_ehlo() {
 #[test]
 fn pix51_keeps_twos_and_zeros_and_xes_ehlo() {
     each_combo("pix51", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix51_banner(greeting(), false)),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix51_banner(greeting(), false));
         ehlo_xed_then_helo(what, t, cmds, mails);
     });
 }
@@ -202,13 +200,11 @@ fn pix51_kb_session(c: &mut SmtpClient) -> std::io::Result<()> {
         )));
     }
     expect_code(&c.command("HELO kb.example")?, "250", "HELO")?;
-    expect_code(&c.command("MAIL FROM:<kb@outside.example>")?, "250", "MAIL")?;
-    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
-    expect_code(&c.command("DATA")?, "354", "DATA")?;
-    c.send_raw(b"Subject: kb banner mask\r\n\r\nbanner masked, mail delivered\r\n")?;
-    expect_code(&c.command(".")?, "250", "end of data")?;
-    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
-    Ok(())
+    mail_to_bob_then_quit(
+        c,
+        "kb@outside.example",
+        b"Subject: kb banner mask\r\n\r\nbanner masked, mail delivered\r\n",
+    )
 }
 
 #[test]
@@ -232,12 +228,7 @@ fn pix51_kb_banner_mask_masks_the_separator() {
 #[test]
 fn asa_masks_unlisted_ehlo_keywords() {
     each_combo("asa", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix51_banner(greeting(), false)),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix51_banner(greeting(), false));
         let reply = ehlo_reply(t);
         for kept in [
             "250-PIPELINING",
@@ -276,12 +267,7 @@ fn asa_masks_unlisted_ehlo_keywords() {
 #[test]
 fn strict_removes_blocked_extensions_and_keeps_esmtp() {
     each_combo("strict", &[], |what, t, cmds, mails| {
-        let lines = server_lines(t);
-        assert_eq!(
-            lines.first(),
-            Some(&pix51_banner(greeting(), false)),
-            "{what}: banner: {t}"
-        );
+        assert_banner(what, t, &pix51_banner(greeting(), false));
         let reply = ehlo_reply(t);
         let expected: Vec<String> = [
             "250-mail2000.lab.example",
@@ -338,6 +324,18 @@ fn expect_code(reply: &str, code: &str, what: &str) -> std::io::Result<()> {
     }
 }
 
+/// MAIL FROM `from`, RCPT TO bob, DATA with `message` (headers, blank line, body; CRLF
+/// line ends), end of data and QUIT, each reply checked for its success code.
+fn mail_to_bob_then_quit(c: &mut SmtpClient, from: &str, message: &[u8]) -> std::io::Result<()> {
+    expect_code(&c.command(&format!("MAIL FROM:<{from}>"))?, "250", "MAIL")?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("DATA")?, "354", "DATA")?;
+    c.send_raw(message)?;
+    expect_code(&c.command(".")?, "250", "end of data")?;
+    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
+    Ok(())
+}
+
 /// Telnet in character mode under strict: every command arrives one byte per segment.
 fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&c.reply()?, "220", "greeting")?;
@@ -346,17 +344,11 @@ fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&vrfy, "5", "VRFY (blocked, X-ed, refused by the server)")?;
     let expn = c.command("EXPN staff")?;
     expect_code(&expn, "5", "EXPN (blocked)")?;
-    expect_code(
-        &c.command("MAIL FROM:<slow@outside.example>")?,
-        "250",
-        "MAIL",
-    )?;
-    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
-    expect_code(&c.command("DATA")?, "354", "DATA")?;
-    c.send_raw(b"Subject: typed slowly under strict\r\n\r\nVRFY in the body is data\r\n")?;
-    expect_code(&c.command(".")?, "250", "end of data")?;
-    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
-    Ok(())
+    mail_to_bob_then_quit(
+        c,
+        "slow@outside.example",
+        b"Subject: typed slowly under strict\r\n\r\nVRFY in the body is data\r\n",
+    )
 }
 
 #[test]
@@ -417,17 +409,11 @@ fn pix40_session(c: &mut SmtpClient) -> std::io::Result<()> {
             "VRFY: expected the filter's 250 OK, got {vrfy:?}"
         )));
     }
-    expect_code(
-        &c.command("MAIL FROM:<old@outside.example>")?,
-        "250",
-        "MAIL",
-    )?;
-    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
-    expect_code(&c.command("DATA")?, "354", "DATA")?;
-    c.send_raw(b"Subject: after a blocked VRFY\r\n\r\nsequence fix-ups hold\r\n")?;
-    expect_code(&c.command(".")?, "250", "end of data")?;
-    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
-    Ok(())
+    mail_to_bob_then_quit(
+        c,
+        "old@outside.example",
+        b"Subject: after a blocked VRFY\r\n\r\nsequence fix-ups hold\r\n",
+    )
 }
 
 #[test]

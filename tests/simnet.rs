@@ -8,8 +8,8 @@
 //!
 //! For each seed a run must: complete (QUIT answered by 221, both sockets closed) within
 //! [`SIM_LIMIT`]; deliver to each endpoint exactly the policy's transform of what its peer
-//! wrote (see `common::expect`); and every frame the engine emitted must pass the wire checks
-//! of `common::wirecheck` (DESIGN.md §3). Filtering profiles are also checked for what the
+//! wrote (`mailguard::smtp::transform`); and every frame the engine emitted must pass the
+//! wire checks of `common::wirecheck` (DESIGN.md §3). Filtering profiles are also checked for what the
 //! profile is for (the blocked verb never reaches the server, and so on).
 //!
 //! `SIMNET_SEEDS=N` runs N seeds per profile instead of [`SEEDS`]; `SIMNET_SEED=S` runs the
@@ -36,7 +36,7 @@
 
 mod common;
 
-use common::expect::{policy_ops, transform, EditMap};
+use common::expect::{policy_ops, EditMap};
 use common::middlebox::{Broken, Defect, EngineBox, Middlebox};
 use common::simlink::{
     host_ip, Endpoint, EndpointParams, Impairment, Lane, LaneStats, Rng, SimTime,
@@ -44,7 +44,7 @@ use common::simlink::{
 use common::smtpscript::{client_script, Client, Dialogue, PolicyPipe, Server, Variant};
 use common::wirecheck::{check, parse, Kind, Links, Tap, Trace, TraceEvent, Violation, FIN};
 use mailguard::engine::{EngineConfig, FailMode, Side, Time};
-use mailguard::smtp::{Dir, PolicyConfig, Profile};
+use mailguard::smtp::{transform, Dir, PolicyConfig, Profile};
 use smoltcp::socket::tcp::State;
 use std::sync::Arc;
 

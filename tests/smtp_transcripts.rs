@@ -72,6 +72,31 @@ fn check(
     t
 }
 
+/// [`check`] under pix44 and under pix51, which treat the session alike but for the masked
+/// greeting: the server receives `to_server`, the client [`G44`] or [`G51`] then `replies`.
+/// Returns pix51's transcript.
+fn check_pix44_pix51(
+    name: &str,
+    script: &[(Dir, &[u8])],
+    to_server: &[u8],
+    replies: &[u8],
+) -> Transcript {
+    check(
+        name,
+        cfg(Profile::Pix44),
+        script,
+        to_server,
+        &cat(&[G44, replies]),
+    );
+    check(
+        name,
+        cfg(Profile::Pix51),
+        script,
+        to_server,
+        &cat(&[G51, replies]),
+    )
+}
+
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
@@ -190,20 +215,7 @@ fn s02_ehlo_refused_helo_fallback() {
         &cat(&[G40, b"250 OK\r\n250 mail20 Hello\r\n221 bye\r\n"]),
     );
     let masked: &[u8] = b"XXXXXXXXXXXXXXXXXXXXXXX\r\nHELO client.example.org\r\nQUIT\r\n";
-    check(
-        "ehlo-fallback",
-        cfg(Profile::Pix44),
-        full,
-        masked,
-        &cat(&[G44, replies]),
-    );
-    let t = check(
-        "ehlo-fallback",
-        cfg(Profile::Pix51),
-        full,
-        masked,
-        &cat(&[G51, replies]),
-    );
+    let t = check_pix44_pix51("ehlo-fallback", full, masked, replies);
     assert!(blocked(&t, "EHLO"));
     // asa and strict allow EHLO; this old server refuses it anyway (no EHLO reply rewrite).
     for p in [Profile::Asa, Profile::Strict] {
@@ -266,20 +278,7 @@ fn s03_auth_login() {
     let pix_sent: &[u8] = b"XXXXXX\r\nHELO c\r\nXXXXXXXXXX\r\nXXXXXXXX\r\nQUIT\r\n";
     let pix_replies: &[u8] =
         b"500 unrecognized\r\n250 mail20\r\n500 unrecognized\r\n500 unrecognized\r\n221 bye\r\n";
-    check(
-        "auth-login",
-        cfg(Profile::Pix44),
-        pix,
-        pix_sent,
-        &cat(&[G44, pix_replies]),
-    );
-    let t = check(
-        "auth-login",
-        cfg(Profile::Pix51),
-        pix,
-        pix_sent,
-        &cat(&[G51, pix_replies]),
-    );
+    let t = check_pix44_pix51("auth-login", pix, pix_sent, pix_replies);
     assert!(blocked(&t, "AUTH"));
     assert!(blocked(&t, "DXNLCG=="));
     let t = check(
@@ -390,20 +389,7 @@ fn s04_x_link2state() {
     ];
     let pix_sent = cat(&[b"XXXXXXXXX\r\n", XL2S_X, b"QUIT\r\n"]);
     let pix_replies: &[u8] = b"500 unrecognized\r\n500 unrecognized\r\n221 bye\r\n";
-    check(
-        "x-link2state",
-        cfg(Profile::Pix44),
-        pix,
-        &pix_sent,
-        &cat(&[G44, pix_replies]),
-    );
-    check(
-        "x-link2state",
-        cfg(Profile::Pix51),
-        pix,
-        &pix_sent,
-        &cat(&[G51, pix_replies]),
-    );
+    check_pix44_pix51("x-link2state", pix, &pix_sent, pix_replies);
     check(
         "x-link2state",
         cfg(Profile::Pix40),
@@ -904,20 +890,7 @@ fn s10_starttls() {
     ];
     let pix_sent: &[u8] = b"XXXXXXXX\r\nMAIL FROM:<x@y>\r\nQUIT\r\n";
     let r: &[u8] = b"500 unrecognized\r\n250 ok\r\n221 bye\r\n";
-    check(
-        "starttls",
-        cfg(Profile::Pix44),
-        pix,
-        pix_sent,
-        &cat(&[G44, r]),
-    );
-    check(
-        "starttls",
-        cfg(Profile::Pix51),
-        pix,
-        pix_sent,
-        &cat(&[G51, r]),
-    );
+    check_pix44_pix51("starttls", pix, pix_sent, r);
     check(
         "starttls",
         cfg(Profile::Pix40),

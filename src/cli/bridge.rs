@@ -6,8 +6,8 @@
 //! SIGINT and SIGTERM set a flag the main thread polls; workers get [`Control::Stop`], send
 //! their last counters and exit; dropping the offload guards restores interface settings.
 
-use super::{CliError, PolicyArgs};
-use crate::engine::{DropReason, ForwardReason, Side, Stats};
+use super::{dropped_by_reason, forwarded_by_reason, join_counts, CliError, PolicyArgs};
+use crate::engine::{Side, Stats};
 use crate::io::afpacket::{self, OffloadGuard};
 use crate::io::backend::{check_interface_up, Backend, IoStats, MAX_FRAME};
 use crate::io::tap;
@@ -370,48 +370,17 @@ fn summary(elapsed: Duration, stats: &Stats, io: &IoStats, capture_dropped: u64)
         elapsed.as_secs_f64(),
         stats_line(stats, io)
     );
-    let nonzero = |names: Vec<(&str, u64)>| -> String {
-        let v: Vec<String> = names
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(" ")
-        }
+    let nonzero = |counts: Vec<(&str, u64)>| -> String {
+        join_counts(counts, "=", " ", true).unwrap_or_else(|| "none".to_string())
     };
-    let fwd = ForwardReason::ALL
-        .iter()
-        .map(|r| {
-            (
-                r.name(),
-                stats.forwarded.get(*r as usize).copied().unwrap_or(0),
-            )
-        })
-        .collect();
-    let drop = DropReason::ALL
-        .iter()
-        .map(|r| {
-            (
-                r.name(),
-                stats.dropped.get(*r as usize).copied().unwrap_or(0),
-            )
-        })
-        .collect();
     out += &format!(
         "  forwarded: {}\n  dropped: {}\n",
-        nonzero(fwd),
-        nonzero(drop)
+        nonzero(forwarded_by_reason(stats)),
+        nonzero(dropped_by_reason(stats))
     );
     let by_verb = |m: &std::collections::BTreeMap<crate::smtp::VerbName, u64>| -> String {
-        let v: Vec<String> = m.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(" ")
-        }
+        join_counts(m.iter().map(|(k, n)| (k, *n)), "=", " ", false)
+            .unwrap_or_else(|| "none".to_string())
     };
     out += &format!(
         "  commands: {}\n  blocked: {}\n",
@@ -508,6 +477,7 @@ fn supervise(args: &Args, running: Running) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ForwardReason;
     use clap::Parser;
 
     #[derive(Parser)]

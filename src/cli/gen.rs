@@ -448,6 +448,17 @@ fn postfix_open(client: &str) -> Vec<Action> {
     ]
 }
 
+/// Alice's envelope to Bob, each command accepted by Postfix: `MAIL FROM` (with
+/// `mail_params` after the address) and `RCPT TO`.
+fn alice_to_bob(script: &mut Vec<Action>, mail_params: &str) {
+    script.push(c(&format!(
+        "MAIL FROM:<alice@example.org>{mail_params}\r\n"
+    )));
+    script.push(s("250 2.1.0 Ok\r\n"));
+    script.push(c("RCPT TO:<bob@example.net>\r\n"));
+    script.push(s("250 2.1.5 Ok\r\n"));
+}
+
 fn postfix_close(script: &mut Vec<Action>) {
     script.push(c("QUIT\r\n"));
     script.push(s("221 2.0.0 Bye\r\n"));
@@ -615,10 +626,7 @@ fn bdat() -> Scenario {
         .\r\n\
         QUIT\r\n";
     let mut sc = postfix_open("client.example.org");
-    sc.push(c("MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"));
-    sc.push(s("250 2.1.0 Ok\r\n"));
-    sc.push(c("RCPT TO:<bob@example.net>\r\n"));
-    sc.push(s("250 2.1.5 Ok\r\n"));
+    alice_to_bob(&mut sc, " BODY=8BITMIME");
     let head1 = format!("BDAT {}\r\n", chunk1.len());
     sc.push(Action::Send(Step::pipelined(
         Dir::ClientToServer,
@@ -635,10 +643,7 @@ fn bdat() -> Scenario {
 
 fn smuggling() -> Scenario {
     let mut sc = postfix_open("client.example.org");
-    sc.push(c("MAIL FROM:<alice@example.org>\r\n"));
-    sc.push(s("250 2.1.0 Ok\r\n"));
-    sc.push(c("RCPT TO:<bob@example.net>\r\n"));
-    sc.push(s("250 2.1.5 Ok\r\n"));
+    alice_to_bob(&mut sc, "");
     sc.push(c("DATA\r\n"));
     sc.push(s("354 End data with <CR><LF>.<CR><LF>\r\n"));
     sc.push(c("From: Alice <alice@example.org>\r\n\
@@ -703,10 +708,7 @@ fn telnet() -> Scenario {
 
 fn ipv6_vlan() -> Scenario {
     let mut sc = postfix_open("client.example.org");
-    sc.push(c("MAIL FROM:<alice@example.org>\r\n"));
-    sc.push(s("250 2.1.0 Ok\r\n"));
-    sc.push(c("RCPT TO:<bob@example.net>\r\n"));
-    sc.push(s("250 2.1.5 Ok\r\n"));
+    alice_to_bob(&mut sc, "");
     sc.push(c("DATA\r\n"));
     sc.push(s("354 End data with <CR><LF>.<CR><LF>\r\n"));
     let mut body = String::from(
@@ -735,10 +737,7 @@ fn ipv6_vlan() -> Scenario {
 fn lossy() -> Scenario {
     let mut rng = Rng::new(0x1055);
     let mut sc = postfix_open("client.example.org");
-    sc.push(c("MAIL FROM:<alice@example.org>\r\n"));
-    sc.push(s("250 2.1.0 Ok\r\n"));
-    sc.push(c("RCPT TO:<bob@example.net>\r\n"));
-    sc.push(s("250 2.1.5 Ok\r\n"));
+    alice_to_bob(&mut sc, "");
     sc.push(c("DATA\r\n"));
     sc.push(s("354 End data with <CR><LF>.<CR><LF>\r\n"));
     let mut body = b"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n\

@@ -5,8 +5,9 @@ pub mod bridge;
 pub mod gen;
 pub mod replay;
 
-use crate::engine::{EngineConfig, FailMode};
+use crate::engine::{DropReason, EngineConfig, FailMode, ForwardReason, Stats};
 use crate::smtp::{BannerMask, PolicyConfig, Profile};
+use std::fmt::Display;
 use std::sync::Arc;
 
 /// A failed command: a one-line message for the user and the process exit code.
@@ -32,6 +33,49 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// The frames `stats` forwarded unchanged, by reason, every reason in index order.
+pub(crate) fn forwarded_by_reason(stats: &Stats) -> Vec<(&'static str, u64)> {
+    ForwardReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name(),
+                stats.forwarded.get(*r as usize).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// The frames `stats` dropped, by reason, every reason in index order.
+pub(crate) fn dropped_by_reason(stats: &Stats) -> Vec<(&'static str, u64)> {
+    DropReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name(),
+                stats.dropped.get(*r as usize).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Counters as `name{between}count`, joined with `sep` (`EHLO=1 MAIL=2`, `EHLO 1, MAIL 2`),
+/// leaving out zero counts when `skip_zero`; `None` when nothing is left. Used by the
+/// summaries of `replay` and `bridge`, which print the same counters in their own layout.
+pub(crate) fn join_counts<K: Display>(
+    counts: impl IntoIterator<Item = (K, u64)>,
+    between: &str,
+    sep: &str,
+    skip_zero: bool,
+) -> Option<String> {
+    let parts: Vec<String> = counts
+        .into_iter()
+        .filter(|(_, n)| !skip_zero || *n > 0)
+        .map(|(k, n)| format!("{k}{between}{n}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(sep))
 }
 
 /// Profile names for clap.
@@ -135,5 +179,42 @@ impl PolicyArgs {
             },
             ..EngineConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_counts_lays_counters_out_and_skips_zeros_on_request() {
+        let c = [("EHLO", 1), ("VRFY", 0), ("MAIL", 2)];
+        assert_eq!(
+            join_counts(c, "=", " ", true).as_deref(),
+            Some("EHLO=1 MAIL=2")
+        );
+        assert_eq!(
+            join_counts(c, " ", ", ", false).as_deref(),
+            Some("EHLO 1, VRFY 0, MAIL 2")
+        );
+        assert_eq!(join_counts([("VRFY", 0)], "=", " ", true), None);
+        assert_eq!(
+            join_counts(Vec::<(&str, u64)>::new(), "=", " ", false),
+            None
+        );
+    }
+
+    #[test]
+    fn reason_counters_cover_every_reason_in_index_order() {
+        let mut stats = Stats::default();
+        stats.forwarded[ForwardReason::OtherPort as usize] = 3;
+        stats.dropped[DropReason::BadChecksum as usize] = 2;
+        let fwd = forwarded_by_reason(&stats);
+        assert_eq!(fwd.len(), ForwardReason::ALL.len());
+        assert_eq!(fwd[ForwardReason::OtherPort as usize], ("other-port", 3));
+        assert_eq!(fwd.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        let drop = dropped_by_reason(&stats);
+        assert_eq!(drop.len(), DropReason::ALL.len());
+        assert_eq!(drop[DropReason::BadChecksum as usize], ("bad-checksum", 2));
     }
 }

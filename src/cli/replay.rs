@@ -17,10 +17,8 @@
 //! - Exit codes: 1 input missing/unreadable, 2 not a capture or unsupported link type
 //!   (also clap's code for bad options), 3 truncated input, 4 output not writable.
 
-use super::{CliError, PolicyArgs};
-use crate::engine::{
-    ConnectionReport, DropReason, Engine, ForwardReason, FrameSink, Side, Stats, Time, Verdict,
-};
+use super::{dropped_by_reason, forwarded_by_reason, join_counts, CliError, PolicyArgs};
+use crate::engine::{ConnectionReport, Engine, FrameSink, Side, Stats, Time, Verdict};
 use crate::io::pcap::{CaptureError, CaptureReader, CaptureWriter, Format, LinkAdapter};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -403,26 +401,18 @@ fn render_summary(s: &SummaryInput) -> String {
     let _ = writeln!(out, "replies injected:     {}", st.replies_injected);
     let _ = writeln!(out, "resets:               {}", by_name(&st.resets));
     let _ = writeln!(out, "frames in:            {}", st.frames_in);
-    let fwd: Vec<(String, u64)> = ForwardReason::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), st.forwarded[*r as usize]))
-        .collect();
     let _ = writeln!(
         out,
         "  forwarded unchanged: {}{}",
         st.forwarded_total(),
-        reasons(&fwd)
+        reasons(&forwarded_by_reason(st))
     );
     let _ = writeln!(out, "  rewritten:           {}", st.rewritten);
-    let drop: Vec<(String, u64)> = DropReason::ALL
-        .iter()
-        .map(|r| (r.name().to_string(), st.dropped[*r as usize]))
-        .collect();
     let _ = writeln!(
         out,
         "  dropped:             {}{}",
         st.dropped_total(),
-        reasons(&drop)
+        reasons(&dropped_by_reason(st))
     );
     let _ = writeln!(out, "frames originated:    {}", st.originated);
     if s.timers_stuck {
@@ -446,27 +436,14 @@ fn render_summary(s: &SummaryInput) -> String {
 
 /// `EHLO 1, MAIL 2` or `none`.
 fn by_name<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
-    if m.is_empty() {
-        return "none".into();
-    }
-    m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    join_counts(m.iter().map(|(k, n)| (k, *n)), " ", ", ", false).unwrap_or_else(|| "none".into())
 }
 
 /// ` (unchanged 3, other-port 2)` for the non-zero reasons, or nothing.
-fn reasons(r: &[(String, u64)]) -> String {
-    let parts: Vec<String> = r
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join(", "))
-    }
+fn reasons(r: &[(&str, u64)]) -> String {
+    join_counts(r.iter().copied(), " ", ", ", true)
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default()
 }
 
 fn write_report(
@@ -591,8 +568,8 @@ mod tests {
 
     #[test]
     fn reasons_lists_only_non_zero() {
-        let r = vec![("a".to_string(), 0), ("b".to_string(), 2)];
-        assert_eq!(reasons(&r), " (b 2)");
+        let r = vec![("a", 0), ("b", 2), ("c", 1)];
+        assert_eq!(reasons(&r), " (b 2, c 1)");
         assert_eq!(reasons(&r[..1]), "");
     }
 }

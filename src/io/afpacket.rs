@@ -31,8 +31,8 @@
 //! TPACKET_V3 ring backend can replace this one behind [`Backend`].
 
 use super::backend::{
-    check_interface_up, close_fd, ifreq_for, ioctl_socket, os_error, poll_readable, side_index,
-    Backend, FrameBatch, IoStats, MAX_FRAME,
+    check_interface_up, close_fd, ifreq_for, ioctl_socket, os_error, recv_ready, side_index,
+    side_of, Backend, FrameBatch, IoStats, MAX_FRAME,
 };
 use crate::engine::Side;
 use std::io;
@@ -292,7 +292,7 @@ impl AfPacketBackend {
 
     /// Reads what is ready on side `i` into `batch`, at most `room` frames.
     fn drain(&mut self, i: usize, room: usize, batch: &mut FrameBatch) -> io::Result<usize> {
-        let side = if i == 0 { Side::Outside } else { Side::Inside };
+        let side = side_of(i);
         let mut got = 0;
         while got < room {
             let Some(sock) = self.socks.get(i) else {
@@ -330,8 +330,7 @@ impl AfPacketBackend {
             };
             let n = frame.len();
             batch.push(side, frame);
-            self.stats.rx_frames[i] += 1;
-            self.stats.rx_bytes[i] += n as u64;
+            self.stats.count_rx(i, n);
             got += 1;
         }
         Ok(got)
@@ -345,16 +344,8 @@ impl Backend for AfPacketBackend {
         max: usize,
         batch: &mut FrameBatch,
     ) -> io::Result<usize> {
-        let ready = poll_readable([self.socks[0].fd, self.socks[1].fd], timeout)?;
-        let mut got = 0;
-        // Half the batch per side first, so a busy side cannot starve the other.
-        let half = max.div_ceil(2);
-        for (i, r) in ready.iter().enumerate() {
-            if *r {
-                got += self.drain(i, half, batch)?;
-            }
-        }
-        Ok(got)
+        let fds = [self.socks[0].fd, self.socks[1].fd];
+        recv_ready(fds, timeout, max, |i, room| self.drain(i, room, batch))
     }
 
     fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
@@ -363,17 +354,7 @@ impl Backend for AfPacketBackend {
             Some(s) => s.send(frame),
             None => Ok(()),
         };
-        match result {
-            Ok(()) => {
-                self.stats.tx_frames[i] += 1;
-                self.stats.tx_bytes[i] += frame.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.tx_errors += 1;
-                Err(e)
-            }
-        }
+        self.stats.count_tx(i, frame.len(), result)
     }
 
     fn io_stats(&self) -> IoStats {

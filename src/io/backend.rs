@@ -7,7 +7,9 @@
 //!   single `poll(2)` and then drain each without blocking, so one read timeout covers both
 //!   sides and a batch can mix them.
 //! - Frames are read into a [`FrameBatch`] owned by the caller, so the caller can send
-//!   (through the same backend) while it walks the batch.
+//!   (through the same backend) while it walks the batch. It is the engine's
+//!   [`FrameSink`](crate::engine::FrameSink) under another name: both are "frames with a
+//!   side, in order", and one type keeps one implementation.
 //! - A frame larger than [`MAX_FRAME`] is never handed on truncated: it is dropped and
 //!   counted in [`IoStats::rx_truncated`].
 
@@ -23,49 +25,10 @@ pub const MAX_FRAME: usize = 65536 + 14 + 8;
 /// Default upper bound of frames read per [`Backend::recv_batch`] call.
 pub const DEFAULT_BATCH: usize = 64;
 
-/// Frames read in one [`Backend::recv_batch`] call, in arrival order per side.
-#[derive(Debug, Default)]
-pub struct FrameBatch {
-    buf: Vec<u8>,
-    frames: Vec<(Side, std::ops::Range<usize>)>,
-}
-
-impl FrameBatch {
-    /// An empty batch.
-    pub fn new() -> FrameBatch {
-        FrameBatch::default()
-    }
-
-    /// Empties the batch, keeping its allocations.
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.frames.clear();
-    }
-
-    /// Appends a frame read from `side`.
-    pub fn push(&mut self, side: Side, frame: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(frame);
-        self.frames.push((side, start..self.buf.len()));
-    }
-
-    /// Number of frames in the batch.
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// True when the batch holds no frame.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    /// The frames in order, each with the side it was read from.
-    pub fn iter(&self) -> impl Iterator<Item = (Side, &[u8])> + '_ {
-        self.frames
-            .iter()
-            .filter_map(move |(side, r)| self.buf.get(r.clone()).map(|f| (*side, f)))
-    }
-}
+/// Frames read in one [`Backend::recv_batch`] call, in arrival order, each with the side it
+/// was read from. The same buffer type the engine emits into: one flat byte buffer plus
+/// ranges, reused across calls so the packet path does not allocate.
+pub type FrameBatch = crate::engine::FrameSink;
 
 /// Counters of the I/O layer of one worker (the engine keeps its own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,6 +66,61 @@ impl IoStats {
         self.tx_errors += other.tx_errors;
         self.rx_csum_partial += other.rx_csum_partial;
     }
+}
+
+impl IoStats {
+    /// Counts a frame of `len` bytes read from the side of index `i` (0 outside, 1 inside).
+    pub fn count_rx(&mut self, i: usize, len: usize) {
+        if let (Some(f), Some(b)) = (self.rx_frames.get_mut(i), self.rx_bytes.get_mut(i)) {
+            *f += 1;
+            *b += len as u64;
+        }
+    }
+
+    /// Counts the outcome of writing a frame of `len` bytes to the side of index `i`, and
+    /// passes the outcome on.
+    pub fn count_tx(&mut self, i: usize, len: usize, result: io::Result<()>) -> io::Result<()> {
+        match &result {
+            Ok(()) => {
+                if let (Some(f), Some(b)) = (self.tx_frames.get_mut(i), self.tx_bytes.get_mut(i)) {
+                    *f += 1;
+                    *b += len as u64;
+                }
+            }
+            Err(_) => self.tx_errors += 1,
+        }
+        result
+    }
+}
+
+/// The side of index `i` in the `[outside, inside]` arrays (the inverse of [`side_index`]).
+pub(crate) fn side_of(i: usize) -> Side {
+    if i == 0 {
+        Side::Outside
+    } else {
+        Side::Inside
+    }
+}
+
+/// The body of [`Backend::recv_batch`] for a backend with one descriptor per side: waits
+/// up to `timeout` on both `fds`, then calls `drain(i, room)` for each readable side `i`,
+/// which reads at most `room` frames into the batch and returns how many it read. Each
+/// side gets half of `max` first, so a busy side cannot starve the other.
+pub(crate) fn recv_ready(
+    fds: [RawFd; 2],
+    timeout: Option<Duration>,
+    max: usize,
+    mut drain: impl FnMut(usize, usize) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let ready = poll_readable(fds, timeout)?;
+    let half = max.div_ceil(2);
+    let mut got = 0;
+    for (i, r) in ready.iter().enumerate() {
+        if *r {
+            got += drain(i, half)?;
+        }
+    }
+    Ok(got)
 }
 
 /// Index of a side in the `[outside, inside]` arrays of [`IoStats`].
@@ -272,7 +290,7 @@ mod tests {
 
     #[test]
     fn batch_keeps_frames_and_sides_in_order() {
-        let mut b = FrameBatch::new();
+        let mut b = FrameBatch::default();
         b.push(Side::Outside, b"one");
         b.push(Side::Inside, b"");
         b.push(Side::Inside, b"three");
@@ -312,6 +330,54 @@ mod tests {
             (18, 20, 22)
         );
         assert_eq!(sum.rx_csum_partial, 24);
+    }
+
+    #[test]
+    fn io_stats_count_frames_bytes_and_send_errors_per_side() {
+        let mut s = IoStats::default();
+        s.count_rx(0, 60);
+        s.count_rx(1, 1514);
+        s.count_rx(1, 40);
+        assert_eq!(s.rx_frames, [1, 2]);
+        assert_eq!(s.rx_bytes, [60, 1554]);
+        assert!(s.count_tx(1, 70, Ok(())).is_ok());
+        let e = s.count_tx(0, 9000, Err(io::Error::from_raw_os_error(libc::EMSGSIZE)));
+        assert_eq!(
+            e.expect_err("passed on").raw_os_error(),
+            Some(libc::EMSGSIZE)
+        );
+        assert_eq!(s.tx_frames, [0, 1]);
+        assert_eq!(s.tx_bytes, [0, 70]);
+        assert_eq!(s.tx_errors, 1);
+        for side in [Side::Outside, Side::Inside] {
+            assert_eq!(side_of(side_index(side)), side);
+        }
+    }
+
+    #[test]
+    fn recv_ready_drains_only_readable_sides_half_the_batch_each() {
+        let mut a = [0; 2];
+        let mut b = [0; 2];
+        // SAFETY: socketpair writes two descriptors into each array.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, a.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: as above.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, b.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: writing one byte from a valid buffer to a descriptor we own.
+        let n = unsafe { libc::write(b[1], b"x".as_ptr().cast(), 1) };
+        assert_eq!(n, 1);
+        let mut calls = Vec::new();
+        let got = recv_ready([a[0], b[0]], Some(Duration::from_secs(5)), 7, |i, room| {
+            calls.push((i, room));
+            Ok(2)
+        })
+        .expect("poll");
+        assert_eq!(calls, vec![(1, 4)]);
+        assert_eq!(got, 2);
+        for fd in a.into_iter().chain(b) {
+            close_fd(fd);
+        }
     }
 
     #[test]

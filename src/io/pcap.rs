@@ -669,8 +669,10 @@ impl LinkAdapter {
                 };
                 Some((0, ethertype))
             }
-            LINUX_SLL => Some((16, be16(14)?)),
-            LINUX_SLL2 => Some((20, be16(0)?)),
+            LINUX_SLL | LINUX_SLL2 => {
+                let layout = sll_layout(self.linktype)?;
+                Some((layout.len, be16(layout.protocol_at)?))
+            }
             _ => None,
         }
     }
@@ -724,36 +726,55 @@ impl LinkAdapter {
                 });
                 self.out.extend_from_slice(&header);
             }
-            LINUX_SLL => {
-                let mut header = template.unwrap_or_else(|| {
-                    // Packet type "sent by us", ARPHRD_ETHER, no address.
-                    let mut h = vec![0u8; 16];
-                    h[1] = 4;
-                    h[3] = 1;
-                    h
-                });
-                if let Some(p) = header.get_mut(14..16) {
-                    p.copy_from_slice(&ethertype.to_be_bytes());
+            LINUX_SLL | LINUX_SLL2 => {
+                if let Some(layout) = sll_layout(self.linktype) {
+                    let mut header = template.unwrap_or_else(|| {
+                        // Packet type "sent by us", ARPHRD_ETHER, no address.
+                        let mut h = vec![0u8; layout.len];
+                        for (at, value) in layout.sent_by_us {
+                            if let Some(b) = h.get_mut(at) {
+                                *b = value;
+                            }
+                        }
+                        h
+                    });
+                    let at = layout.protocol_at;
+                    if let Some(p) = header.get_mut(at..at + 2) {
+                        p.copy_from_slice(&ethertype.to_be_bytes());
+                    }
+                    self.out.extend_from_slice(&header);
                 }
-                self.out.extend_from_slice(&header);
-            }
-            LINUX_SLL2 => {
-                let mut header = template.unwrap_or_else(|| {
-                    let mut h = vec![0u8; 20];
-                    h[9] = 1;
-                    h[10] = 4;
-                    h
-                });
-                if let Some(p) = header.get_mut(0..2) {
-                    p.copy_from_slice(&ethertype.to_be_bytes());
-                }
-                self.out.extend_from_slice(&header);
             }
             _ => {}
         }
         self.out.extend_from_slice(payload);
         &self.out
     }
+}
+
+/// Where the fields of a Linux cooked header (SLL or SLL2) sit.
+struct SllLayout {
+    /// Header length.
+    len: usize,
+    /// Offset of the protocol (ethertype) field.
+    protocol_at: usize,
+    /// `(offset, value)` of the bytes that make a header of our own say "sent by us"
+    /// (packet type 4) on an Ethernet device (ARPHRD_ETHER, 1).
+    sent_by_us: [(usize, u8); 2],
+}
+
+/// The layout of `linktype`'s cooked header, if it is SLL or SLL2.
+fn sll_layout(linktype: u32) -> Option<SllLayout> {
+    let (len, protocol_at, sent_by_us) = match linktype {
+        linktype::LINUX_SLL => (16, 14, [(1, 4), (3, 1)]),
+        linktype::LINUX_SLL2 => (20, 0, [(10, 4), (9, 1)]),
+        _ => return None,
+    };
+    Some(SllLayout {
+        len,
+        protocol_at,
+        sent_by_us,
+    })
 }
 
 fn remember<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<u8>>, key: K, header: &[u8]) {
@@ -877,6 +898,27 @@ mod tests {
         }
         assert!(LinkAdapter::new(105).is_err());
         let _ = s.from_ethernet(&[0u8; 5]);
+    }
+
+    #[test]
+    fn cooked_headers_of_our_own_say_sent_by_us_with_the_frames_ethertype() {
+        let mut eth = SYNTH_DST_MAC.to_vec();
+        eth.extend_from_slice(&SYNTH_SRC_MAC);
+        eth.extend_from_slice(&ETH_IPV6.to_be_bytes());
+        eth.extend_from_slice(&ipv6());
+        // Nothing read yet: no neighbour's header to copy.
+        let mut sll = LinkAdapter::new(linktype::LINUX_SLL).expect("supported");
+        let out = sll.from_ethernet(&eth).to_vec();
+        let mut want = vec![0, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd];
+        want.extend_from_slice(&ipv6());
+        assert_eq!(out, want);
+        let mut sll2 = LinkAdapter::new(linktype::LINUX_SLL2).expect("supported");
+        let out = sll2.from_ethernet(&eth).to_vec();
+        let mut want = vec![
+            0x86, 0xdd, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        want.extend_from_slice(&ipv6());
+        assert_eq!(out, want);
     }
 
     #[test]

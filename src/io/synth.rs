@@ -25,11 +25,16 @@
 //!   A *duplicate* is the same segment captured twice; *reordering* swaps two neighbours.
 //! - Sequence numbers are 64-bit stream offsets inside, wrapped to u32 only on the wire, so an
 //!   ISN near 2^32 wraps correctly.
-//! - Checksums are computed here (RFC 1071), independently of `crate::wire`.
+//! - Checksums come from `crate::wire` (the engine's own RFC 1071 code). Its frame builder
+//!   ([`crate::wire::build_tcp_frame`]) is not used: it copies link and IP fields from a
+//!   [`crate::wire::Template`] taken off a captured frame, while frames here are built from a
+//!   [`FlowSpec`] with fields of their own (VLAN tag, flow label, TTL), and the committed
+//!   `pcaps/*.pcap` must stay byte-identical.
 //! - Everything is a pure function of the script and the seeds: no wall clock, no hashing
 //!   with random state, so the same inputs give the same bytes.
 
 use crate::smtp::Dir;
+use crate::wire::{ipv4_header_checksum, tcp_checksum, TcpFlags};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Write};
@@ -46,10 +51,10 @@ const NS_PER_MS: u64 = 1_000_000;
 const DELAYED_ACK_NS: u64 = 40 * NS_PER_MS;
 const MIN_RTO_NS: u64 = 200 * NS_PER_MS;
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+const FIN: u8 = TcpFlags::FIN;
+const SYN: u8 = TcpFlags::SYN;
+const PSH: u8 = TcpFlags::PSH;
+const ACK: u8 = TcpFlags::ACK;
 
 /// A small deterministic pseudo-random generator (splitmix64): seeds in, same numbers out on
 /// every platform.
@@ -323,31 +328,6 @@ impl<W: Write> FrameSink for PcapSink<W> {
 // ---------------------------------------------------------------------------------------
 // Frame building.
 
-/// One's-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero),
-/// added to `acc`; fold with [`fold_checksum`].
-fn sum_words(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-    }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    acc + u64::from(u32::from_be_bytes(tail))
-}
-
-fn fold_checksum(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// The Internet checksum (RFC 1071) of `data`.
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    fold_checksum(sum_words(data, 0))
-}
-
 /// Header fields of one TCP segment.
 struct Segment<'a> {
     flags: u8,
@@ -384,8 +364,8 @@ fn build_frame(
     let opt_len = seg.options.len() & !3;
     let options = seg.options.get(..opt_len).unwrap_or(&[]);
     let tcp_len = 20 + opt_len + seg.payload.len();
-    // Pseudo-header sum, the TCP header is appended below and summed in place.
-    let pseudo = match (src.ip, dst.ip) {
+    // The addresses as written in the IP header: the TCP checksum's pseudo-header.
+    let (pseudo_src, pseudo_dst) = match (src.ip, dst.ip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             out.extend_from_slice(&0x0800u16.to_be_bytes());
             let total = (20 + tcp_len) as u16;
@@ -398,12 +378,10 @@ fn build_frame(
             ip[9] = 6;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&d.octets());
-            let csum = internet_checksum(&ip);
+            let csum = ipv4_header_checksum(&ip);
             ip[10..12].copy_from_slice(&csum.to_be_bytes());
             out.extend_from_slice(&ip);
-            let acc = sum_words(&s.octets(), 0);
-            let acc = sum_words(&d.octets(), acc);
-            acc + 6 + tcp_len as u64
+            (IpAddr::V4(s), IpAddr::V4(d))
         }
         (s, d) => {
             let (s, d) = (ipv6_of(s), ipv6_of(d));
@@ -415,9 +393,7 @@ fn build_frame(
             out.push(src.ttl);
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
-            let acc = sum_words(&s.octets(), 0);
-            let acc = sum_words(&d.octets(), acc);
-            acc + 6 + tcp_len as u64
+            (IpAddr::V6(s), IpAddr::V6(d))
         }
     };
     let tcp_start = out.len();
@@ -430,12 +406,11 @@ fn build_frame(
     out.extend_from_slice(&seg.window.to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
     out.extend_from_slice(options);
-    let header_sum = sum_words(out.get(tcp_start..).unwrap_or(&[]), pseudo);
-    let csum = fold_checksum(sum_words(seg.payload, header_sum));
+    out.extend_from_slice(seg.payload);
+    let csum = tcp_checksum(pseudo_src, pseudo_dst, out.get(tcp_start..).unwrap_or(&[]));
     if let Some(field) = out.get_mut(tcp_start + 16..tcp_start + 18) {
         field.copy_from_slice(&csum.to_be_bytes());
     }
-    out.extend_from_slice(seg.payload);
 }
 
 /// SYN options, in the order Windows and Linux (without timestamps) send them:
@@ -1919,17 +1894,6 @@ mod tests {
         let mut sink: Vec<Frame> = Vec::new();
         write_conversation(Conversation::new(0, tcp, s.clone()), &mut sink).unwrap();
         (sink, f, s)
-    }
-
-    #[test]
-    fn checksum_matches_rfc1071_example() {
-        // RFC 1071 section 3 example words: 0001 f203 f4f5 f6f7 -> sum ddf2, checksum 220d.
-        assert_eq!(
-            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            0x220d
-        );
-        // Odd length: the last byte is padded with zero on the right.
-        assert_eq!(internet_checksum(&[0xff]), !0xff00);
     }
 
     #[test]

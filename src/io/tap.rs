@@ -14,7 +14,7 @@
 //! With one worker a device of either queue mode is accepted.
 
 use super::backend::{
-    close_fd, ifreq_for, os_error, poll_readable, set_interface_up, side_index, Backend,
+    close_fd, ifreq_for, os_error, recv_ready, set_interface_up, side_index, side_of, Backend,
     FrameBatch, IoStats, MAX_FRAME,
 };
 use crate::engine::Side;
@@ -151,7 +151,7 @@ impl TapBackend {
     }
 
     fn drain(&mut self, i: usize, room: usize, batch: &mut FrameBatch) -> io::Result<usize> {
-        let side = if i == 0 { Side::Outside } else { Side::Inside };
+        let side = side_of(i);
         let mut got = 0;
         while got < room {
             let Some(q) = self.queues.get(i) else {
@@ -166,8 +166,7 @@ impl TapBackend {
                 continue;
             }
             batch.push(side, self.buf.get(..n).unwrap_or_default());
-            self.stats.rx_frames[i] += 1;
-            self.stats.rx_bytes[i] += n as u64;
+            self.stats.count_rx(i, n);
             got += 1;
         }
         Ok(got)
@@ -181,15 +180,8 @@ impl Backend for TapBackend {
         max: usize,
         batch: &mut FrameBatch,
     ) -> io::Result<usize> {
-        let ready = poll_readable([self.queues[0].fd, self.queues[1].fd], timeout)?;
-        let half = max.div_ceil(2);
-        let mut got = 0;
-        for (i, r) in ready.iter().enumerate() {
-            if *r {
-                got += self.drain(i, half, batch)?;
-            }
-        }
-        Ok(got)
+        let fds = [self.queues[0].fd, self.queues[1].fd];
+        recv_ready(fds, timeout, max, |i, room| self.drain(i, room, batch))
     }
 
     fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
@@ -198,17 +190,7 @@ impl Backend for TapBackend {
             Some(q) => q.send(frame),
             None => Ok(()),
         };
-        match result {
-            Ok(()) => {
-                self.stats.tx_frames[i] += 1;
-                self.stats.tx_bytes[i] += frame.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.tx_errors += 1;
-                Err(e)
-            }
-        }
+        self.stats.count_tx(i, frame.len(), result)
     }
 
     fn io_stats(&self) -> IoStats {

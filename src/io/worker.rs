@@ -165,7 +165,7 @@ impl<B: Backend> Worker<B> {
             self.config.index,
             self.backend.name()
         );
-        let mut batch = FrameBatch::new();
+        let mut batch = FrameBatch::default();
         let mut next_report = self.config.report_every.map(|d| Instant::now() + d);
         let error = loop {
             match control.try_recv() {
@@ -307,7 +307,7 @@ mod tests {
             };
             let mut n = 0;
             for (side, frame) in std::iter::once(first).chain(self.incoming.try_iter()) {
-                self.stats.rx_frames[side_index(side)] += 1;
+                self.stats.count_rx(side_index(side), frame.len());
                 batch.push(side, &frame);
                 n += 1;
                 if n == max {
@@ -318,10 +318,11 @@ mod tests {
         }
 
         fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
-            self.stats.tx_frames[side_index(side)] += 1;
-            self.sent
+            let result = self
+                .sent
                 .send((side, frame.to_vec()))
-                .map_err(|_| io::Error::other("test gone"))
+                .map_err(|_| io::Error::other("test gone"));
+            self.stats.count_tx(side_index(side), frame.len(), result)
         }
 
         fn io_stats(&self) -> IoStats {

@@ -1,27 +1,13 @@
-//! What each endpoint should receive, and the edit map between a sender's and a receiver's
-//! byte offsets, computed from a dialogue with the policy alone (no TCP).
+//! The policy's ops for a dialogue and the edit map between a sender's and a receiver's
+//! byte offsets, computed with the policy alone (no TCP).
 //!
-//! [`transform`] has the signature of `mailguard::smtp::transform` (being written with the
-//! policy); until that lands this local copy feeds [`Session`] directly and applies the ops.
-//! [`policy_ops`] keeps the ops themselves, from which [`EditMap`] is built for the wire
-//! checks that need to relate an ACK to a sender's bytes.
+//! What each endpoint should receive comes from `mailguard::smtp::transform`; this module
+//! keeps what that does not give: [`policy_ops`] returns the ops themselves, from which
+//! [`EditMap`] is built for the wire checks that need to relate an ACK to a sender's bytes.
 #![allow(dead_code)]
 
 use mailguard::smtp::{Dir, Event, Op, Output, PolicyConfig, ResetReason, Session};
 use std::sync::Arc;
-
-/// The streams a policy produces from a dialogue (same shape as `smtp::Transcript`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Transcript {
-    /// What the server must receive.
-    pub to_server: Vec<u8>,
-    /// What the client must receive.
-    pub to_client: Vec<u8>,
-    /// Policy events in order.
-    pub events: Vec<Event>,
-    /// Set when the policy reset the connection.
-    pub reset: Option<ResetReason>,
-}
 
 /// The ops of both directions for a dialogue, plus the inputs they apply to.
 #[derive(Clone, Debug, Default)]
@@ -77,33 +63,6 @@ pub fn policy_ops(config: Arc<PolicyConfig>, script: &[(Dir, &[u8])]) -> PolicyO
     result.events = out.events;
     result.reset = out.reset;
     result
-}
-
-/// Applies ops to an input stream. Input not consumed by any op (held) is not emitted.
-pub fn apply(ops: &[Op], input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut pos = 0usize;
-    for op in ops {
-        let end = (pos + op.consumed()).min(input.len());
-        match op {
-            Op::Copy(_) => out.extend_from_slice(&input[pos..end]),
-            Op::Delete(_) => {}
-            Op::Replace(b) | Op::Insert(b) => out.extend_from_slice(b),
-        }
-        pos = end;
-    }
-    out
-}
-
-/// Local stand-in for `mailguard::smtp::transform`, same signature.
-pub fn transform(config: Arc<PolicyConfig>, script: &[(Dir, &[u8])]) -> Transcript {
-    let p = policy_ops(config, script);
-    Transcript {
-        to_server: apply(&p.to_server, &p.client_input),
-        to_client: apply(&p.to_client, &p.server_input),
-        events: p.events,
-        reset: p.reset,
-    }
 }
 
 /// Sender offsets to receiver offsets for one direction.
