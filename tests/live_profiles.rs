@@ -338,6 +338,13 @@ fn expect_code(reply: &str, code: &str, what: &str) -> std::io::Result<()> {
     }
 }
 
+/// A ~200-byte MAIL command: typed one byte per segment, it fills the client's congestion
+/// window many times over, so it only gets through if the filter streams the line once its
+/// verb is decided (the engine does not acknowledge held bytes).
+const LONG_MAIL: &str = "MAIL FROM:<a-very-long-sender-address-typed-one-byte-per-segment@\
+    relay-number-one.department-of-rather-long-host-names.example-organisation.\
+    inbound-gateway-pool.mail-cluster-seven.outside.example>";
+
 /// Telnet in character mode under strict: every command arrives one byte per segment.
 fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&c.reply()?, "220", "greeting")?;
@@ -351,6 +358,9 @@ fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
         "250",
         "MAIL",
     )?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("RSET")?, "250", "RSET")?;
+    expect_code(&c.command(LONG_MAIL)?, "250", "long MAIL")?;
     expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
     expect_code(&c.command("DATA")?, "354", "DATA")?;
     c.send_raw(b"Subject: typed slowly under strict\r\n\r\nVRFY in the body is data\r\n")?;
@@ -374,6 +384,8 @@ fn strict_filters_one_byte_per_segment_client() {
             "EHLO slow.example",
             "MAIL FROM:<slow@outside.example>",
             "RCPT TO:<bob@lab.example>",
+            "RSET",
+            LONG_MAIL,
             "DATA",
         ] {
             assert!(
