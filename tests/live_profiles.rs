@@ -419,6 +419,49 @@ fn strict_filters_one_byte_per_segment_client() {
     }
 }
 
+/// asa, one byte per segment: the long MAIL with a `|` in its address streams, the `|`
+/// replaced by a space on the way.
+fn asa_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
+    expect_code(&c.reply()?, "220", "greeting")?;
+    expect_code(&c.command("HELO slow.example")?, "250", "HELO")?;
+    expect_code(
+        &c.command(&LONG_MAIL.replace("a-very", "a|very"))?,
+        "250",
+        "MAIL",
+    )?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("DATA")?, "354", "DATA")?;
+    c.send_raw(b"Subject: typed slowly under asa\r\n\r\nhello\r\n")?;
+    expect_code(&c.command(".")?, "250", "end of data")?;
+    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
+    Ok(())
+}
+
+#[test]
+fn asa_streams_a_long_command_typed_one_byte_per_segment() {
+    if should_skip("asa_streams_a_long_command_typed_one_byte_per_segment") {
+        return;
+    }
+    let _guard = serial();
+    for (backend, workers) in COMBOS {
+        let mut lab = Lab::up(backend);
+        let spec = BridgeSpec::new(backend, workers, "asa");
+        let what = format!("asa one byte per segment via {backend} with {workers} worker(s)");
+        let (t, cmds, mails) = scripted(&mut lab, &spec, true, asa_slow_session);
+        let want = LONG_MAIL.replace("a-very", "a very");
+        assert!(
+            cmds.iter().any(|c| *c == want),
+            "{what}: server never executed {want:?}: {cmds:?}"
+        );
+        assert!(
+            mails
+                .iter()
+                .any(|m| m.contains("Subject: typed slowly under asa")),
+            "{what}: mail not delivered: {mails:?}\n{t}"
+        );
+    }
+}
+
 /// pix40: a blocked command is answered `250 OK` by the filter, then a mail goes through.
 fn pix40_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&c.reply()?, "220", "greeting")?;
