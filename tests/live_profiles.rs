@@ -450,7 +450,7 @@ fn asa_streams_a_long_command_typed_one_byte_per_segment() {
         let (t, cmds, mails) = scripted(&mut lab, &spec, true, asa_slow_session);
         let want = LONG_MAIL.replace("a-very", "a very");
         assert!(
-            cmds.iter().any(|c| *c == want),
+            cmds.contains(&want),
             "{what}: server never executed {want:?}: {cmds:?}"
         );
         assert!(
