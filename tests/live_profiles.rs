@@ -336,6 +336,13 @@ fn mail_to_bob_then_quit(c: &mut SmtpClient, from: &str, message: &[u8]) -> std:
     Ok(())
 }
 
+/// A ~200-byte MAIL command: typed one byte per segment, it fills the client's congestion
+/// window many times over, so it only gets through if the filter streams the line once its
+/// verb is decided (the engine does not acknowledge held bytes).
+const LONG_MAIL: &str = "MAIL FROM:<a-very-long-sender-address-typed-one-byte-per-segment@\
+    relay-number-one.department-of-rather-long-host-names.example-organisation.\
+    inbound-gateway-pool.mail-cluster-seven.outside.example>";
+
 /// Telnet in character mode under strict: every command arrives one byte per segment.
 fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&c.reply()?, "220", "greeting")?;
@@ -344,9 +351,20 @@ fn strict_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
     expect_code(&vrfy, "5", "VRFY (blocked, X-ed, refused by the server)")?;
     let expn = c.command("EXPN staff")?;
     expect_code(&expn, "5", "EXPN (blocked)")?;
+    expect_code(
+        &c.command("MAIL FROM:<slow@outside.example>")?,
+        "250",
+        "MAIL",
+    )?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("RSET")?, "250", "RSET")?;
+    let long_from = LONG_MAIL
+        .strip_prefix("MAIL FROM:<")
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(LONG_MAIL);
     mail_to_bob_then_quit(
         c,
-        "slow@outside.example",
+        long_from,
         b"Subject: typed slowly under strict\r\n\r\nVRFY in the body is data\r\n",
     )
 }
@@ -366,6 +384,8 @@ fn strict_filters_one_byte_per_segment_client() {
             "EHLO slow.example",
             "MAIL FROM:<slow@outside.example>",
             "RCPT TO:<bob@lab.example>",
+            "RSET",
+            LONG_MAIL,
             "DATA",
         ] {
             assert!(
@@ -395,6 +415,49 @@ fn strict_filters_one_byte_per_segment_client() {
                 .any(|m| m.contains("Subject: typed slowly under strict")
                     && m.contains("VRFY in the body is data")),
             "{what}: mail not delivered intact: {mails:?}\n{t}"
+        );
+    }
+}
+
+/// asa, one byte per segment: the long MAIL with a `|` in its address streams, the `|`
+/// replaced by a space on the way.
+fn asa_slow_session(c: &mut SmtpClient) -> std::io::Result<()> {
+    expect_code(&c.reply()?, "220", "greeting")?;
+    expect_code(&c.command("HELO slow.example")?, "250", "HELO")?;
+    expect_code(
+        &c.command(&LONG_MAIL.replace("a-very", "a|very"))?,
+        "250",
+        "MAIL",
+    )?;
+    expect_code(&c.command("RCPT TO:<bob@lab.example>")?, "250", "RCPT")?;
+    expect_code(&c.command("DATA")?, "354", "DATA")?;
+    c.send_raw(b"Subject: typed slowly under asa\r\n\r\nhello\r\n")?;
+    expect_code(&c.command(".")?, "250", "end of data")?;
+    expect_code(&c.command("QUIT")?, "221", "QUIT")?;
+    Ok(())
+}
+
+#[test]
+fn asa_streams_a_long_command_typed_one_byte_per_segment() {
+    if should_skip("asa_streams_a_long_command_typed_one_byte_per_segment") {
+        return;
+    }
+    let _guard = serial();
+    for (backend, workers) in COMBOS {
+        let mut lab = Lab::up(backend);
+        let spec = BridgeSpec::new(backend, workers, "asa");
+        let what = format!("asa one byte per segment via {backend} with {workers} worker(s)");
+        let (t, cmds, mails) = scripted(&mut lab, &spec, true, asa_slow_session);
+        let want = LONG_MAIL.replace("a-very", "a very");
+        assert!(
+            cmds.contains(&want),
+            "{what}: server never executed {want:?}: {cmds:?}"
+        );
+        assert!(
+            mails
+                .iter()
+                .any(|m| m.contains("Subject: typed slowly under asa")),
+            "{what}: mail not delivered: {mails:?}\n{t}"
         );
     }
 }

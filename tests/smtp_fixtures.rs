@@ -248,18 +248,23 @@ fn reviewed_many_recipients() {
     assert_eq!(run(Profile::Pix51, &c).reset, None);
 }
 
-/// suricata-verify smtp-long-command: a 4 KB EHLO line → reset under asa/strict, streamed
+/// suricata-verify smtp-long-command: a 4 KB EHLO line → reset under asa/strict at its
+/// 513th byte (its first 512 bytes streamed, unterminated, the verb only ever held), streamed
 /// X-ed by the PIX profiles with almost nothing held.
 #[test]
 fn reviewed_long_command() {
     let c = fixture("suricata-verify__smtp-long-command__s0");
+    let sent = side(&c, Dir::ClientToServer);
     for p in [Profile::Asa, Profile::Strict] {
         let t = run(p, &c);
         assert_eq!(t.reset, Some(ResetReason::CommandLineTooLong), "{p}");
-        assert!(
-            t.to_server.is_empty(),
-            "{p}: the long line never reached the server"
+        assert_eq!(
+            t.to_server,
+            sent[..512],
+            "{p}: the long line's first 512 bytes stream, never its end"
         );
+        assert!(!t.to_server.contains(&b'\n'), "{p}");
+        assert!(t.max_held <= 8, "{p}: held {}", t.max_held);
     }
     let t = run(Profile::Pix51, &c);
     assert_eq!(t.reset, None);

@@ -101,7 +101,10 @@ fn asa_sender_and_recipient_limits() {
     mail.extend_from_slice(b">\r\n");
     let t = run(Profile::Asa, &[(S, GREET), (C, &mail)]);
     assert_eq!(t.reset, Some(ResetReason::SenderAddressTooLong));
-    assert!(t.to_server.is_empty());
+    // The line streams: everything up to the address's 320th byte is sent, the 321st resets
+    // (the server holds an unterminated line it never executes).
+    assert_eq!(t.to_server, mail[..11 + 320]);
+    assert!(t.max_held <= 8, "held {}", t.max_held);
     mail.truncate(11 + 320);
     mail.extend_from_slice(b">\r\n");
     assert_eq!(run(Profile::Asa, &[(S, GREET), (C, &mail)]).reset, None);
@@ -150,7 +153,9 @@ fn strict_command_line_limit_is_512_with_crlf() {
     long.insert(5, b'a');
     let t = run(Profile::Strict, &[(S, GREET), (C, &long)]);
     assert_eq!(t.reset, Some(ResetReason::CommandLineTooLong));
-    assert!(t.to_server.is_empty());
+    // The line streams: its first 512 bytes are sent (no LF among them), byte 513 resets.
+    assert_eq!(t.to_server, long[..512]);
+    assert!(t.max_held <= 8, "held {}", t.max_held);
 }
 
 #[test]

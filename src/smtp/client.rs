@@ -114,16 +114,187 @@ impl VerbAcc {
     }
 }
 
+/// Where a streamed MAIL/RCPT line is relative to its address (asa), mirroring the rule:
+/// the address follows the first `:`, spaces skipped; it is `<...>` (brackets excluded, up
+/// to `>` or the line end) or, without `<`, up to the next space or line end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AddrPos {
+    BeforeColon,
+    AfterColon,
+    /// Inside `<...>`, this many address bytes so far.
+    Bracketed(usize),
+    /// Inside an address without `<`, this many bytes so far.
+    Bare(usize),
+    Done,
+}
+
+/// asa's streamed MAIL/RCPT state: a few bytes, whatever the line's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AddrParse {
+    pos: AddrPos,
+    is_mail: bool,
+    /// A `|` of this address was already replaced (one event per line).
+    replaced: bool,
+}
+
+/// The BDAT chunk size as it streams: `BDAT`, SP, spaces, 1 to 19 digits (anything after
+/// the digits, `LAST` included, does not matter to the filter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BdatParse {
+    Spaces,
+    Digits { value: u64, count: u8 },
+    Done(Option<u64>),
+}
+
+/// Most digits a BDAT size may have (fits in a `u64`).
+const MAX_BDAT_DIGITS: u8 = 19;
+
+impl BdatParse {
+    fn push(&mut self, b: u8) {
+        *self = match *self {
+            BdatParse::Spaces if b == b' ' => BdatParse::Spaces,
+            BdatParse::Spaces if b.is_ascii_digit() => BdatParse::Digits {
+                value: u64::from(b - b'0'),
+                count: 1,
+            },
+            BdatParse::Spaces => BdatParse::Done(None),
+            BdatParse::Digits { .. } if b.is_ascii_digit() => self.more_digits(b),
+            BdatParse::Digits { value, .. } => BdatParse::Done(Some(value)),
+            done @ BdatParse::Done(_) => done,
+        };
+    }
+
+    fn more_digits(&self, b: u8) -> BdatParse {
+        match *self {
+            BdatParse::Digits { value, count } if count < MAX_BDAT_DIGITS => BdatParse::Digits {
+                value: value.saturating_mul(10).saturating_add(u64::from(b - b'0')),
+                count: count + 1,
+            },
+            _ => BdatParse::Done(None),
+        }
+    }
+
+    /// The size, once the line has ended.
+    fn size(&self) -> Option<u64> {
+        match *self {
+            BdatParse::Spaces => None,
+            BdatParse::Digits { value, .. } => Some(value),
+            BdatParse::Done(v) => v,
+        }
+    }
+}
+
+/// What one streamed argument byte becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArgStep {
+    Copy,
+    /// asa: a `|` in the address, sent as a space; `first`: the first one of this line.
+    Pipe {
+        first: bool,
+    },
+    /// asa: the sender address just outgrew [`MAX_SENDER`]; this byte is not sent.
+    SenderTooLong,
+}
+
+/// The bounded parse state of an allowed line's arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum ArgParse {
+    /// Nothing in the arguments matters.
+    #[default]
+    None,
+    Address(AddrParse),
+    Bdat(BdatParse),
+}
+
+impl ArgParse {
+    /// Takes the next argument byte.
+    fn push(&mut self, b: u8) -> ArgStep {
+        match self {
+            ArgParse::None => ArgStep::Copy,
+            ArgParse::Bdat(p) => {
+                p.push(b);
+                ArgStep::Copy
+            }
+            ArgParse::Address(a) => a.push(b),
+        }
+    }
+
+    /// True if the remaining bytes of the line can be copied without looking at them.
+    fn settled(&self) -> bool {
+        match self {
+            ArgParse::None => true,
+            ArgParse::Bdat(p) => matches!(p, BdatParse::Done(_)),
+            ArgParse::Address(a) => a.pos == AddrPos::Done,
+        }
+    }
+
+    fn bdat_size(&self) -> Option<u64> {
+        match self {
+            ArgParse::Bdat(p) => p.size(),
+            _ => None,
+        }
+    }
+}
+
+impl AddrParse {
+    fn new(is_mail: bool) -> AddrParse {
+        AddrParse {
+            pos: AddrPos::BeforeColon,
+            is_mail,
+            replaced: false,
+        }
+    }
+
+    fn push(&mut self, b: u8) -> ArgStep {
+        let ends = |b: u8, end: u8| b == end || b == CR || b == LF;
+        self.pos = match self.pos {
+            AddrPos::BeforeColon if b == b':' => AddrPos::AfterColon,
+            AddrPos::AfterColon if b == b' ' => AddrPos::AfterColon,
+            AddrPos::AfterColon if b == b'<' => AddrPos::Bracketed(0),
+            AddrPos::AfterColon if ends(b, b' ') => AddrPos::Done,
+            AddrPos::AfterColon => return self.address_byte(b, AddrPos::Bare(0)),
+            AddrPos::Bracketed(_) if ends(b, b'>') => AddrPos::Done,
+            AddrPos::Bare(_) if ends(b, b' ') => AddrPos::Done,
+            pos @ (AddrPos::Bracketed(_) | AddrPos::Bare(_)) => return self.address_byte(b, pos),
+            pos => pos,
+        };
+        ArgStep::Copy
+    }
+
+    /// A byte inside the address (`pos`: where it was before this byte).
+    fn address_byte(&mut self, b: u8, pos: AddrPos) -> ArgStep {
+        let (n, next): (usize, fn(usize) -> AddrPos) = match pos {
+            AddrPos::Bracketed(n) => (n + 1, AddrPos::Bracketed),
+            AddrPos::Bare(n) => (n + 1, AddrPos::Bare),
+            _ => return ArgStep::Copy,
+        };
+        self.pos = next(n);
+        if self.is_mail && n > MAX_SENDER {
+            return ArgStep::SenderTooLong;
+        }
+        if b == b'|' {
+            let first = !self.replaced;
+            self.replaced = true;
+            return ArgStep::Pipe { first };
+        }
+        ArgStep::Copy
+    }
+}
+
 /// A command line in progress.
 #[derive(Debug, Default)]
 pub(crate) struct CmdLine {
-    /// Held undecided bytes (the verb so far; asa/strict: the whole line so far).
+    /// Held undecided bytes: the verb so far (at most [`MAX_VERB`] + 1 bytes).
     head: Vec<u8>,
-    /// Set once the verb is decided (PIX profiles): how the rest streams.
+    /// Set once the verb is decided: how the rest streams.
     action: Option<LineAction>,
     /// Masking: a CR held until we know whether it ends the line.
     pending_cr: bool,
     verb: VerbAcc,
+    /// Bytes of this line fed so far, held ones included (asa/strict's 512-byte limit).
+    len: usize,
+    /// What is parsed from the arguments of an allowed line as they stream.
+    args: ArgParse,
 }
 
 impl CmdLine {
@@ -173,46 +344,16 @@ fn mask_line(line: &[u8], terminated: bool) -> Vec<u8> {
     v
 }
 
-/// The BDAT chunk size, if the line has a valid one.
-fn bdat_size(line: &[u8]) -> Option<u64> {
-    let rest = line.get(5..)?;
-    let digits: &[u8] = {
-        let start = rest.iter().position(|&b| b != b' ')?;
-        let rest = rest.get(start..)?;
-        let end = rest
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(rest.len());
-        rest.get(..end)?
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-/// The byte range of the address in a MAIL/RCPT line: after the first `:`, spaces skipped,
-/// `<...>` (brackets excluded) or up to the next space / line end.
-fn address_range(line: &[u8]) -> Option<(usize, usize)> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let mut start = colon + 1;
-    while line.get(start) == Some(&b' ') {
-        start += 1;
-    }
-    if line.get(start) == Some(&b'<') {
-        start += 1;
-        let len = line
-            .get(start..)?
-            .iter()
-            .position(|&b| b == b'>' || b == CR || b == LF);
-        let end = start + len.unwrap_or(line.len() - start);
-        Some((start, end))
+/// How the arguments of an allowed `verb` are parsed as they stream: BDAT's size (every
+/// profile allowing BDAT), MAIL/RCPT's address under asa; nothing for other verbs.
+fn args_of(verb: &[u8], asa: bool) -> ArgParse {
+    let is = |v: &[u8]| verb.eq_ignore_ascii_case(v);
+    if is(b"BDAT") {
+        ArgParse::Bdat(BdatParse::Spaces)
+    } else if asa && (is(b"MAIL") || is(b"RCPT")) {
+        ArgParse::Address(AddrParse::new(is(b"MAIL")))
     } else {
-        let len = line
-            .get(start..)?
-            .iter()
-            .position(|&b| b == b' ' || b == CR || b == LF);
-        Some((start, start + len.unwrap_or(line.len() - start)))
+        ArgParse::None
     }
 }
 
@@ -275,7 +416,6 @@ impl Session {
         if let Some(action) = line.action {
             return self.stream_command(action, data, out);
         }
-        let holds = self.policy.holds_command_lines();
         for (k, &b) in data.iter().enumerate() {
             let ClientState::Command(line) = &mut self.client else {
                 return k;
@@ -299,25 +439,17 @@ impl Session {
             let ClientState::Command(line) = &mut self.client else {
                 return k;
             };
+            // The head is at most MAX_VERB + 1 bytes (then the verb is decided), well within
+            // the 512-byte line limit, which is therefore checked only as the line streams.
             line.head.push(b);
             line.verb.push(b);
-            if holds {
-                if line.head.len() > MAX_COMMAND_LINE {
-                    self.do_reset(ResetReason::CommandLineTooLong, out);
-                    return k + 1;
-                }
-                if b == LF {
-                    self.whole_line(out);
-                    return k + 1;
-                }
-                continue;
-            }
+            line.len += 1;
             match self.verb_verdict() {
                 VerbVerdict::Undecided => {}
                 verdict => {
                     let allowed = matches!(verdict, VerbVerdict::Allowed);
-                    let ended = self.decide_head(allowed, out);
-                    if ended {
+                    let line_done = self.decide_head(allowed, out);
+                    if line_done {
                         return k + 1;
                     }
                     let rest = data.get(k + 1..).unwrap_or(&[]);
@@ -340,7 +472,7 @@ impl Session {
         }
     }
 
-    /// PIX profiles: the verdict on the verb held so far.
+    /// The verdict on the verb held so far.
     fn verb_verdict(&self) -> VerbVerdict {
         let ClientState::Command(line) = &self.client else {
             return VerbVerdict::Undecided;
@@ -368,10 +500,14 @@ impl Session {
         }
     }
 
-    /// PIX profiles: emits the held head once the verb is decided; returns true if the line
-    /// ended with it.
+    /// Emits the held head once the verb is decided and sets up how the rest of the line
+    /// streams; returns true if the line ended with it or the connection was reset.
     fn decide_head(&mut self, allowed: bool, out: &mut Output) -> bool {
+        if allowed && !self.count_rcpt(out) {
+            return true;
+        }
         let deletes = self.policy.deletes_blocked();
+        let asa = self.policy.profile == super::Profile::Asa;
         let ClientState::Command(line) = &mut self.client else {
             return false;
         };
@@ -385,6 +521,9 @@ impl Session {
             LineAction::Mask
         };
         line.action = Some(action);
+        if allowed {
+            line.args = args_of(line.verb.verb(), asa);
+        }
         match action {
             LineAction::Copy => ops::copy(&mut out.to_server, head.len()),
             LineAction::Delete => ops::delete(&mut out.to_server, head.len()),
@@ -399,31 +538,96 @@ impl Session {
             }
         }
         if ended {
-            self.command_line_end(allowed, None, out);
+            self.command_line_end(allowed, out);
         }
         ended
     }
 
-    /// PIX profiles: the rest of a decided line streams; returns bytes consumed.
+    /// asa: an allowed RCPT counts against the transaction's limit as soon as its verb is
+    /// known; false if this one is over it (the connection was reset, nothing of it sent).
+    fn count_rcpt(&mut self, out: &mut Output) -> bool {
+        let ClientState::Command(line) = &self.client else {
+            return true;
+        };
+        if self.policy.profile != super::Profile::Asa
+            || !line.verb.verb().eq_ignore_ascii_case(b"RCPT")
+        {
+            return true;
+        }
+        self.rcpt_count += 1;
+        if self.rcpt_count > MAX_RCPT {
+            self.do_reset(ResetReason::TooManyRecipients, out);
+            return false;
+        }
+        true
+    }
+
+    /// The rest of a decided line streams (asa/strict: up to the 512-byte limit); returns
+    /// bytes consumed.
     fn stream_command(&mut self, action: LineAction, data: &[u8], out: &mut Output) -> usize {
-        let allowed = action == LineAction::Copy;
+        let limited = self.policy.limits_command_lines();
+        let ClientState::Command(line) = &mut self.client else {
+            return 0;
+        };
         let lf = data.iter().position(|&b| b == LF);
-        let upto = lf.map_or(data.len(), |p| p + 1);
+        let mut upto = lf.map_or(data.len(), |p| p + 1);
+        // asa/strict: byte 513 of a line (LF not among the first 512) resets the connection;
+        // the 512 bytes before it have been sent, the server holds them as an unterminated
+        // line it never executes.
+        let room = MAX_COMMAND_LINE.saturating_sub(line.len);
+        let over = limited && upto > room;
+        if over {
+            upto = room;
+        }
         let chunk = data.get(..upto).unwrap_or(&[]);
-        if let ClientState::Command(line) = &mut self.client {
-            for &b in chunk {
-                line.verb.push(b);
-            }
+        line.len += chunk.len();
+        for &b in chunk {
+            line.verb.push(b);
         }
         match action {
-            LineAction::Copy => ops::copy(&mut out.to_server, chunk.len()),
+            LineAction::Copy => self.copy_args(chunk, out),
             LineAction::Delete => ops::delete(&mut out.to_server, chunk.len()),
             LineAction::Mask => self.mask_stream(chunk, out),
         }
+        if self.reset.is_some() {
+            return upto;
+        }
+        if over {
+            self.do_reset(ResetReason::CommandLineTooLong, out);
+            return upto + 1;
+        }
         if lf.is_some() {
-            self.command_line_end(allowed, None, out);
+            self.command_line_end(action == LineAction::Copy, out);
         }
         upto
+    }
+
+    /// The bytes of an allowed line after its verb: copied, except what its argument parse
+    /// rewrites (asa's `|`) or refuses (asa's sender limit: reset, the byte not sent).
+    fn copy_args(&mut self, chunk: &[u8], out: &mut Output) {
+        for (k, &b) in chunk.iter().enumerate() {
+            let ClientState::Command(line) = &mut self.client else {
+                return;
+            };
+            if line.args.settled() {
+                ops::copy(&mut out.to_server, chunk.len() - k);
+                return;
+            }
+            match line.args.push(b) {
+                ArgStep::Copy => ops::copy(&mut out.to_server, 1),
+                ArgStep::Pipe { first } => {
+                    ops::replace(&mut out.to_server, b" ");
+                    if first {
+                        out.events.push(Event::PipeReplaced);
+                        log::info!("smtp: '|' in a MAIL/RCPT address replaced by a space");
+                    }
+                }
+                ArgStep::SenderTooLong => {
+                    self.do_reset(ResetReason::SenderAddressTooLong, out);
+                    return;
+                }
+            }
+        }
     }
 
     /// Masks the bytes of a blocked line as they come, keeping the CRLF / LF line end.
@@ -448,82 +652,13 @@ impl Session {
         }
     }
 
-    /// asa / strict: the whole line is held; decide and emit it.
-    fn whole_line(&mut self, out: &mut Output) {
-        let ClientState::Command(line) = &mut self.client else {
-            return;
-        };
-        let head = std::mem::take(&mut line.head);
-        let acc = line.verb;
-        let ended = head.last() == Some(&LF);
-        let allowed = acc.len <= MAX_VERB && self.policy.verb_allowed(acc.verb());
-        if !allowed {
-            ops::same_len(&mut out.to_server, &head, &mask_line(&head, ended));
-        } else {
-            let kind = kind_of(acc.verb());
-            let verb = acc.verb();
-            let is_mail = verb.eq_ignore_ascii_case(b"MAIL");
-            let is_rcpt = verb.eq_ignore_ascii_case(b"RCPT");
-            let mut line_out = head.clone();
-            if self.policy.profile == super::Profile::Asa
-                && (is_mail || is_rcpt)
-                && !self.asa_address(&mut line_out, is_mail, is_rcpt, out)
-            {
-                return;
-            }
-            ops::same_len(&mut out.to_server, &head, &line_out);
-            if ended {
-                let bdat = (kind == CmdKind::Bdat).then(|| bdat_size(&head)).flatten();
-                self.command_line_end(true, bdat, out);
-            }
-            return;
-        }
-        if ended {
-            self.command_line_end(false, None, out);
-        }
-    }
-
-    /// asa's MAIL/RCPT rules on a held line: limits (false: the connection was reset) and
-    /// `|` → space in the address.
-    fn asa_address(
-        &mut self,
-        line: &mut [u8],
-        is_mail: bool,
-        is_rcpt: bool,
-        out: &mut Output,
-    ) -> bool {
-        let range = address_range(line);
-        if is_mail && range.is_some_and(|(s, e)| e - s > MAX_SENDER) {
-            self.do_reset(ResetReason::SenderAddressTooLong, out);
-            return false;
-        }
-        if is_rcpt {
-            self.rcpt_count += 1;
-            if self.rcpt_count > MAX_RCPT {
-                self.do_reset(ResetReason::TooManyRecipients, out);
-                return false;
-            }
-        }
-        if let Some(addr) = range.and_then(|(s, e)| line.get_mut(s..e)) {
-            let mut replaced = false;
-            for b in addr.iter_mut().filter(|b| **b == b'|') {
-                *b = b' ';
-                replaced = true;
-            }
-            if replaced {
-                out.events.push(Event::PipeReplaced);
-                log::info!("smtp: '|' in a MAIL/RCPT address replaced by a space");
-            }
-        }
-        true
-    }
-
     /// A complete command line was decided: count it, queue its reply, change state.
-    fn command_line_end(&mut self, allowed: bool, bdat: Option<u64>, out: &mut Output) {
+    fn command_line_end(&mut self, allowed: bool, out: &mut Output) {
         let ClientState::Command(line) = &mut self.client else {
             return;
         };
         let acc = line.verb;
+        let bdat = line.args.bdat_size();
         let name = acc.name();
         self.client = ClientState::default();
         if !allowed {
@@ -645,22 +780,53 @@ impl Session {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bdat_sizes() {
-        assert_eq!(bdat_size(b"BDAT 12 LAST\r\n"), Some(12));
-        assert_eq!(bdat_size(b"BDAT  7\r\n"), Some(7));
-        assert_eq!(bdat_size(b"BDAT x\r\n"), None);
-        assert_eq!(bdat_size(b"BDAT\r\n"), None);
-        assert_eq!(bdat_size(b"BDAT 99999999999999999999999\r\n"), None);
+    /// The BDAT size parsed from the bytes after `BDAT `, fed one at a time.
+    fn bdat_size(args: &[u8]) -> Option<u64> {
+        let mut p = BdatParse::Spaces;
+        args.iter().for_each(|&b| p.push(b));
+        p.size()
     }
 
     #[test]
-    fn address_ranges() {
-        let l = b"MAIL FROM:<a|b@x> SIZE=1\r\n";
-        assert_eq!(address_range(l), Some((11, 16)));
-        let l = b"RCPT TO: c|d\r\n";
-        assert_eq!(address_range(l), Some((9, 12)));
-        assert_eq!(address_range(b"MAIL\r\n"), None);
+    fn bdat_sizes() {
+        assert_eq!(bdat_size(b"12 LAST\r\n"), Some(12));
+        assert_eq!(bdat_size(b" 7\r\n"), Some(7));
+        assert_eq!(bdat_size(b"7"), Some(7));
+        assert_eq!(bdat_size(b"x\r\n"), None);
+        assert_eq!(bdat_size(b"\r\n"), None);
+        assert_eq!(
+            bdat_size(b"9999999999999999999\r\n"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(bdat_size(b"99999999999999999999999\r\n"), None);
+    }
+
+    /// The steps of an address parse over the bytes after the verb's SP.
+    fn addr_steps(args: &[u8], is_mail: bool) -> Vec<(usize, ArgStep)> {
+        let mut p = AddrParse::new(is_mail);
+        let steps = args.iter().map(|&b| p.push(b)).enumerate();
+        steps.filter(|(_, s)| *s != ArgStep::Copy).collect()
+    }
+
+    #[test]
+    fn pipes_replaced_only_inside_the_address() {
+        let pipe = |first| ArgStep::Pipe { first };
+        let steps = addr_steps(b"FROM:<a|b|@x> SIZE=1|\r\n", true);
+        assert_eq!(steps, vec![(7, pipe(true)), (9, pipe(false))]);
+        let steps = addr_steps(b"TO: c|d |\r\n", false);
+        assert_eq!(steps, vec![(5, pipe(true))]);
+        assert_eq!(addr_steps(b"|\r\n", false), vec![]);
+        assert_eq!(addr_steps(b"TO:<a\r|b>\r\n", false), vec![]);
+    }
+
+    #[test]
+    fn sender_limit_counts_address_bytes_only() {
+        let line = |n: usize| [&b"FROM:<"[..], &vec![b'a'; n], b">\r\n"].concat();
+        assert_eq!(addr_steps(&line(MAX_SENDER), true), vec![]);
+        let too_long = addr_steps(&line(MAX_SENDER + 1), true);
+        assert_eq!(too_long, vec![(6 + MAX_SENDER, ArgStep::SenderTooLong)]);
+        // RCPT addresses have no such limit.
+        assert_eq!(addr_steps(&line(MAX_SENDER + 1), false), vec![]);
     }
 
     #[test]

@@ -34,13 +34,38 @@
 //!
 //! # Holding
 //!
-//! The PIX profiles hold only a verb's undecided prefix: `MA` may become `MAIL`, `EX` cannot
-//! become any allowed verb and is decided (blocked) at once; a blocked line then streams
-//! X-ed (holding at most one CR, to know whether it is the line end) or deleted (pix40).
-//! asa and strict hold the whole command line, at most 512 bytes, because both limit command
-//! lines to 512 bytes (CRLF included) and reset past it: the server never sees a truncated
-//! line. AUTH continuation lines, DATA bodies and BDAT chunks stream. Server lines hold their
-//! 3-digit code and separator (4 bytes); asa holds an EHLO keyword (≤ 32 bytes, longer ones
+//! Every profile holds only a verb's undecided prefix: `MA` may become `MAIL`, `EX` cannot
+//! become any allowed verb and is decided (blocked) at once, `MAIL` is decided by the SP (or
+//! line end) after it; at most 65 bytes (the longest verb, 64, and one more) are held. The
+//! rest of the line then streams: copied, X-ed (holding at most one CR, to know whether it is
+//! the line end) or deleted (pix40). This matters on the wire: the engine does not
+//! acknowledge held bytes, so a client typing one byte per segment would fill its congestion
+//! window with held bytes and stall if a whole line were held. AUTH continuation lines, DATA
+//! bodies and BDAT chunks stream.
+//!
+//! No verb needs its arguments before the line can start to stream; what the filter reads in
+//! them is parsed from the streamed bytes with a few bytes of state, never a copy of the line:
+//! - BDAT: the chunk size (SP, spaces, 1 to 19 digits; `LAST` does not matter), used at the
+//!   line end to pass the chunk by length;
+//! - asa MAIL/RCPT: where the address is (after the first `:`, spaces skipped, `<...>` or up
+//!   to the next space), to replace each `|` in it by a space as it passes (one
+//!   [`Event::PipeReplaced`] per line) and to count the sender address's bytes;
+//! - AUTH, STARTTLS, DATA: the verb alone decides (what follows is decided by the server's
+//!   334, 220 or 354).
+//!
+//! asa and strict enforce their limits while the line streams, at the byte that crosses
+//! them; what was streamed before it stays sent, and the server is left with an unterminated
+//! line, which it never executes, when the connection is reset:
+//! - command line > 512 bytes (CRLF included): the reset comes with byte 513 when no LF is
+//!   among the first 512. The server has received the line's first 512 bytes as decided
+//!   (copied, `|` replaced, or X-ed); a CR at byte 512 of an X-ed line is still held and is
+//!   never sent. A line whose LF is byte 513 (CR at 512) is too long.
+//! - asa sender address > 320 bytes: the reset comes with the address's 321st byte; the
+//!   line up to its 320th byte has been sent.
+//! - asa, > 100 RCPT in a transaction: the 101st resets as soon as its verb is known
+//!   (`RCPT` + SP): nothing of it is sent.
+//!
+//! Server lines hold their 3-digit code and separator (4 bytes); asa holds an EHLO keyword (≤ 32 bytes, longer ones
 //! are masked as they come); strict holds a whole EHLO reply (to fix the last kept line's
 //! separator). If that reply outgrows [`MAX_HELD`], its complete lines are decided (the
 //! separator left as it is, since the reply goes on) and the rest is decided line by line
@@ -85,9 +110,10 @@
 //!   ENHANCEDSTATUSCODES, 8BITMIME, BINARYMIME, CHUNKING, AUTH, STARTTLS, SMTPUTF8 and the
 //!   operator's verbs; every other extension, known or not, is removed.
 //! - **asa limits.** RCPT is counted per transaction (reset by MAIL, RSET, HELO, EHLO and the
-//!   end of a message); the sender address is the text between `<` and `>` (or up to a space)
-//!   after `MAIL FROM:`; `|` is replaced only inside the address; message lines are measured
-//!   without their CRLF; headers end at the first empty line.
+//!   end of a message) when its verb is decided; the sender address is the text between `<`
+//!   and `>` (or up to a space) after `MAIL FROM:`; `|` is replaced only inside the address;
+//!   message lines are measured without their CRLF; headers end at the first empty line.
+//!   See *Holding* for the exact bytes sent before a limit's reset.
 //! - **BDAT** with a missing or unparsable size is a command without a chunk (the server will
 //!   refuse it).
 //! - **STARTTLS.** Client bytes between STARTTLS and its reply are dropped whatever the reply;

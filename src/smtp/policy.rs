@@ -112,9 +112,8 @@ impl Policy {
         })
     }
 
-    /// asa and strict hold a whole command line (≤ 512 bytes) to check limits before
-    /// forwarding it; the PIX profiles stream a line once its verb is decided.
-    pub fn holds_command_lines(&self) -> bool {
+    /// asa and strict limit a command line to 512 bytes (CRLF included) and reset past it.
+    pub fn limits_command_lines(&self) -> bool {
         matches!(self.profile, Profile::Asa | Profile::Strict)
     }
 
