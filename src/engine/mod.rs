@@ -109,7 +109,8 @@ pub enum ForwardReason {
     Unparseable,
     /// A segment of a filtered connection whose content needs no change.
     Unchanged,
-    /// A filtered port, but the connection is not tracked (no SYN seen) and cannot be judged.
+    /// A filtered port, but the connection is not tracked (no SYN seen) and cannot be
+    /// judged; only segments without payload, under fail-open.
     Untracked,
 }
 
@@ -154,7 +155,8 @@ pub enum DropReason {
     OverLimit,
     /// The connection was reset by the filter.
     ConnectionReset,
-    /// A mid-stream segment on a filtered port of a connection not tracked (fail-closed).
+    /// A segment on a filtered port of a connection not tracked: with payload always (it
+    /// cannot be judged), without payload under fail-closed.
     Untracked,
 }
 
@@ -465,6 +467,16 @@ impl FlowKey {
 /// - Fail-closed drops what the engine cannot judge (unparseable frames, untracked
 ///   mid-stream segments on a filtered port); frames that are simply not its concern
 ///   (not IP, not TCP, other ports) are forwarded in both modes.
+/// - A segment carrying payload on a filtered port of a connection that is not tracked
+///   (no SYN seen, or state forgotten: expired, evicted, closed) is dropped in both modes
+///   (`DropReason::Untracked`): forwarding it would let a blocked verb cross unjudged
+///   whenever the engine's state and an endpoint's disagree. Picking the connection up
+///   mid-stream was rejected: the engine cannot know where a command line starts, nor
+///   the SMTP state (a body line would be taken as a command). Untracked segments without
+///   payload follow the fail mode (open: forwarded, so endpoints can still close).
+/// - An endpoint's RST closes the connection only when it is exactly at the sender's next
+///   sequence number, as its receiver would accept it (RFC 5961); another RST is passed on
+///   translated and the connection stays tracked.
 /// - IP fragments of TCP are dropped when the first fragment names a filtered port, or when a
 ///   later fragment is between two addresses with a tracked connection; other fragments are
 ///   forwarded (fail-open) or dropped (fail-closed) as unparseable.
@@ -583,6 +595,19 @@ impl<F: PolicyFactory> Engine<F> {
         }
     }
 
+    /// A segment on a filtered port of a connection not tracked (no SYN seen, or forgotten).
+    /// Payload is never forwarded unjudged, whatever the fail mode: it could be a blocked
+    /// command of a connection whose state the engine lost (a stateful PIX drops packets
+    /// without a connection the same way). Segments without payload (ACKs, FINs, RSTs)
+    /// follow the fail mode.
+    fn untracked(&self, t: &TcpFrame) -> Verdict {
+        if t.payload_len() > 0 {
+            Verdict::Drop(DropReason::Untracked)
+        } else {
+            self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked)
+        }
+    }
+
     fn on_fragment(&self, f: &IpFragment) -> Verdict {
         match f.ports {
             Some((sp, dp))
@@ -637,7 +662,7 @@ impl<F: PolicyFactory> Engine<F> {
         } else if self.conns.contains_key(&as_server) {
             (as_server, IDX_S2C)
         } else {
-            return self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked);
+            return self.untracked(t);
         };
         let Some(conn) = self.conns.get_mut(&key) else {
             return Verdict::Drop(DropReason::Unparseable);
