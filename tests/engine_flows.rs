@@ -998,3 +998,48 @@ fn only_a_rst_at_the_next_sequence_number_closes_the_connection() {
     assert_eq!(v, Verdict::Drop(DropReason::Untracked));
     assert_eq!(lab.e.connection_count(), 0);
 }
+
+#[test]
+fn replacements_of_rewritten_frames_are_not_counted_as_originated() {
+    let mut lab = scripted(vec![(C2S, 6, Edit::Delete(8))]);
+    lab.handshake();
+    let mut frames_out = 0u64;
+    let (v, outs) = lab.client(0, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    frames_out += outs.len() as u64; // the forwarded input and what the engine emitted
+    let (v, outs) = lab.server(0, 6, 0, b"");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    frames_out += outs.len() as u64; // the forwarded input and what the engine emitted
+    let before = lab.e.stats().clone();
+    // Deleted whole: nothing replaces it, the engine acknowledges the bytes itself.
+    let (v, outs) = lab.client(6, 0, 0, b"EXPN x\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    assert!(to(Side::Inside, &outs).is_empty());
+    assert_eq!(
+        to(Side::Outside, &outs).len(),
+        1,
+        "an ACK for the deleted bytes"
+    );
+    frames_out += outs.len() as u64;
+    let s = lab.e.stats().clone();
+    assert_eq!(s.replacements - before.replacements, 0);
+    assert_eq!(s.originated - before.originated, 1);
+    // Its sequence number shifted: one replacement, nothing originated.
+    let (v, outs) = lab.client(14, 0, 0, b"QUIT\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    assert_eq!(to(Side::Inside, &outs).len(), 1);
+    frames_out += outs.len() as u64;
+    let t = lab.e.stats().clone();
+    assert_eq!(t.replacements - s.replacements, 1);
+    assert_eq!(t.originated - s.originated, 0);
+    assert_eq!(
+        t.forwarded_total() + t.rewritten + t.dropped_total(),
+        t.frames_in
+    );
+    let handshake_frames = t.frames_in - 4;
+    assert_eq!(
+        t.forwarded_total() + t.replacements + t.originated,
+        frames_out + handshake_frames,
+        "frames out = forwarded + replacements + originated"
+    );
+}

@@ -413,7 +413,11 @@ fn render_summary(s: &SummaryInput) -> String {
         st.forwarded_total(),
         reasons(&fwd)
     );
-    let _ = writeln!(out, "  rewritten:           {}", st.rewritten);
+    let _ = writeln!(
+        out,
+        "  rewritten:           {} (replaced by {} frames)",
+        st.rewritten, st.replacements
+    );
     let drop: Vec<(String, u64)> = DropReason::ALL
         .iter()
         .map(|r| (r.name().to_string(), st.dropped[*r as usize]))

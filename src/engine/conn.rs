@@ -244,7 +244,6 @@ impl<P: Policy> Conn<P> {
         {
             log::error!("internal: could not build a frame");
         }
-        ctx.stats.originated += 1;
         ctx.pushed[side_idx(side)] += 1;
         if let Some(t) = told {
             self.halves[r].commit(&t);
@@ -550,7 +549,6 @@ impl<P: Policy> Conn<P> {
             if ok.is_none() {
                 log::error!("internal: could not adjust a frame in place");
             }
-            ctx.stats.originated += 1;
             ctx.pushed[side_idx(side)] += 1;
             Verdict::Rewritten
         };

@@ -289,11 +289,19 @@ pub struct Stats {
     pub frames_in: u64,
     /// Frames forwarded byte for byte, indexed by `ForwardReason as usize`.
     pub forwarded: [u64; ForwardReason::ALL.len()],
-    /// Frames replaced by rewritten frames.
+    /// Input frames not forwarded as they are but replaced by what the engine built from
+    /// them (possibly nothing: bytes held or deleted).
     pub rewritten: u64,
+    /// Frames the engine emitted in place of rewritten input frames: those going on in the
+    /// input's direction while a frame judged [`Verdict::Rewritten`] is handled (its data
+    /// rebuilt, re-segmented at the receiver's MSS, or re-sent from the output log).
+    pub replacements: u64,
     /// Frames dropped, indexed by `DropReason as usize`.
     pub dropped: [u64; DropReason::ALL.len()],
-    /// Frames the engine originated (ACKs, injected replies, resets, retransmissions).
+    /// Frames the engine sent of its own accord: everything it emits that is not a
+    /// replacement (ACKs for deleted bytes, injected replies, resets sent back to a sender,
+    /// timer retransmissions, window probes). Frames out of an engine always number
+    /// `forwarded_total() + replacements + originated`.
     pub originated: u64,
     /// Filtered connections seen (SYN to a filtered port).
     pub connections: u64,
@@ -319,6 +327,7 @@ impl Stats {
             *a += b;
         }
         self.rewritten += other.rewritten;
+        self.replacements += other.replacements;
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
@@ -367,6 +376,7 @@ impl Stats {
             "frames_in": self.frames_in,
             "forwarded": forwarded,
             "rewritten": self.rewritten,
+            "replacements": self.replacements,
             "dropped": dropped,
             "originated": self.originated,
             "connections": self.connections,
@@ -554,6 +564,7 @@ impl<F: PolicyFactory> Engine<F> {
         sink: &mut FrameSink,
     ) -> Verdict {
         self.stats.frames_in += 1;
+        let emitted_before = sink.len();
         // Expired connections go as time passes; a few per frame keeps the cost bounded.
         self.sweep(now, 4);
         let class = classify(frame);
@@ -581,7 +592,22 @@ impl<F: PolicyFactory> Engine<F> {
             Verdict::Rewritten => self.stats.rewritten += 1,
             Verdict::Drop(r) => self.stats.dropped[r as usize] += 1,
         }
+        self.count_emitted(side, verdict, sink, emitted_before);
         verdict
+    }
+
+    /// Counts the frames queued in `sink` from index `from` on while handling a frame read
+    /// from `side`: those going on in its direction replace it if it was rewritten; all
+    /// others are the engine's own.
+    fn count_emitted(&mut self, side: Side, verdict: Verdict, sink: &FrameSink, from: usize) {
+        let new = sink.frames.get(from..).unwrap_or_default();
+        let replacements = if verdict == Verdict::Rewritten {
+            new.iter().filter(|(s, _)| *s == side.other()).count()
+        } else {
+            0
+        };
+        self.stats.replacements += replacements as u64;
+        self.stats.originated += (new.len() - replacements) as u64;
     }
 
     fn filtered(&self, t: &TcpFrame) -> bool {
@@ -775,7 +801,6 @@ impl<F: PolicyFactory> Engine<F> {
             if strip_payload(frame, t, out).is_none() {
                 log::error!("internal: could not strip a SYN's data");
             }
-            self.stats.originated += 1;
             return Verdict::Rewritten;
         }
         Verdict::Forward(ForwardReason::Unchanged)
@@ -797,6 +822,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
+        let emitted_before = sink.len();
         let due: Vec<FlowKey> = self
             .timers
             .range(..=(now, FlowKey::MAX))
@@ -818,6 +844,8 @@ impl<F: PolicyFactory> Engine<F> {
             self.reindex(key);
         }
         self.sweep(now, usize::MAX);
+        // Everything a timer sends is the engine's own.
+        self.stats.originated += sink.len().saturating_sub(emitted_before) as u64;
     }
 
     /// Counters so far.
