@@ -393,7 +393,7 @@ fn engine_acked_server_fin(trace: &[TraceEvent]) -> bool {
     let Some(fin_end) = segs(Tap::EndpointTx)
         .filter(|seg| seg.has(FIN))
         .map(|seg| seg.seq.wrapping_add(seg.payload_len as u32).wrapping_add(1))
-        .last()
+        .next_back()
     else {
         return false;
     };
