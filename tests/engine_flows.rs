@@ -1043,3 +1043,32 @@ fn replacements_of_rewritten_frames_are_not_counted_as_originated() {
         "frames out = forwarded + replacements + originated"
     );
 }
+
+#[test]
+fn a_rst_off_the_next_sequence_number_is_translated_and_the_connection_kept() {
+    let linger = Limits::default().closed_linger + Duration::from_secs(1);
+    let mut lab = scripted(vec![(C2S, 0, Edit::Delete(6))]);
+    lab.handshake();
+    let (v, _) = lab.client(0, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    // 10 past the client's next input offset (6): 10 past the server's next output offset (0).
+    let (v, outs) = lab.client(16, 0, TcpFlags::RST, b"");
+    assert_eq!(v, Verdict::Rewritten);
+    let rst: Vec<&Out> = to(Side::Inside, &outs)
+        .into_iter()
+        .filter(|o| o.flags().has(TcpFlags::RST))
+        .collect();
+    assert_eq!(rst.len(), 1, "{outs:?}");
+    assert_eq!(lab.c_off(rst[0].t.seg.seq), 10);
+    lab.now = lab.now.after(linger);
+    let (v, outs) = lab.client(6, 0, 0, b"QUIT\r\n");
+    assert_eq!(
+        v,
+        Verdict::Rewritten,
+        "still tracked: shifted by the deletion"
+    );
+    let srv = to(Side::Inside, &outs);
+    assert_eq!(srv.len(), 1);
+    assert_eq!(lab.c_off(srv[0].t.seg.seq), 0);
+    assert_eq!(srv[0].payload, b"QUIT\r\n");
+}
