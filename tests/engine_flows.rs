@@ -505,8 +505,14 @@ fn bad_checksums_untracked_segments_and_table_limits() {
         1,
         2,
     );
-    // Untracked mid-stream segment: forwarded under fail-open.
+    // Untracked mid-stream segment: its payload cannot be judged and is dropped even under
+    // fail-open; a pure ACK is forwarded under fail-open.
     let f = lab.frame(true, 50, Some(60), TcpFlags::ACK, 100, &[], b"EXPN x\r\n");
+    assert_eq!(
+        lab.feed(Side::Outside, &f).0,
+        Verdict::Drop(DropReason::Untracked)
+    );
+    let f = lab.frame(true, 50, Some(60), TcpFlags::ACK, 100, &[], b"");
     assert_eq!(
         lab.feed(Side::Outside, &f).0,
         Verdict::Forward(ForwardReason::Untracked)
@@ -843,9 +849,9 @@ fn expired_connections_are_swept_by_later_frames() {
         .handle_frame(lab.now, Side::Outside, &arp, &mut lab.sink);
     assert_eq!(v, Verdict::Forward(ForwardReason::NotIp));
     assert_eq!(lab.e.connection_count(), 0);
-    // A late segment of it is now untracked.
+    // A late segment of it is now untracked: its data is dropped, not forwarded unjudged.
     let (v, _) = lab.client(0, 0, 0, b"NOOP\r\n");
-    assert_eq!(v, Verdict::Forward(ForwardReason::Untracked));
+    assert_eq!(v, Verdict::Drop(DropReason::Untracked));
 }
 
 mod robustness {
@@ -962,4 +968,107 @@ fn held_bytes_are_never_acknowledged_by_default() {
             assert_eq!(lab.c_off(o.t.seg.ack), 0, "held bytes acknowledged");
         }
     }
+}
+
+#[test]
+fn only_a_rst_at_the_next_sequence_number_closes_the_connection() {
+    let linger = Limits::default().closed_linger + Duration::from_secs(1);
+    let mut lab = Lab::new(Engine::with_policy(cfg(), Identity), V4, 1, 2);
+    lab.handshake();
+    let (v, _) = lab.client(0, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    // 10 bytes past the client's next sequence number: the server would answer with a
+    // challenge ACK (RFC 5961) and keep the connection, so the engine keeps it too.
+    let (v, outs) = lab.client(16, 0, TcpFlags::RST, b"");
+    assert!(
+        v == Verdict::Forward(ForwardReason::Unchanged)
+            || outs.iter().any(|o| o.flags().has(TcpFlags::RST)),
+        "the RST is passed on for the server to judge: {v:?}"
+    );
+    lab.now = lab.now.after(linger);
+    let (v, _) = lab.client(6, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    assert_eq!(lab.e.connection_count(), 1);
+    // Exactly at the next sequence number: the server closes, and so does the engine; once
+    // the closed connection is forgotten, late data is dropped, not forwarded unjudged.
+    let (v, _) = lab.client(12, 0, TcpFlags::RST, b"");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    lab.now = lab.now.after(linger);
+    let (v, _) = lab.client(12, 0, 0, b"EXPN root\r\n");
+    assert_eq!(v, Verdict::Drop(DropReason::Untracked));
+    assert_eq!(lab.e.connection_count(), 0);
+}
+
+#[test]
+fn replacements_of_rewritten_frames_are_not_counted_as_originated() {
+    let mut lab = scripted(vec![(C2S, 6, Edit::Delete(8))]);
+    lab.handshake();
+    let mut frames_out = 0u64;
+    let (v, outs) = lab.client(0, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    frames_out += outs.len() as u64; // the forwarded input and what the engine emitted
+    let (v, outs) = lab.server(0, 6, 0, b"");
+    assert_eq!(v, Verdict::Forward(ForwardReason::Unchanged));
+    frames_out += outs.len() as u64; // the forwarded input and what the engine emitted
+    let before = lab.e.stats().clone();
+    // Deleted whole: nothing replaces it, the engine acknowledges the bytes itself.
+    let (v, outs) = lab.client(6, 0, 0, b"EXPN x\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    assert!(to(Side::Inside, &outs).is_empty());
+    assert_eq!(
+        to(Side::Outside, &outs).len(),
+        1,
+        "an ACK for the deleted bytes"
+    );
+    frames_out += outs.len() as u64;
+    let s = lab.e.stats().clone();
+    assert_eq!(s.replacements - before.replacements, 0);
+    assert_eq!(s.originated - before.originated, 1);
+    // Its sequence number shifted: one replacement, nothing originated.
+    let (v, outs) = lab.client(14, 0, 0, b"QUIT\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    assert_eq!(to(Side::Inside, &outs).len(), 1);
+    frames_out += outs.len() as u64;
+    let t = lab.e.stats().clone();
+    assert_eq!(t.replacements - s.replacements, 1);
+    assert_eq!(t.originated - s.originated, 0);
+    assert_eq!(
+        t.forwarded_total() + t.rewritten + t.dropped_total(),
+        t.frames_in
+    );
+    let handshake_frames = t.frames_in - 4;
+    assert_eq!(
+        t.forwarded_total() + t.replacements + t.originated,
+        frames_out + handshake_frames,
+        "frames out = forwarded + replacements + originated"
+    );
+}
+
+#[test]
+fn a_rst_off_the_next_sequence_number_is_translated_and_the_connection_kept() {
+    let linger = Limits::default().closed_linger + Duration::from_secs(1);
+    let mut lab = scripted(vec![(C2S, 0, Edit::Delete(6))]);
+    lab.handshake();
+    let (v, _) = lab.client(0, 0, 0, b"NOOP\r\n");
+    assert_eq!(v, Verdict::Rewritten);
+    // 10 past the client's next input offset (6): 10 past the server's next output offset (0).
+    let (v, outs) = lab.client(16, 0, TcpFlags::RST, b"");
+    assert_eq!(v, Verdict::Rewritten);
+    let rst: Vec<&Out> = to(Side::Inside, &outs)
+        .into_iter()
+        .filter(|o| o.flags().has(TcpFlags::RST))
+        .collect();
+    assert_eq!(rst.len(), 1, "{outs:?}");
+    assert_eq!(lab.c_off(rst[0].t.seg.seq), 10);
+    lab.now = lab.now.after(linger);
+    let (v, outs) = lab.client(6, 0, 0, b"QUIT\r\n");
+    assert_eq!(
+        v,
+        Verdict::Rewritten,
+        "still tracked: shifted by the deletion"
+    );
+    let srv = to(Side::Inside, &outs);
+    assert_eq!(srv.len(), 1);
+    assert_eq!(lab.c_off(srv[0].t.seg.seq), 0);
+    assert_eq!(srv[0].payload, b"QUIT\r\n");
 }

@@ -160,8 +160,16 @@ fn every_profile_keeps_tcp_valid() {
     for profile in Profile::ALL.into_iter().filter(|p| *p != Profile::Off) {
         for cap in &caps {
             let mut e = Engine::new(config(profile));
-            replay(&mut e, cap);
+            let out = replay(&mut e, cap);
             let s = e.stats();
+            // Every frame out is a forwarded input, a replacement of a rewritten input, or
+            // one the engine sent of its own accord.
+            assert_eq!(
+                s.forwarded_total() + s.replacements + s.originated,
+                out.len() as u64,
+                "{}: frames out",
+                cap.name
+            );
             // Every frame gets exactly one verdict (some captures have bad checksums
             // throughout, e.g. anonymised ones: those frames are dropped, and counted).
             assert_eq!(

@@ -26,7 +26,9 @@
 //!   Keep-alives (one garbage octet below the receiver's ACK) are valid traffic the engine
 //!   must handle; the wire checks do not hold their octet to the identical-bytes rule.
 //! - A session also counts as complete when the client's FIN was lost on a lane and smoltcp
-//!   will never resend it ([`Ending::ClientFinLost`]); at most 10% of seeds may end so.
+//!   will never resend it ([`Ending::ClientFinLost`]), or when the server in CLOSING lost the
+//!   ACK of its FIN and smoltcp will never resend the FIN ([`Ending::ServerFinAckLost`]);
+//!   at most 10% of seeds may end either way.
 //! - Variants by seed: lock-step, pipelined (RFC 2920), and typed (each command byte in its
 //!   own segment, telnet in character mode). Every seed also draws MTUs (576..1500, so MSSs
 //!   differ per side), receive buffers of 1-8 KiB (windows fill), Nagle, and per lane a loss,
@@ -42,7 +44,7 @@ use common::simlink::{
     host_ip, Endpoint, EndpointParams, Impairment, Lane, LaneStats, Rng, SimTime,
 };
 use common::smtpscript::{client_script, Client, Dialogue, PolicyPipe, Server, Variant};
-use common::wirecheck::{check, parse, Kind, Links, Tap, Trace, TraceEvent, Violation, FIN};
+use common::wirecheck::{check, parse, Kind, Links, Tap, Trace, TraceEvent, Violation, ACK, FIN};
 use mailguard::engine::{EngineConfig, FailMode, Side, Time};
 use mailguard::smtp::{transform, Dir, PolicyConfig, Profile};
 use smoltcp::socket::tcp::State;
@@ -314,10 +316,21 @@ enum Ending {
     Closed,
     /// Everything delivered and both sides closed, but the client's FIN was lost on a lane and
     /// smoltcp will not retransmit it: in smoltcp 0.12 an ACK that does not cover the FIN,
-    /// received in LAST-ACK, cancels the retransmission timer. Accepted only when nothing is
+    /// received in LAST-ACK, cancels the retransmission timer; and in CLOSING (the server's
+    /// FIN arrived while the client's own was unacknowledged) it does not retransmit its FIN
+    /// at all (a real stack would). Accepted only when nothing is
     /// in flight, no timer is pending anywhere, and the engine forwarded every FIN it got
     /// from the client (so the engine did not swallow it).
     ClientFinLost,
+    /// Everything delivered and both sides closed, but the server, in CLOSING (simultaneous
+    /// close: the client's FIN reached it before the ACK of its own FIN), never got that
+    /// ACK: the engine forwarded an ACK covering the server's FIN towards the server and the
+    /// lane lost it, and smoltcp 0.12 does not retransmit its FIN in CLOSING (a real stack
+    /// would, and the client in TIME-WAIT would answer it). Accepted only when nothing is in
+    /// flight, no timer is pending anywhere, the client is closed, and the engine's output
+    /// towards the server holds such an ACK (so the engine did not swallow it). Counted with
+    /// [`Ending::ClientFinLost`] against the same 10% bound.
+    ServerFinAckLost,
 }
 
 /// The session is over when the client got the reply to QUIT and the server's FIN (and read
@@ -335,8 +348,11 @@ fn ending(
     let client_state = client_ep.socket().state();
     let client_done = client.closed && !client_ep.socket().may_recv();
     let s = server_ep.socket().state();
-    let server_done =
-        server.closed && matches!(s, State::FinWait2 | State::TimeWait | State::Closed);
+    let server_done = server.closed
+        && matches!(
+            s,
+            State::FinWait2 | State::TimeWait | State::Closed | State::Closing
+        );
     if !(client_done && server_done) {
         return Ending::Open;
     }
@@ -348,11 +364,40 @@ fn ending(
         && client_ep.poll_at(now).is_none()
         && server_ep.poll_at(now).is_none();
     let engine_forwarded_fin = !net.fin_in[0] || net.fin_out[1];
-    if quiescent && client_state == State::LastAck && engine_forwarded_fin {
+    // A server in CLOSING still waits for the ACK of its FIN: only the second allowance.
+    if quiescent
+        && s == State::FinWait2
+        && matches!(client_state, State::LastAck | State::Closing)
+        && engine_forwarded_fin
+    {
         Ending::ClientFinLost
+    } else if quiescent
+        && s == State::Closing
+        && matches!(client_state, State::TimeWait | State::Closed)
+        && engine_acked_server_fin(&net.trace)
+    {
+        Ending::ServerFinAckLost
     } else {
         Ending::Open
     }
+}
+
+/// The engine emitted towards the server an ACK covering the server's FIN.
+fn engine_acked_server_fin(trace: &[TraceEvent]) -> bool {
+    let segs = |tap: Tap| {
+        trace
+            .iter()
+            .filter(move |e| e.tap == tap && e.side == Side::Inside)
+            .filter_map(|e| parse(&e.frame).ok().flatten())
+    };
+    let Some(fin_end) = segs(Tap::EndpointTx)
+        .filter(|seg| seg.has(FIN))
+        .map(|seg| seg.seq.wrapping_add(seg.payload_len as u32).wrapping_add(1))
+        .next_back()
+    else {
+        return false;
+    };
+    segs(Tap::EngineTx).any(|seg| seg.has(ACK) && (seg.ack.wrapping_sub(fin_end) as i32) >= 0)
 }
 
 /// Runs one SMTP session through `mb`.
@@ -638,7 +683,10 @@ fn sweep(profile: Profile) {
     let mut injected_lost = 0usize;
     for &seed in &seeds {
         let run = run_engine(Scenario::random(profile, seed));
-        fin_lost += usize::from(run.ending == Ending::ClientFinLost);
+        fin_lost += usize::from(matches!(
+            run.ending,
+            Ending::ClientFinLost | Ending::ServerFinAckLost
+        ));
         injected_lost += usize::from(run.lost_toward_client(INJECTED_REPLY));
         let classified = run.classified_failures();
         for (category, _) in &classified {
@@ -660,7 +708,7 @@ fn sweep(profile: Profile) {
         }
     }
     eprintln!(
-        "{profile}: {} seeds, {} failed, {fin_lost} ended with the client's FIN lost (smoltcp), \
+        "{profile}: {} seeds, {} failed, {fin_lost} ended with the client's FIN or the ACK of the server's FIN lost (smoltcp), \
          {injected_lost} lost an injected reply",
         seeds.len(),
         failed.len()

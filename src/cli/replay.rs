@@ -407,7 +407,11 @@ fn render_summary(s: &SummaryInput) -> String {
         st.forwarded_total(),
         reasons(&forwarded_by_reason(st))
     );
-    let _ = writeln!(out, "  rewritten:           {}", st.rewritten);
+    let _ = writeln!(
+        out,
+        "  rewritten:           {} (replaced by {} frames)",
+        st.rewritten, st.replacements
+    );
     let _ = writeln!(
         out,
         "  dropped:             {}{}",

@@ -244,7 +244,6 @@ impl<P: Policy> Conn<P> {
         {
             log::error!("internal: could not build a frame");
         }
-        ctx.stats.originated += 1;
         ctx.pushed[side_idx(side)] += 1;
         if let Some(t) = told {
             self.halves[r].commit(&t);
@@ -362,7 +361,7 @@ impl<P: Policy> Conn<P> {
             return Verdict::Drop(DropReason::OutOfWindow);
         }
         if seg.flags.has(TcpFlags::RST) {
-            return self.on_rst(ctx, d, seg.flags, !payload.is_empty());
+            return self.on_rst(ctx, d, off, !payload.is_empty());
         }
         // Urgent data is read out of band by some receivers and inline by others: such a
         // segment is always rebuilt (without URG), so the receiver reads what was judged.
@@ -550,7 +549,6 @@ impl<P: Policy> Conn<P> {
             if ok.is_none() {
                 log::error!("internal: could not adjust a frame in place");
             }
-            ctx.stats.originated += 1;
             ctx.pushed[side_idx(side)] += 1;
             Verdict::Rewritten
         };
@@ -702,27 +700,55 @@ impl<P: Policy> Conn<P> {
         Ok(())
     }
 
-    /// An endpoint reset the connection: the RST goes on after the data it follows.
-    fn on_rst(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        d: usize,
-        flags: TcpFlags,
-        carries_data: bool,
-    ) -> Verdict {
+    /// An endpoint sent a RST at input offset `off` of direction `d`.
+    ///
+    /// It closes the connection only as its receiver would (RFC 5961 §3.2): exactly at the
+    /// sender's next sequence number (after all its in-order data, or just after its FIN).
+    /// The RST then goes on after the data it follows. Any other RST is passed on translated
+    /// (the receiver answers it with a challenge ACK and keeps the connection) and the
+    /// connection stays tracked: forgetting it would let the sender's next bytes cross as
+    /// an untracked segment.
+    fn on_rst(&mut self, ctx: &mut Ctx<'_>, d: usize, off: i64, carries_data: bool) -> Verdict {
+        let h = &self.halves[d];
+        let next = h.reasm.next();
+        let after_fin = h.fin_at.filter(|f| *f == next).map(|f| f + 1);
+        let exact = u64::try_from(off).is_ok_and(|o| o == next || Some(o) == after_fin);
+        let pristine = self.pristine(d);
+        if !exact {
+            if pristine && !carries_data {
+                return Verdict::Forward(ForwardReason::Unchanged);
+            }
+            let s = self.rst_output_offset(d, off);
+            self.emit(ctx, d, s, None, TcpFlags::RST);
+            return Verdict::Rewritten;
+        }
         self.state = State::Closed;
         self.closed_at.get_or_insert(ctx.now);
         self.action("reset by endpoint".into());
-        if self.pristine(d) && !carries_data {
+        if pristine && !carries_data {
             return Verdict::Forward(ForwardReason::Unchanged);
         }
         // Data on a RST is never delivered (receivers differ on whether they read it).
-        // The filter's RST carries an ACK whenever it can; the endpoint's flags beyond RST
-        // do not matter to the receiver.
-        let _ = flags;
+        // The filter's RST carries an ACK whenever it can.
         let s = self.halves[d].snd_nxt();
         self.emit(ctx, d, s, None, TcpFlags::RST);
         Verdict::Rewritten
+    }
+
+    /// The output offset of a RST sent at input offset `off` of direction `d` that is not at
+    /// the sender's next sequence number: through the edit map below it, at the same distance
+    /// from the output's end beyond it (the receiver judges it as it would the original).
+    fn rst_output_offset(&self, d: usize, off: i64) -> u64 {
+        let h = &self.halves[d];
+        let next = h.reasm.next();
+        let end = h.snd_nxt();
+        match u64::try_from(off) {
+            Ok(o) if o > next => end.saturating_add(o - next),
+            Ok(o) => h.map.lower(o).min(end),
+            // Before the first data byte (the SYN's sequence number): the same distance
+            // below output offset 0, as the sequence space wraps.
+            Err(_) => off as u64,
+        }
     }
 
     /// The filter resets the connection: RST to both sides at the sequence numbers each

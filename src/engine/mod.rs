@@ -109,7 +109,8 @@ pub enum ForwardReason {
     Unparseable,
     /// A segment of a filtered connection whose content needs no change.
     Unchanged,
-    /// A filtered port, but the connection is not tracked (no SYN seen) and cannot be judged.
+    /// A filtered port, but the connection is not tracked (no SYN seen) and cannot be
+    /// judged; only segments without payload, under fail-open.
     Untracked,
 }
 
@@ -154,7 +155,8 @@ pub enum DropReason {
     OverLimit,
     /// The connection was reset by the filter.
     ConnectionReset,
-    /// A mid-stream segment on a filtered port of a connection not tracked (fail-closed).
+    /// A segment on a filtered port of a connection not tracked: with payload always (it
+    /// cannot be judged), without payload under fail-closed.
     Untracked,
 }
 
@@ -287,11 +289,19 @@ pub struct Stats {
     pub frames_in: u64,
     /// Frames forwarded byte for byte, indexed by `ForwardReason as usize`.
     pub forwarded: [u64; ForwardReason::ALL.len()],
-    /// Frames replaced by rewritten frames.
+    /// Input frames not forwarded as they are but replaced by what the engine built from
+    /// them (possibly nothing: bytes held or deleted).
     pub rewritten: u64,
+    /// Frames the engine emitted in place of rewritten input frames: those going on in the
+    /// input's direction while a frame judged [`Verdict::Rewritten`] is handled (its data
+    /// rebuilt, re-segmented at the receiver's MSS, or re-sent from the output log).
+    pub replacements: u64,
     /// Frames dropped, indexed by `DropReason as usize`.
     pub dropped: [u64; DropReason::ALL.len()],
-    /// Frames the engine originated (ACKs, injected replies, resets, retransmissions).
+    /// Frames the engine sent of its own accord: everything it emits that is not a
+    /// replacement (ACKs for deleted bytes, injected replies, resets sent back to a sender,
+    /// timer retransmissions, window probes). Frames out of an engine always number
+    /// `forwarded_total() + replacements + originated`.
     pub originated: u64,
     /// Filtered connections seen (SYN to a filtered port).
     pub connections: u64,
@@ -317,6 +327,7 @@ impl Stats {
             *a += b;
         }
         self.rewritten += other.rewritten;
+        self.replacements += other.replacements;
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
@@ -365,6 +376,7 @@ impl Stats {
             "frames_in": self.frames_in,
             "forwarded": forwarded,
             "rewritten": self.rewritten,
+            "replacements": self.replacements,
             "dropped": dropped,
             "originated": self.originated,
             "connections": self.connections,
@@ -465,6 +477,16 @@ impl FlowKey {
 /// - Fail-closed drops what the engine cannot judge (unparseable frames, untracked
 ///   mid-stream segments on a filtered port); frames that are simply not its concern
 ///   (not IP, not TCP, other ports) are forwarded in both modes.
+/// - A segment carrying payload on a filtered port of a connection that is not tracked
+///   (no SYN seen, or state forgotten: expired, evicted, closed) is dropped in both modes
+///   (`DropReason::Untracked`): forwarding it would let a blocked verb cross unjudged
+///   whenever the engine's state and an endpoint's disagree. Picking the connection up
+///   mid-stream was rejected: the engine cannot know where a command line starts, nor
+///   the SMTP state (a body line would be taken as a command). Untracked segments without
+///   payload follow the fail mode (open: forwarded, so endpoints can still close).
+/// - An endpoint's RST closes the connection only when it is exactly at the sender's next
+///   sequence number, as its receiver would accept it (RFC 5961); another RST is passed on
+///   translated and the connection stays tracked.
 /// - IP fragments of TCP are dropped when the first fragment names a filtered port, or when a
 ///   later fragment is between two addresses with a tracked connection; other fragments are
 ///   forwarded (fail-open) or dropped (fail-closed) as unparseable.
@@ -542,6 +564,7 @@ impl<F: PolicyFactory> Engine<F> {
         sink: &mut FrameSink,
     ) -> Verdict {
         self.stats.frames_in += 1;
+        let emitted_before = sink.len();
         // Expired connections go as time passes; a few per frame keeps the cost bounded.
         self.sweep(now, 4);
         let class = classify(frame);
@@ -569,7 +592,22 @@ impl<F: PolicyFactory> Engine<F> {
             Verdict::Rewritten => self.stats.rewritten += 1,
             Verdict::Drop(r) => self.stats.dropped[r as usize] += 1,
         }
+        self.count_emitted(side, verdict, sink, emitted_before);
         verdict
+    }
+
+    /// Counts the frames queued in `sink` from index `from` on while handling a frame read
+    /// from `side`: those going on in its direction replace it if it was rewritten; all
+    /// others are the engine's own.
+    fn count_emitted(&mut self, side: Side, verdict: Verdict, sink: &FrameSink, from: usize) {
+        let new = sink.frames.get(from..).unwrap_or_default();
+        let replacements = if verdict == Verdict::Rewritten {
+            new.iter().filter(|(s, _)| *s == side.other()).count()
+        } else {
+            0
+        };
+        self.stats.replacements += replacements as u64;
+        self.stats.originated += (new.len() - replacements) as u64;
     }
 
     fn filtered(&self, t: &TcpFrame) -> bool {
@@ -580,6 +618,19 @@ impl<F: PolicyFactory> Engine<F> {
         match self.config.fail_mode {
             FailMode::Open => Verdict::Forward(open),
             FailMode::Closed => Verdict::Drop(closed),
+        }
+    }
+
+    /// A segment on a filtered port of a connection not tracked (no SYN seen, or forgotten).
+    /// Payload is never forwarded unjudged, whatever the fail mode: it could be a blocked
+    /// command of a connection whose state the engine lost (a stateful PIX drops packets
+    /// without a connection the same way). Segments without payload (ACKs, FINs, RSTs)
+    /// follow the fail mode.
+    fn untracked(&self, t: &TcpFrame) -> Verdict {
+        if t.payload_len() > 0 {
+            Verdict::Drop(DropReason::Untracked)
+        } else {
+            self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked)
         }
     }
 
@@ -637,7 +688,7 @@ impl<F: PolicyFactory> Engine<F> {
         } else if self.conns.contains_key(&as_server) {
             (as_server, IDX_S2C)
         } else {
-            return self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked);
+            return self.untracked(t);
         };
         let Some(conn) = self.conns.get_mut(&key) else {
             return Verdict::Drop(DropReason::Unparseable);
@@ -750,7 +801,6 @@ impl<F: PolicyFactory> Engine<F> {
             if strip_payload(frame, t, out).is_none() {
                 log::error!("internal: could not strip a SYN's data");
             }
-            self.stats.originated += 1;
             return Verdict::Rewritten;
         }
         Verdict::Forward(ForwardReason::Unchanged)
@@ -772,6 +822,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
+        let emitted_before = sink.len();
         let due: Vec<FlowKey> = self
             .timers
             .range(..=(now, FlowKey::MAX))
@@ -793,6 +844,8 @@ impl<F: PolicyFactory> Engine<F> {
             self.reindex(key);
         }
         self.sweep(now, usize::MAX);
+        // Everything a timer sends is the engine's own.
+        self.stats.originated += sink.len().saturating_sub(emitted_before) as u64;
     }
 
     /// Counters so far.
