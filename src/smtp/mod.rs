@@ -281,8 +281,13 @@ impl std::fmt::Debug for VerbName {
 }
 
 impl std::fmt::Display for VerbName {
+    /// The verb, or `(empty)` for a line with no verb (empty, or starting with a space), so
+    /// that summaries never show a blank name.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        match self.as_str() {
+            "" => f.write_str("(empty)"),
+            verb => f.write_str(verb),
+        }
     }
 }
 
