@@ -242,8 +242,15 @@ class Report:
                "bridge` (AF_PACKET) with 1 worker pinned to the forwarder CPU, then 2 workers "
                "on both CPUs. The load generators are pinned to the other CPU. Loads: "
                f"`{r.get('cmd.iperf', 'iperf3')}` (bulk single stream, 4 streams, small "
-               "segments with MSS 88); latency: "
+               "segments with MSS 88); real SMTP: "
+               f"`{r.get('cmd.smtp', 'smtp-source')}` to `smtp-sink` (throughput = frame "
+               "bytes the server's interface received per second); latency: "
                f"`{r.get('cmd.latency', 'smtp-pingpong')}`.")
+        self.w()
+        self.w("iperf3's stream is not SMTP: under pix51 or strict its first line is X-ed "
+               "(or the connection reset), as a PIX would do, so iperf3 measures the bridge "
+               "under `off` (frames classified and forwarded) and SMTP traffic measures it "
+               "under `strict` (every frame through the policy and the TCP engine).")
         self.w()
         self.w("Frames/s count the frames delivered to both hosts (interface counters). CPU s "
                "per Gbit: CPU seconds per gigabit carried, of the forwarder processes (none for "
@@ -254,7 +261,8 @@ class Report:
                 ("mg1-off", "mailguard off, 1 worker"),
                 ("mg1-strict", "mailguard strict, 1 worker"),
                 ("mg2-strict", "mailguard strict, 2 workers")]
-        loads = [("single", "1 stream"), ("parallel4", "4 streams"), ("small", "MSS 88")]
+        loads = [("single", "iperf3, 1 stream"), ("parallel4", "iperf3, 4 streams"),
+                 ("small", "iperf3, MSS 88"), ("smtp", "SMTP, 1 MB mails")]
         self.w("| forwarder | load | Gbit/s | kframes/s | forwarder CPU s/Gbit | "
                "machine CPU s/Gbit | vs kernel | vs netsniff-ng |")
         self.w("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -299,21 +307,23 @@ class Report:
         if "live.mailguard_missing" in r:
             self.w("The mailguard binary measured had no live bridge: its rows are missing.")
             self.w()
-        # Targets: one pinned worker (strict), MTU frames, single stream.
-        mg = num(r, "live.mg1-strict.single.bps")
-        ns = num(r, "live.netsniff.single.bps")
-        kb = num(r, "live.kernel.single.bps")
-        q1, q2 = ratio(mg, ns), ratio(mg, kb)
-        self.targets.append((
-            "live, 1 pinned worker (strict), MTU frames, 1 stream: ≥ netsniff-ng",
-            f"{fmt(q1, 2, '×')} netsniff-ng",
-            q1 is not None and q1 >= 1.0,
-            None if q1 is None or q1 >= 1.0 else f"{(1 - q1) * 100:.0f}% below"))
-        self.targets.append((
-            "live, 1 pinned worker (strict), MTU frames, 1 stream: ≥ ½ kernel bridge",
-            f"{fmt(q2, 2, '×')} kernel bridge",
-            q2 is not None and q2 >= 0.5,
-            None if q2 is None or q2 >= 0.5 else f"{(0.5 - q2) / 0.5 * 100:.0f}% below half"))
+        # Targets: one pinned worker, MTU frames.
+        for fk, lk, what in (("mg1-off", "single", "off, iperf3 1 stream"),
+                             ("mg1-strict", "smtp", "strict, SMTP 1 MB mails")):
+            mg = num(r, f"live.{fk}.{lk}.bps")
+            ns = num(r, f"live.netsniff.{lk}.bps")
+            kb = num(r, f"live.kernel.{lk}.bps")
+            q1, q2 = ratio(mg, ns), ratio(mg, kb)
+            self.targets.append((
+                f"live, 1 pinned worker ({what}): ≥ netsniff-ng",
+                f"{fmt(q1, 2, '×')} netsniff-ng",
+                q1 is not None and q1 >= 1.0,
+                None if q1 is None or q1 >= 1.0 else f"{(1 - q1) * 100:.0f}% below"))
+            self.targets.append((
+                f"live, 1 pinned worker ({what}): ≥ ½ kernel bridge",
+                f"{fmt(q2, 2, '×')} kernel bridge",
+                q2 is not None and q2 >= 0.5,
+                None if q2 is None or q2 >= 0.5 else f"{(0.5 - q2) / 0.5 * 100:.0f}% below half"))
         lat = latency_fields(r.get("live.mg1-strict.latency"))
         add99 = lat["p99_us"] - kern["p99_us"] if lat and kern else None
         self.targets.append((
