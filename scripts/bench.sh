@@ -52,7 +52,7 @@ if [ "$QUICK" = 1 ]; then
   RUNS=2 SLOW_RUNS=2 LIVE_SECS=2 PING_COUNT=2000 SCALE_TIMEOUT=60
 else
   BULK_SESSIONS=2100 CMD_SESSIONS=30000 SCALE_N=1000000 SLOPE_A=20000 SLOPE_B=60000
-  RUNS=5 SLOW_RUNS=3 LIVE_SECS=8 PING_COUNT=20000 SCALE_TIMEOUT=240
+  RUNS=5 SLOW_RUNS=5 LIVE_SECS=8 PING_COUNT=20000 SCALE_TIMEOUT=240
 fi
 ATTACH_KB=256
 
@@ -67,8 +67,9 @@ if [ -z "${BENCH_DIR:-}" ]; then
 fi
 W=$BENCH_DIR
 RES=$W/results.tsv
-rm -rf "$W"
 mkdir -p "$W"
+# Only what an earlier run left (BENCH_DIR may be shared).
+rm -f "$W"/*.pcap "$W"/*.json "$W"/*.txt "$W"/*.tsv "$W"/*.log
 : >"$RES"
 LOG=$W/bench.log
 : >"$LOG"
@@ -214,7 +215,7 @@ scale_run() { # label sessions timeout
   put "scale.$label.sessions" "$n"
   put "scale.$label.file_bytes" "$(stat -c %s "$cap")"
   local rc=0
-  timeout --signal=KILL "$limit" /usr/bin/time -v -o "$W/time-$label.txt" \
+  timeout --kill-after=5 "$limit" /usr/bin/time -v -o "$W/time-$label.txt" \
     "$MG" replay "$cap" -o /dev/null --profile strict >"$W/scale-$label.txt" 2>&1 || rc=$?
   rm -f "$cap"
   if [ "$rc" = 137 ] || [ "$rc" = 124 ]; then
@@ -488,7 +489,11 @@ if [ "$CRITERION" = 1 ]; then
   say "cargo bench --bench engine"
   (cd "$ROOT" && cargo bench --bench engine) >"$W/criterion.txt" 2>&1 || say "cargo bench failed (see $W/criterion.txt)"
 fi
-put cmd.bench_sh "scripts/bench.sh $([ "$QUICK" = 1 ] && echo --quick) $([ "$CRITERION" = 1 ] && echo --criterion)"
+FLAGS=""
+[ "$QUICK" = 1 ] && FLAGS="$FLAGS --quick"
+[ "$CRITERION" = 1 ] && FLAGS="$FLAGS --criterion"
+[ "$ONLY" != "replay,scale,live" ] && FLAGS="$FLAGS --only $ONLY"
+put cmd.bench_sh "scripts/bench.sh$FLAGS"
 mkdir -p "$(dirname "$OUT")" "$ROOT/benches"
 $PY "$ROOT/scripts/bench/report.py" --results "$RES" --machine "$W/machine.txt" \
   --criterion "$ROOT/target/criterion" --scratch "$W" --out "$OUT" \
