@@ -253,7 +253,8 @@ class Report:
                "under `strict` (every frame through the policy and the TCP engine).")
         self.w()
         self.w("Frames/s count the frames delivered to both hosts (interface counters). CPU s "
-               "per Gbit: CPU seconds per gigabit carried, of the forwarder processes (none for "
+               "per Gbit: CPU seconds per gigabit carried (the same number as cores busy per "
+               "Gbit/s), of the forwarder processes (none for "
                "the kernel bridge, which runs in softirq context) and of the whole machine "
                "(forwarder, both TCP stacks and iperf3).")
         self.w()
