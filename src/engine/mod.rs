@@ -632,15 +632,14 @@ impl<F: PolicyFactory> Engine<F> {
         if is_syn && ports.contains(&t.seg.dst_port) {
             return self.on_syn(now, side, frame, t, as_client, sink);
         }
-        let (key, d) = if self.conns.contains_key(&as_client) {
-            (as_client, IDX_C2S)
-        } else if self.conns.contains_key(&as_server) {
-            (as_server, IDX_S2C)
-        } else {
-            return self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked);
-        };
-        let Some(conn) = self.conns.get_mut(&key) else {
-            return Verdict::Drop(DropReason::Unparseable);
+        // One lookup for the client's segments, two for the server's (the client's key first,
+        // as a flow between two filtered ports may be tracked both ways).
+        let (key, d, conn) = match self.conns.get_mut(&as_client) {
+            Some(conn) => (as_client, IDX_C2S, conn),
+            None => match self.conns.get_mut(&as_server) {
+                Some(conn) => (as_server, IDX_S2C, conn),
+                None => return self.cannot_judge(ForwardReason::Untracked, DropReason::Untracked),
+            },
         };
         let expected_side = if d == IDX_C2S {
             conn.client_side
