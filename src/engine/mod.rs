@@ -678,8 +678,11 @@ impl<F: PolicyFactory> Engine<F> {
                 self.timers.insert((t, key));
             }
         }
+        // Filed at or before the real expiry: an expiry that moves later (every segment moves
+        // the idle deadline) leaves the entry where it is, and `sweep` looks at the real one
+        // when the entry comes due. Only an earlier expiry (a close) files it again.
         let exp = conn.expiry(&self.limits);
-        if conn.indexed_exp != Some(exp) {
+        if conn.indexed_exp.is_none_or(|old| exp < old) {
             if let Some(old) = conn.indexed_exp.replace(exp) {
                 self.expiries.remove(&(old, key));
             }
@@ -687,12 +690,32 @@ impl<F: PolicyFactory> Engine<F> {
         }
     }
 
-    /// Forgets up to `max` connections whose expiry is due at `now`.
+    /// Forgets up to `max` connections whose expiry is due at `now`; a connection filed
+    /// early (active since) is filed again at its real expiry, without counting.
     fn sweep(&mut self, now: Time, max: usize) {
-        for _ in 0..max {
-            match self.expiries.first() {
-                Some(&(t, key)) if t <= now => self.forget(key),
-                _ => break,
+        let mut forgotten = 0;
+        while forgotten < max {
+            let Some(&(t, key)) = self.expiries.first() else {
+                break;
+            };
+            if t > now {
+                break;
+            }
+            match self.conns.get_mut(&key) {
+                Some(conn) => {
+                    let real = conn.expiry(&self.limits);
+                    if real > now {
+                        conn.indexed_exp = Some(real);
+                        self.expiries.remove(&(t, key));
+                        self.expiries.insert((real, key));
+                    } else {
+                        self.forget(key);
+                        forgotten += 1;
+                    }
+                }
+                None => {
+                    self.expiries.remove(&(t, key));
+                }
             }
         }
     }
