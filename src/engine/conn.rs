@@ -62,7 +62,8 @@ pub(super) struct Conn<P: Policy> {
     /// The retransmission deadline under which the engine's timer index files this
     /// connection.
     pub indexed_rto: Option<Time>,
-    /// The expiry under which the engine's expiry index files this connection.
+    /// The time under which the engine's expiry index files this connection: at or before
+    /// its real expiry (see `Engine::reindex`).
     pub indexed_exp: Option<Time>,
     ip_id: u16,
 }

@@ -683,15 +683,14 @@ impl<F: PolicyFactory> Engine<F> {
         if is_syn && ports.contains(&t.seg.dst_port) {
             return self.on_syn(now, side, frame, t, as_client, sink);
         }
-        let (key, d) = if self.conns.contains_key(&as_client) {
-            (as_client, IDX_C2S)
-        } else if self.conns.contains_key(&as_server) {
-            (as_server, IDX_S2C)
-        } else {
-            return self.untracked(t);
-        };
-        let Some(conn) = self.conns.get_mut(&key) else {
-            return Verdict::Drop(DropReason::Unparseable);
+        // One lookup for the client's segments, two for the server's (the client's key first,
+        // as a flow between two filtered ports may be tracked both ways).
+        let (key, d, conn) = match self.conns.get_mut(&as_client) {
+            Some(conn) => (as_client, IDX_C2S, conn),
+            None => match self.conns.get_mut(&as_server) {
+                Some(conn) => (as_server, IDX_S2C, conn),
+                None => return self.untracked(t),
+            },
         };
         let expected_side = if d == IDX_C2S {
             conn.client_side
@@ -730,8 +729,11 @@ impl<F: PolicyFactory> Engine<F> {
                 self.timers.insert((t, key));
             }
         }
+        // Filed at or before the real expiry: an expiry that moves later (every segment moves
+        // the idle deadline) leaves the entry where it is, and `sweep` looks at the real one
+        // when the entry comes due. Only an earlier expiry (a close) files it again.
         let exp = conn.expiry(&self.limits);
-        if conn.indexed_exp != Some(exp) {
+        if conn.indexed_exp.is_none_or(|old| exp < old) {
             if let Some(old) = conn.indexed_exp.replace(exp) {
                 self.expiries.remove(&(old, key));
             }
@@ -739,12 +741,32 @@ impl<F: PolicyFactory> Engine<F> {
         }
     }
 
-    /// Forgets up to `max` connections whose expiry is due at `now`.
+    /// Forgets up to `max` connections whose expiry is due at `now`; a connection filed
+    /// early (active since) is filed again at its real expiry, without counting.
     fn sweep(&mut self, now: Time, max: usize) {
-        for _ in 0..max {
-            match self.expiries.first() {
-                Some(&(t, key)) if t <= now => self.forget(key),
-                _ => break,
+        let mut forgotten = 0;
+        while forgotten < max {
+            let Some(&(t, key)) = self.expiries.first() else {
+                break;
+            };
+            if t > now {
+                break;
+            }
+            match self.conns.get_mut(&key) {
+                Some(conn) => {
+                    let real = conn.expiry(&self.limits);
+                    if real > now {
+                        conn.indexed_exp = Some(real);
+                        self.expiries.remove(&(t, key));
+                        self.expiries.insert((real, key));
+                    } else {
+                        self.forget(key);
+                        forgotten += 1;
+                    }
+                }
+                None => {
+                    self.expiries.remove(&(t, key));
+                }
             }
         }
     }

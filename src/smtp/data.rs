@@ -74,6 +74,23 @@ impl DataLine {
     }
 }
 
+/// The length of the complete line at the start of `rest` if it passes unchanged and ends
+/// nothing: it does not start with `.`, CR or LF (so it is neither the terminator nor the
+/// empty line ending the headers) and, under strict, its only CR is the one of its CRLF.
+/// `None` when the line is not complete in `rest` or needs the byte-by-byte path.
+fn ordinary_line(rest: &[u8], strict: bool) -> Option<usize> {
+    let (&first, tail) = rest.split_first()?;
+    if matches!(first, b'.' | CR | LF) {
+        return None;
+    }
+    if strict {
+        let at = memchr::memchr2(LF, CR, tail)? + 1;
+        (rest.get(at) == Some(&CR) && rest.get(at + 1) == Some(&LF)).then_some(at + 2)
+    } else {
+        Some(memchr::memchr(LF, tail)? + 2)
+    }
+}
+
 /// What one body byte did.
 enum Step {
     /// The body goes on.
@@ -98,13 +115,27 @@ impl Session {
             let ClientState::Data(d) = &mut self.client else {
                 return k;
             };
-            // The middle of a line passes as one run (not under asa, whose line limits are
-            // checked byte by byte).
+            // A whole ordinary line at a line start passes as one run, and so does the middle
+            // of a line (not under asa, whose line limits are checked byte by byte).
+            if d.phase == BodyPhase::Start && !d.pending_cr && !asa {
+                if let Some(n) = ordinary_line(rest, strict) {
+                    ops::copy(&mut out.to_server, n);
+                    // What `body_line_end` does after a line that was neither empty nor `.`.
+                    d.len = 0;
+                    d.last_cr = false;
+                    d.long_logged = false;
+                    k += n;
+                    continue;
+                }
+            }
             if d.phase == BodyPhase::Other && !d.pending_cr && !asa {
-                let run = rest
-                    .iter()
-                    .position(|&c| c == LF || (strict && c == CR))
-                    .unwrap_or(rest.len());
+                // memchr scans with SIMD: this loop is most of a bulk transfer's policy time.
+                let run = if strict {
+                    memchr::memchr2(LF, CR, rest)
+                } else {
+                    memchr::memchr(LF, rest)
+                }
+                .unwrap_or(rest.len());
                 if run > 0 {
                     ops::copy(&mut out.to_server, run);
                     d.len += run;
@@ -213,6 +244,34 @@ impl Session {
                 d.long_logged = false;
                 Step::More
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ordinary_line;
+
+    #[test]
+    fn ordinary_lines_pass_whole_and_everything_else_goes_byte_by_byte() {
+        // strict: a line whose only CR is its CRLF's.
+        assert_eq!(ordinary_line(b"abc\r\nnext", true), Some(5));
+        assert_eq!(ordinary_line(b"a\r\n", true), Some(3));
+        // strict: bare CR, bare LF, CR at the end of what we have: byte by byte.
+        assert_eq!(ordinary_line(b"ab\rc\r\n", true), None);
+        assert_eq!(ordinary_line(b"abc\nx", true), None);
+        assert_eq!(ordinary_line(b"abc\r", true), None);
+        // Other profiles: any line up to its LF, a CR inside is just a byte.
+        assert_eq!(ordinary_line(b"ab\rc\n.", false), Some(5));
+        assert_eq!(ordinary_line(b"abc\r\n", false), Some(5));
+        // Never the terminator, an empty line, or an incomplete line.
+        for strict in [true, false] {
+            assert_eq!(ordinary_line(b".\r\n", strict), None);
+            assert_eq!(ordinary_line(b"..x\r\n", strict), None);
+            assert_eq!(ordinary_line(b"\r\n", strict), None);
+            assert_eq!(ordinary_line(b"\n", strict), None);
+            assert_eq!(ordinary_line(b"abc", strict), None);
+            assert_eq!(ordinary_line(b"", strict), None);
         }
     }
 }

@@ -6,7 +6,14 @@ use std::net::IpAddr;
 /// added to `initial`. Not folded: pass the result to [`checksum_fold`].
 pub fn ones_sum(data: &[u8], initial: u32) -> u32 {
     let mut sum = u64::from(initial);
-    let mut chunks = data.chunks_exact(2);
+    // Big-endian 32-bit words add up to the same one's complement sum as their 16-bit
+    // halves (2^16 = 1 modulo 2^16 - 1), at half the additions; a u64 cannot overflow for
+    // any frame (2^32 words of 2^32).
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let mut chunks = words.remainder().chunks_exact(2);
     for c in &mut chunks {
         sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
@@ -91,7 +98,30 @@ mod tests {
         assert_eq!(checksum_fold(ones_sum(&data, 0)), !0xddf2);
     }
 
+    /// RFC 1071 as written: 16-bit words, one at a time.
+    fn reference_checksum(data: &[u8], initial: u32) -> u16 {
+        let mut sum = u64::from(initial);
+        for pair in data.chunks(2) {
+            let hi = u64::from(pair.first().copied().unwrap_or(0)) << 8;
+            sum += hi | u64::from(pair.get(1).copied().unwrap_or(0));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
     proptest! {
+        /// The word-at-a-time sum gives exactly RFC 1071's checksum, whatever the length
+        /// (every remainder of 4) and the running sum passed in.
+        #[test]
+        fn ones_sum_matches_16_bit_reference(
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            initial in any::<u32>(),
+        ) {
+            prop_assert_eq!(checksum_fold(ones_sum(&data, initial)), reference_checksum(&data, initial));
+        }
+
         /// Incremental update of a 32-bit field equals recomputing the checksum in full.
         #[test]
         fn incremental_equals_full(mut data in proptest::collection::vec(any::<u8>(), 12..64),
