@@ -160,30 +160,39 @@ impl<F: PolicyFactory> Lab<F> {
         (v, outs)
     }
 
-    fn client(&mut self, off: u32, ack_off: u32, flags: u8, payload: &[u8]) -> (Verdict, Vec<Out>) {
+    /// A data/ACK segment at relative `off` from the client (`from_client`) or the server,
+    /// acknowledging the peer's relative `ack_off`.
+    fn segment(
+        &mut self,
+        from_client: bool,
+        off: u32,
+        ack_off: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> (Verdict, Vec<Out>) {
+        let (own_isn, peer_isn, side) = if from_client {
+            (self.c_isn, self.s_isn, Side::Outside)
+        } else {
+            (self.s_isn, self.c_isn, Side::Inside)
+        };
         let f = self.frame(
-            true,
-            self.c_isn.wrapping_add(1).wrapping_add(off),
-            Some(self.s_isn.wrapping_add(1).wrapping_add(ack_off)),
+            from_client,
+            own_isn.wrapping_add(1).wrapping_add(off),
+            Some(peer_isn.wrapping_add(1).wrapping_add(ack_off)),
             flags | TcpFlags::ACK,
             8000,
             &[],
             payload,
         );
-        self.feed(Side::Outside, &f)
+        self.feed(side, &f)
+    }
+
+    fn client(&mut self, off: u32, ack_off: u32, flags: u8, payload: &[u8]) -> (Verdict, Vec<Out>) {
+        self.segment(true, off, ack_off, flags, payload)
     }
 
     fn server(&mut self, off: u32, ack_off: u32, flags: u8, payload: &[u8]) -> (Verdict, Vec<Out>) {
-        let f = self.frame(
-            false,
-            self.s_isn.wrapping_add(1).wrapping_add(off),
-            Some(self.c_isn.wrapping_add(1).wrapping_add(ack_off)),
-            flags | TcpFlags::ACK,
-            8000,
-            &[],
-            payload,
-        );
-        self.feed(Side::Inside, &f)
+        self.segment(false, off, ack_off, flags, payload)
     }
 
     fn handshake(&mut self) {

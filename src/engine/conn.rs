@@ -674,11 +674,9 @@ impl<P: Policy> Conn<P> {
         for e in &ctx.out.events {
             account(ctx.stats, e);
         }
-        if self.report.is_some() {
-            let acts: Vec<String> = ctx.out.events.iter().map(|e| format!("{e:?}")).collect();
-            for a in acts {
-                self.action(a);
-            }
+        if let Some(r) = &mut self.report {
+            r.actions
+                .extend(ctx.out.events.iter().map(|e| format!("{e:?}")));
         }
         if let Some(reason) = ctx.out.reset {
             return Err(MustReset(reason.name()));
