@@ -45,6 +45,27 @@ const QUIT: &[u8] = b"QUIT\r\n";
 /// dropped what it sent (fragments).
 const RTO: Duration = Duration::from_millis(200);
 
+/// Which of the allowed outcomes the filter chose, where the design leaves it a choice
+/// (printed with the results, for SECURITY.md).
+static NOTES: std::sync::Mutex<Vec<(String, Vec<String>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes are taken only while the bridge filters (not during the control run under `off`).
+static TAKE_NOTES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records that under `p` the filter chose `what`.
+fn note(p: Profile, what: &str) {
+    if !TAKE_NOTES.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let mut notes = NOTES.lock().unwrap_or_else(|e| e.into_inner());
+    let name = p.to_string();
+    match notes.iter_mut().find(|(w, _)| w == what) {
+        Some((_, profiles)) if !profiles.contains(&name) => profiles.push(name),
+        Some(_) => {}
+        None => notes.push((what.to_string(), vec![name])),
+    }
+}
+
 /// Waits for the server's record of `a`'s connection to end (or 5 s).
 fn record(lab: &EvLab, a: &Attacker) -> ConnRecord {
     lab.server()
@@ -108,6 +129,23 @@ fn connected(lab: &mut EvLab) -> Result<(Attacker, usize), String> {
     let mut a = lab.attacker();
     let base = a.connect()?;
     Ok((a, base))
+}
+
+/// As [`finish_expect`]; also returns which alternative the server received.
+fn finish_which(
+    lab: &EvLab,
+    a: Attacker,
+    p: Profile,
+    label: &str,
+    alternatives: &[Vec<u8>],
+) -> Result<usize, String> {
+    let port = a.port;
+    finish_expect(lab, a, p, label, alternatives)?;
+    let rec = lab.server().record(port).unwrap_or_default();
+    Ok(alternatives
+        .iter()
+        .position(|x| session(x) == rec.received)
+        .unwrap_or(0))
 }
 
 /// Finishes the session and checks the server got `HELO` + one of `alternatives` + `QUIT`.
@@ -227,7 +265,11 @@ fn ipv4_fragments(lab: &mut EvLab, p: Profile) -> Outcome {
             for &i in &order {
                 a.send_frame(&frags[i]);
             }
-            a.wait_acked_for(base + text.len(), RTO);
+            if a.wait_acked_for(base + text.len(), RTO) {
+                note(p, "row 5: fragments reassembled and filtered");
+            } else {
+                note(p, "row 5: fragments dropped, the retransmission filtered");
+            }
             a.send(base, &text);
             finish_expect(lab, a, p, &label, &[cmd(p, &text)])?;
         }
@@ -255,7 +297,21 @@ fn ipv4_fragments(lab: &mut EvLab, p: Profile) -> Outcome {
             a.send_frame(&fa[0]);
             a.wait_acked_for(base + first.len(), RTO);
             a.send(base, retrans);
-            finish_expect(lab, a, p, &label, &[cmd(p, &good), cmd(p, &bad)])?;
+            let which = finish_which(lab, a, p, &label, &[cmd(p, &good), cmd(p, &bad)])?;
+            note(
+                p,
+                &format!(
+                    "row 6: overlapping fragments {} / {} then {}: the server read {}",
+                    show(first),
+                    show(second),
+                    show(retrans),
+                    if which == 0 {
+                        "the allowed line"
+                    } else {
+                        "the verb, filtered"
+                    }
+                ),
+            );
         }
         let label = format!("{v} in an IPv4 atomic fragment");
         let (mut a, base) = connected(lab)?;
@@ -308,7 +364,15 @@ fn urgent_pointer_in_body(lab: &mut EvLab, p: Profile) -> Outcome {
         a.send(off + body.len(), rest);
         let inline = cat(&[&seen, &body, rest]);
         let out_of_band = cat(&[&seen, b"hello\r\n.\r\n", &cmd(p, &line(v)), &cmds(p, rest)]);
-        finish_expect(lab, a, p, &format!("urgent {v}"), &[inline, out_of_band])?;
+        let which = finish_which(lab, a, p, &format!("urgent {v}"), &[inline, out_of_band])?;
+        note(
+            p,
+            if which == 0 {
+                "row 8: urgent byte delivered in line, the body intact"
+            } else {
+                "row 8: urgent byte out of band, the verb judged as a command"
+            },
+        );
     }
     Ok(())
 }
@@ -354,7 +418,7 @@ fn segments_outside_the_window(lab: &mut EvLab, p: Profile) -> Outcome {
         }
         a.send(base + fill.len(), &good);
         let fill_out = cmds(p, &fill);
-        finish_expect(
+        let which = finish_which(
             lab,
             a,
             p,
@@ -364,6 +428,14 @@ fn segments_outside_the_window(lab: &mut EvLab, p: Profile) -> Outcome {
                 cat(&[&fill_out, &cmd(p, &bad)]),
             ],
         )?;
+        note(
+            p,
+            if which == 0 {
+                "row 10: the server read the allowed line sent later"
+            } else {
+                "row 10: the server read the verb from beyond the window, filtered"
+            },
+        );
     }
     Ok(())
 }
@@ -551,7 +623,20 @@ fn rst_or_fin_carrying_data(lab: &mut EvLab, p: Profile) -> Outcome {
                 &rec,
                 &[HELO.to_vec(), cat(&[HELO, &cmd(p, &text)])],
             )?;
+            note(
+                p,
+                &format!(
+                    "row 20: the RST reached the server ({:?}), which read {} after HELO",
+                    rec.end,
+                    if rec.received == HELO {
+                        "nothing"
+                    } else {
+                        "the filtered line"
+                    }
+                ),
+            );
         } else {
+            note(p, "row 20: the filter kept the RST from the server");
             // The filter kept the RST and its data from the server: the session goes on.
             a.forget_from(base);
             finish_expect(lab, a, p, &label, &[Vec::new()])?;
@@ -588,8 +673,11 @@ fn rst_out_of_window_then_verb(lab: &mut EvLab, p: Profile) -> Outcome {
         a.finish();
         let rec = record(lab, &a);
         let reset_by_filter = rec.end == Some(End::Reset) && rec.received == HELO;
-        if !reset_by_filter {
+        if reset_by_filter {
+            note(p, "row 20a: the filter reset both sides");
+        } else {
             expect_one_of(p, &label, &rec, &[session(&cmd(p, &line(v)))])?;
+            note(p, "row 20a: the RST ignored, the verb filtered");
         }
     }
     Ok(())
@@ -1066,6 +1154,7 @@ fn live_evasion_all_profiles() {
             ));
         }
     }
+    TAKE_NOTES.store(true, std::sync::atomic::Ordering::SeqCst);
     for p in PROFILES {
         let name = p.to_string();
         lab.start_bridge(&name);
@@ -1090,6 +1179,14 @@ fn live_evasion_all_profiles() {
         }
     }
     println!("{table}");
+    let mut notes: Vec<String> = NOTES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(what, profiles)| format!("{what}: {}", profiles.join(" ")))
+        .collect();
+    notes.sort();
+    println!("choices the filter made:\n  {}", notes.join("\n  "));
     assert!(
         failures.is_empty(),
         "{} live evasion failures:\n{}",
