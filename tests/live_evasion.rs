@@ -800,6 +800,32 @@ fn end_of_data_split_at_every_byte_position(lab: &mut EvLab, p: Profile) -> Outc
     Ok(())
 }
 
+/// Row 18b: MAIL, RCPT, DATA, the body and the verb in one segment, before the 354. The
+/// filter may hold the body until the 354 (it passes intact) or judge it as commands at once;
+/// the verb never runs.
+fn pipelined_data_and_body_in_one_segment(lab: &mut EvLab, p: Profile) -> Outcome {
+    for v in ["EXPN", "VRFY"] {
+        let (mut a, base) = connected(lab)?;
+        let head = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n";
+        let body = cat(&[b"Subject: t\r\n\r\n", &line(v), b".\r\n"]);
+        let tail = line(v);
+        a.send(base, &cat(&[head, &body, &tail]));
+        let held = cat(&[&cmds(p, head), &body, &cmds(p, &tail)]);
+        let as_commands = cmds(p, &cat(&[head, &body, &tail]));
+        let label = format!("MAIL+RCPT+DATA+body+{v} in one segment");
+        let which = finish_which(lab, a, p, &label, &[held, as_commands])?;
+        note(
+            p,
+            if which == 0 {
+                "row 18b: the body held until the 354 and passed intact"
+            } else {
+                "row 18b: the body judged as commands"
+            },
+        );
+    }
+    Ok(())
+}
+
 /// Sends `l` at `off` and waits for its reply; returns the next offset.
 fn command(a: &mut Attacker, off: usize, l: &[u8]) -> Result<usize, String> {
     let n = a.replies();
@@ -980,7 +1006,7 @@ type Case = fn(&mut EvLab, Profile) -> Outcome;
 
 /// Every live case: the row of SECURITY.md's table, what it tries, the case, and whether it
 /// runs under `strict` only.
-const CASES: [(&str, &str, Case, bool); 24] = [
+const CASES: [(&str, &str, Case, bool); 25] = [
     (
         "1",
         "split at every byte position",
@@ -1057,6 +1083,12 @@ const CASES: [(&str, &str, Case, bool); 24] = [
         "18a",
         "end of data split at every byte",
         end_of_data_split_at_every_byte_position,
+        false,
+    ),
+    (
+        "18b",
+        "MAIL..DATA, body, verb in one segment",
+        pipelined_data_and_body_in_one_segment,
         false,
     ),
     ("18c", "BDAT chunk holding the verb", bdat_chunks, false),
