@@ -27,8 +27,6 @@ mod evasion;
 mod evexpect;
 #[path = "common/evlab.rs"]
 mod evlab;
-#[path = "common/lab.rs"]
-mod lab;
 
 use evasion::{corrupt_ip_checksum, corrupt_tcp_checksum, fragment, show, HELO};
 use evexpect::*;
@@ -1155,10 +1153,10 @@ fn control_under_off(lab: &mut EvLab) -> Outcome {
 
 #[test]
 fn live_evasion_all_profiles() {
-    if lab::should_skip("live_evasion_all_profiles") {
+    if let Some(reason) = evlab::skip_reason() {
+        eprintln!("SKIPPED live_evasion_all_profiles: {reason}");
         return;
     }
-    let _guard = lab::serial();
     let mut lab = EvLab::up();
     lab.start_bridge("off");
     let control = control_under_off(&mut lab);

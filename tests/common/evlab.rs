@@ -52,6 +52,28 @@ pub const SERVER: &str = "198.18.77.2";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Why the live lab cannot run here, if it cannot: not root, no `ip netns`, a program missing.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("the live lab needs root (network namespaces)".into());
+    }
+    if !sh(&["ip", "netns", "list"], 10).0 {
+        return Some("`ip netns` does not work here".into());
+    }
+    for prog in ["ethtool", "ping"] {
+        if !sh(&["sh", "-c", &format!("command -v {prog}")], 10).0 {
+            return Some(format!("{prog} is not installed (scripts/install-deps.sh)"));
+        }
+    }
+    None
+}
+
+/// The bridge binary under test.
+pub fn mailguard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mailguard")
+}
+
 /// Runs a command with a time limit; returns (success, stdout + stderr).
 fn sh(args: &[&str], limit_secs: u32) -> (bool, String) {
     let out = Command::new("timeout")
@@ -245,7 +267,7 @@ impl EvLab {
         let file = File::create(&log).expect("bridge log");
         let err = file.try_clone().expect("bridge log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns('b'), super::lab::mailguard_bin()])
+            .args(["netns", "exec", &self.ns('b'), mailguard_bin()])
             .arg("bridge")
             .args(["--outside", &format!("{}c1", self.prefix)])
             .args(["--inside", &format!("{}s1", self.prefix)])
