@@ -13,8 +13,12 @@
 //! receive one injected `250 OK` per removed line.
 //!
 //! One lab serves all cases; the bridge is restarted for each profile, so no state carries
-//! over. Every connection uses a fresh client port. A control run under `off` proves that the
-//! lab sees a bypass when there is one.
+//! over. Every connection uses a fresh client port. A control run comes first, with the bridge
+//! under `off`: the split verb must reach the server and be executed, and every case, judged
+//! by `pix44`'s expectations, must report the unfiltered attack, except those the server's own
+//! stack refuses ([`STACK_DEFENDS`]). So each case's check is one that can fail.
+//! The results table, and which allowed outcome the filter chose, are printed (`--nocapture`);
+//! SECURITY.md's live section records them.
 //!
 //! Cases needing more than a few seconds of idle time (the in-process suite's idle and RST
 //! desynchronisation pauses of up to 290 s) and IPv6 are not run live; see SECURITY.md.
@@ -35,8 +39,10 @@ use mailguard::smtp::Profile;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// A case's result: `Err` says what the server received instead of what it had to.
 type Outcome = Result<(), String>;
 
+/// The last command of every finished session.
 const QUIT: &[u8] = b"QUIT\r\n";
 
 /// How long the attacker waits for an ACK before it retransmits, where the filter may have
@@ -1151,6 +1157,55 @@ fn control_under_off(lab: &mut EvLab) -> Outcome {
     Ok(())
 }
 
+/// Runs every case with `pix44`'s expectations while the bridge is under `off`: each must
+/// report the attack, except those in [`STACK_DEFENDS`]. Appends to `table` and `failures`.
+fn control_cases(lab: &mut EvLab, table: &mut String, failures: &mut Vec<String>) {
+    for (row, what, case, _) in CASES {
+        let r = case(lab, Profile::Pix44);
+        table.push_str(&format!(
+            "  row {row:<8} {what:<45} off     {} (control, pix44's expectations)\n",
+            match &r {
+                Ok(()) => "not detected",
+                Err(_) => "attack detected",
+            }
+        ));
+        if r.is_ok() != STACK_DEFENDS.contains(&what) {
+            failures.push(format!(
+                "control under off, row {row} ({what}): {}",
+                match r {
+                    Ok(()) => "the case did not see the unfiltered attack".to_string(),
+                    Err(e) => format!("expected the server's stack to defend: {e}"),
+                }
+            ));
+        }
+    }
+}
+
+/// Runs every case under profile `p` (the bridge restarted for it). Appends to `table` and
+/// `failures`.
+fn profile_cases(lab: &mut EvLab, p: Profile, table: &mut String, failures: &mut Vec<String>) {
+    let name = p.to_string();
+    lab.start_bridge(&name);
+    for (row, what, case, strict_only) in CASES {
+        if strict_only && p != Profile::Strict {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let r = case(lab, p);
+        table.push_str(&format!(
+            "  row {row:<8} {what:<45} {name:<7} {} ({} ms)\n",
+            if r.is_ok() { "pass" } else { "FAIL" },
+            started.elapsed().as_millis()
+        ));
+        if let Err(e) = r {
+            failures.push(format!("{name} row {row} ({what}): {e}"));
+        }
+    }
+    if !lab.stop_bridge() {
+        failures.push(format!("{name}: the bridge did not exit cleanly"));
+    }
+}
+
 #[test]
 fn live_evasion_all_profiles() {
     if let Some(reason) = evlab::skip_reason() {
@@ -1163,50 +1218,10 @@ fn live_evasion_all_profiles() {
     assert!(control.is_ok(), "{control:?}");
     let mut failures = Vec::new();
     let mut table = String::from("live results (case: profile result)\n");
-    // Each case's checks must be able to fail: without filtering, judged as pix44.
-    for (row, what, case, _) in CASES {
-        let r = case(&mut lab, Profile::Pix44);
-        table.push_str(&format!(
-            "  row {row:<8} {what:<45} off     {} (control, pix44's expectations)\n",
-            match &r {
-                Ok(()) => "not detected",
-                Err(_) => "attack detected",
-            }
-        ));
-        let stack_defends = STACK_DEFENDS.contains(&what);
-        if r.is_ok() != stack_defends {
-            failures.push(format!(
-                "control under off, row {row} ({what}): {}",
-                match r {
-                    Ok(()) => "the case did not see the unfiltered attack".to_string(),
-                    Err(e) => format!("expected the server's stack to defend: {e}"),
-                }
-            ));
-        }
-    }
+    control_cases(&mut lab, &mut table, &mut failures);
     TAKE_NOTES.store(true, std::sync::atomic::Ordering::SeqCst);
     for p in PROFILES {
-        let name = p.to_string();
-        lab.start_bridge(&name);
-        for (row, what, case, strict_only) in CASES {
-            if strict_only && p != Profile::Strict {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let r = case(&mut lab, p);
-            table.push_str(&format!(
-                "  row {row:<8} {what:<45} {name:<7} {} ({} ms)\n",
-                if r.is_ok() { "pass" } else { "FAIL" },
-                started.elapsed().as_millis()
-            ));
-            if let Err(e) = r {
-                failures.push(format!("{name} row {row} ({what}): {e}"));
-            }
-        }
-        let clean = lab.stop_bridge();
-        if !clean {
-            failures.push(format!("{name}: the bridge did not exit cleanly"));
-        }
+        profile_cases(&mut lab, p, &mut table, &mut failures);
     }
     println!("{table}");
     let mut notes: Vec<String> = NOTES
