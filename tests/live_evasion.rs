@@ -1239,3 +1239,75 @@ fn live_evasion_all_profiles() {
         failures.join("\n")
     );
 }
+
+/// The lab's frames (the in-process builder's, re-addressed by `retarget`) carry valid
+/// checksums, a broken one is seen as broken, and IPv4 fragments of a re-addressed segment
+/// reassemble into it: runs without root.
+#[test]
+fn lab_frames_are_valid_after_retargeting() {
+    use evasion::{build, check_checksums, Flow, Receiver, Seg};
+    let macs = ([2, 0, 0, 0, 0, 0x0a], [2, 0, 0, 0, 0, 0x0b]);
+    let ips = (evlab::ATTACKER_IP, evlab::SERVER_IP);
+    let frame = |seg: &Seg| {
+        let mut f = build(Flow { v6: false }, seg);
+        evlab::retarget(&mut f, macs, ips, 20_001);
+        f
+    };
+    let syn = frame(&Seg {
+        from_client: true,
+        seq: 0xffff_fff0,
+        syn: true,
+        window: 65_535,
+        ..Seg::default()
+    });
+    let text = line("EXPN");
+    let data = frame(&Seg {
+        from_client: true,
+        seq: 0xffff_fff1,
+        ack: Some(1),
+        window: 65_535,
+        payload: text.clone(),
+        ..Seg::default()
+    });
+    for f in [&syn, &data] {
+        assert_eq!(check_checksums(f), Ok(()));
+        assert_eq!(f.get(0..6), Some(&macs.1[..]));
+        assert_eq!(f.get(26..30), Some(&ips.0[..]));
+        assert_eq!(f.get(30..34), Some(&ips.1[..]));
+        assert_eq!(f.get(34..36), Some(&20_001u16.to_be_bytes()[..]));
+    }
+    let mut bad = data.clone();
+    corrupt_tcp_checksum(&mut bad);
+    assert!(check_checksums(&bad).is_err());
+    let mut bad = data.clone();
+    corrupt_ip_checksum(&mut bad);
+    assert!(check_checksums(&bad).is_err());
+    let len = 20 + text.len();
+    let mut r = Receiver::default();
+    r.on_frame(&syn);
+    for f in fragment(&data, &[(24, len), (0, 8), (8, 24)], 7) {
+        r.on_frame(&f);
+    }
+    assert_eq!(r.bad_checksums, 0);
+    assert_eq!(show(&r.stream()), show(&text));
+}
+
+/// The expected transform follows DESIGN.md §2 (the live cases are only as good as it).
+#[test]
+fn lab_expected_transform_follows_design() {
+    assert_eq!(cmd(Profile::Pix44, b"EXPN root\r\n"), b"XXXXXXXXX\r\n");
+    assert_eq!(cmd(Profile::Pix40, b"EXPN root\r\n"), b"");
+    assert_eq!(cmd(Profile::Asa, b"VRFY root\r\n"), b"VRFY root\r\n");
+    assert_eq!(cmd(Profile::Strict, b" NOOP\r\n"), b"XXXXX\r\n");
+    assert_eq!(cmd(Profile::Pix51, b"NOOP\rEXPN\r\n"), b"XXXXXXXXX\r\n");
+    assert_eq!(cmd(Profile::Off, b"EXPN root\r\n"), b"EXPN root\r\n");
+    assert_eq!(
+        cmds(Profile::Asa, b"NOOP\nEXPN x\r\nSTARTTLS\r\n"),
+        b"NOOP\nXXXXXX\r\nXXXXXXXX\r\n"
+    );
+    assert_eq!(
+        blocked_lines(Profile::Pix40, b"NOOP\r\nWIZ\r\nDEBUG\r\n"),
+        2
+    );
+    assert!(blocks(Profile::Strict, "EXPN") && !blocks(Profile::Asa, "VRFY"));
+}
