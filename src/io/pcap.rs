@@ -1125,6 +1125,88 @@ mod tests {
         }
     }
 
+    /// A pcapng file: two Ethernet interfaces (µs by default, then ns), `n` numbered
+    /// packets alternating between them, packet `i` stamped with raw count `1000 * i + 7`.
+    fn numbered_pcapng(dir: &Path, n: u32) -> PathBuf {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        use pcap_file::pcapng::PcapNgWriter;
+        let path = dir.join("numbered.pcapng");
+        let file = File::create(&path).expect("create");
+        let mut w = PcapNgWriter::new(file).expect("writer");
+        for options in [vec![], vec![InterfaceDescriptionOption::IfTsResol(9)]] {
+            let idb = InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0,
+                options,
+            };
+            w.write_pcapng_block(idb).expect("idb");
+        }
+        for i in 0..n {
+            let data = numbered_frame(i);
+            let epb = EnhancedPacketBlock {
+                interface_id: i % 2,
+                // The crate writes the Duration's nanoseconds as the raw count.
+                timestamp: std::time::Duration::from_nanos(1000 * u64::from(i) + 7),
+                original_len: data.len() as u32 + 3,
+                data: data.into(),
+                options: Vec::new(),
+            };
+            w.write_pcapng_block(epb).expect("epb");
+        }
+        w.into_inner().flush().expect("flush");
+        path
+    }
+
+    #[test]
+    fn pcapng_packets_come_with_their_interfaces_units_and_truncation_counts_packets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = numbered_pcapng(dir.path(), 6000);
+        let mut r = CaptureReader::open(&input).expect("open");
+        assert_eq!(r.format(), Format::PcapNg);
+        let mut i = 0u32;
+        while let Some(rec) = r.next_record() {
+            let rec = rec.expect("intact");
+            let data = numbered_frame(i);
+            assert_eq!(rec.data, data.as_slice(), "packet {i}");
+            assert_eq!(rec.orig_len, data.len() as u32 + 3, "packet {i}");
+            let raw = 1000 * u64::from(i) + 7;
+            let want = if i % 2 == 0 { raw * 1000 } else { raw };
+            assert_eq!(rec.ts_ns, want, "packet {i}");
+            i += 1;
+        }
+        assert_eq!(i, 6000);
+        assert_eq!(r.linktype(), linktype::ETHERNET);
+        assert_eq!(r.output_header().datalink, DataLink::ETHERNET);
+        // Cut 10 bytes into the last packet block: every packet before it, then the damage.
+        let bytes = std::fs::read(&input).expect("read");
+        let last_block = 32 + numbered_frame(5999).len().div_ceil(4) * 4;
+        let cut = dir.path().join("cut.pcapng");
+        std::fs::write(&cut, &bytes[..bytes.len() - last_block + 10]).expect("write");
+        let mut r = CaptureReader::open(&cut).expect("open");
+        let mut n = 0;
+        let err = loop {
+            match r.next_frame() {
+                Some(Ok(_)) => n += 1,
+                Some(Err(e)) => break e,
+                None => panic!("no error after {n} packets"),
+            }
+        };
+        assert_eq!(n, 5999);
+        assert!(
+            matches!(
+                err,
+                CaptureError::Truncated {
+                    packets: 5999,
+                    approximate: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(r.next_frame().is_none(), "nothing after an error");
+    }
+
     #[test]
     fn pcapng_timestamp_units() {
         assert_eq!(TsUnit::Decimal(6).to_ns(1_500_000), 1_500_000_000);
