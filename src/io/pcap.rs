@@ -1171,7 +1171,7 @@ mod tests {
             assert_eq!(rec.data, data.as_slice(), "packet {i}");
             assert_eq!(rec.orig_len, data.len() as u32 + 3, "packet {i}");
             let raw = 1000 * u64::from(i) + 7;
-            let want = if i % 2 == 0 { raw * 1000 } else { raw };
+            let want = if i.is_multiple_of(2) { raw * 1000 } else { raw };
             assert_eq!(rec.ts_ns, want, "packet {i}");
             i += 1;
         }
