@@ -19,7 +19,7 @@
 
 use super::{dropped_by_reason, forwarded_by_reason, join_counts, CliError, PolicyArgs};
 use crate::engine::{ConnectionReport, Engine, FrameSink, Side, Stats, Time, Verdict};
-use crate::io::pcap::{CaptureError, CaptureReader, CaptureWriter, Format, LinkAdapter};
+use crate::io::pcap::{CaptureError, CaptureReader, CaptureWriter, Format, LinkAdapter, Record};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -153,8 +153,8 @@ impl Replay {
         let mut first = None;
         let mut damage = None;
         if reader.format() == Format::PcapNg {
-            match reader.next_frame() {
-                Some(Ok(f)) => first = Some(f.clone()),
+            match reader.next_record() {
+                Some(Ok(r)) => first = Some(r.to_frame()),
                 Some(Err(e @ CaptureError::Truncated { .. })) => damage = Some(e),
                 Some(Err(e)) => return Err(cli_error(e)),
                 None => {}
@@ -188,7 +188,7 @@ impl Replay {
             damage,
         };
         if let Some(frame) = first {
-            replay.frame(&frame)?;
+            replay.frame(&frame.as_record())?;
         }
         Ok(replay)
     }
@@ -196,9 +196,9 @@ impl Replay {
     /// Replays every frame; returns the truncation error if the input ended inside a record.
     fn run(&mut self, reader: &mut CaptureReader) -> Result<Option<CaptureError>, CliError> {
         let mut damage = self.damage.take();
-        while let Some(next) = reader.next_frame() {
+        while let Some(next) = reader.next_record() {
             match next {
-                Ok(frame) => self.frame(frame)?,
+                Ok(record) => self.frame(&record)?,
                 Err(e @ CaptureError::Truncated { .. }) => {
                     damage = Some(e);
                     break;
@@ -224,8 +224,8 @@ impl Replay {
         Ok(damage)
     }
 
-    /// Handles one input frame.
-    fn frame(&mut self, frame: &crate::io::pcap::Frame) -> Result<(), CliError> {
+    /// Handles one input frame (a forwarded one is written from the reader's buffer).
+    fn frame(&mut self, frame: &Record) -> Result<(), CliError> {
         self.bytes_in += frame.data.len() as u64;
         let now = self.now.map_or(frame.ts_ns, |n| n.max(frame.ts_ns));
         self.now = Some(now);
@@ -234,13 +234,13 @@ impl Replay {
             return Ok(());
         };
         self.sink.clear();
-        let eth = adapter.to_ethernet(&frame.data);
+        let eth = adapter.to_ethernet(frame.data);
         let side = side_of(eth, &self.ports);
         let verdict = self
             .engine
             .handle_frame(Time(now), side, eth, &mut self.sink);
         if let Verdict::Forward(_) = verdict {
-            self.writer.write_original(frame).map_err(cli_error)?;
+            self.writer.write_record(frame).map_err(cli_error)?;
             self.frames_out += 1;
         }
         self.emit_sink(frame.ts_ns)?;

@@ -13,6 +13,13 @@
 //! - pcapng timestamps are converted with each interface's `if_tsresol` (default µs);
 //!   `if_tsoffset` is ignored.
 //! - A record longer than [`MAX_RECORD`] is treated as corruption, never allocated.
+//! - Records are read in place: `pcap-file`'s readers fill one fixed 8 MB buffer with large
+//!   `read`s and parse records out of it, and [`CaptureReader::next_record`] lends the
+//!   record's bytes from that buffer (no copy, no allocation per record; the buffer's size,
+//!   not the file's, bounds the memory). [`CaptureReader::next_frame`] is the owned variant
+//!   for callers that keep frames. No mmap: a file shrinking under a mapping would be a
+//!   SIGBUS, and plain reads already cost no more than the copy out of the page cache.
+//! - The output goes through one 1 MiB buffer, so the kernel sees large writes.
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
 
@@ -20,9 +27,10 @@ use pcap_file::pcap::{PcapHeader, PcapReader};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Largest capture record accepted (bigger ones are reported as corruption).
@@ -165,10 +173,54 @@ pub struct Frame {
     raw_ts: Option<(u32, u32)>,
 }
 
+impl Frame {
+    /// The frame as a [`Record`] borrowing its bytes.
+    pub fn as_record(&self) -> Record<'_> {
+        Record {
+            ts_ns: self.ts_ns,
+            orig_len: self.orig_len,
+            data: &self.data,
+            raw_ts: self.raw_ts,
+        }
+    }
+}
+
+/// One frame read from a capture, its bytes lent from the reader's buffer (valid until the
+/// reader is asked for the next one).
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length of the frame on the wire (may exceed `data.len()` when the capture truncated it).
+    pub orig_len: u32,
+    /// The captured bytes, link layer included.
+    pub data: &'a [u8],
+    /// The classic pcap record timestamp as stored (seconds, fraction), to rewrite it verbatim.
+    raw_ts: Option<(u32, u32)>,
+}
+
+impl Record<'_> {
+    /// An owned copy.
+    pub fn to_frame(&self) -> Frame {
+        let mut f = Frame::default();
+        self.copy_into(&mut f);
+        f
+    }
+
+    /// Copies the record into `frame`, reusing its buffer.
+    fn copy_into(&self, frame: &mut Frame) {
+        frame.ts_ns = self.ts_ns;
+        frame.orig_len = self.orig_len;
+        frame.raw_ts = self.raw_ts;
+        frame.data.clear();
+        frame.data.extend_from_slice(self.data);
+    }
+}
+
 enum Inner {
-    Pcap(PcapReader<BufReader<File>>),
+    Pcap(PcapReader<File>),
     PcapNg {
-        reader: PcapNgReader<BufReader<File>>,
+        reader: PcapNgReader<File>,
         /// Nanoseconds per timestamp unit, or `None` for a power-of-2 resolution (as 2^-n s).
         units: Vec<TsUnit>,
     },
@@ -197,6 +249,14 @@ impl TsUnit {
 
 /// Reads frames from a pcap or pcapng file.
 pub struct CaptureReader {
+    source: Source,
+    /// The owned copy [`CaptureReader::next_frame`] lends.
+    frame: Frame,
+}
+
+/// The reader proper, apart from [`CaptureReader`]'s owned frame so that a record it lends
+/// can be copied into that frame.
+struct Source {
     inner: Inner,
     format: Format,
     linktype: u32,
@@ -205,7 +265,8 @@ pub struct CaptureReader {
     offset: u64,
     size: u64,
     done: bool,
-    frame: Frame,
+    /// pcapng packet bytes (see [`Source::next_pcapng`]); reused, so no allocation per packet.
+    scratch: Vec<u8>,
 }
 
 impl CaptureReader {
@@ -241,14 +302,14 @@ impl CaptureReader {
             }
         };
         file.seek(SeekFrom::Start(0)).map_err(open_err)?;
-        let buffered = BufReader::with_capacity(1 << 16, file);
+        // No BufReader: the crate's readers buffer 8 MB themselves and read straight into it.
         let bad_header = |e: PcapError| not_capture(format!("bad file header ({})", describe(&e)));
-        match format {
+        let source = match format {
             Format::Pcap => {
-                let reader = PcapReader::new(buffered).map_err(bad_header)?;
+                let reader = PcapReader::new(file).map_err(bad_header)?;
                 let header = reader.header();
                 let linktype = u32::from(header.datalink);
-                Ok(CaptureReader {
+                Source {
                     inner: Inner::Pcap(reader),
                     format,
                     linktype,
@@ -257,19 +318,75 @@ impl CaptureReader {
                     offset: 24,
                     size,
                     done: false,
-                    frame: Frame::default(),
-                })
+                    scratch: Vec::new(),
+                }
             }
-            Format::PcapNg => Self::open_pcapng(buffered, size, bad_header),
-        }
+            Format::PcapNg => Source::open_pcapng(file, size, bad_header)?,
+        };
+        Ok(CaptureReader {
+            source,
+            frame: Frame::default(),
+        })
     }
 
+    /// pcap or pcapng.
+    pub fn format(&self) -> Format {
+        self.source.format
+    }
+
+    /// The LINKTYPE_ of the frames. For pcapng, known once the first frame has been read
+    /// (`u32::MAX` before).
+    pub fn linktype(&self) -> u32 {
+        self.source.linktype
+    }
+
+    /// Frames read so far.
+    pub fn packets(&self) -> u64 {
+        self.source.packets
+    }
+
+    /// Approximate bytes consumed so far (for progress), and the file size.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.source.offset.min(self.source.size), self.source.size)
+    }
+
+    /// The global header an output pcap of these frames should have.
+    pub fn output_header(&self) -> PcapHeader {
+        let s = &self.source;
+        let mut h = s.header;
+        h.snaplen = h.snaplen.max(65_535);
+        if s.format == Format::PcapNg && s.linktype != u32::MAX {
+            h.datalink = DataLink::from(s.linktype);
+        }
+        h
+    }
+
+    /// The next frame, its bytes lent from the reader's buffer; `None` at the end of the
+    /// file. After an error, always `None`. No copy and no allocation per classic pcap record.
+    pub fn next_record(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
+        self.source.next_record()
+    }
+
+    /// [`CaptureReader::next_record`] copied into a frame the reader owns (its buffer is
+    /// reused by the next call, so no allocation per frame), for callers that keep frames.
+    pub fn next_frame(&mut self) -> Option<Result<&Frame, CaptureError>> {
+        match self.source.next_record()? {
+            Ok(record) => {
+                record.copy_into(&mut self.frame);
+                Some(Ok(&self.frame))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Source {
     fn open_pcapng(
-        buffered: BufReader<File>,
+        file: File,
         size: u64,
         bad_header: impl Fn(PcapError) -> CaptureError,
-    ) -> Result<CaptureReader, CaptureError> {
-        let reader = PcapNgReader::new(buffered).map_err(bad_header)?;
+    ) -> Result<Source, CaptureError> {
+        let reader = PcapNgReader::new(file).map_err(bad_header)?;
         let header = PcapHeader {
             version_major: 2,
             version_minor: 4,
@@ -280,7 +397,7 @@ impl CaptureReader {
             ts_resolution: TsResolution::NanoSecond,
             endianness: Endianness::Little,
         };
-        Ok(CaptureReader {
+        Ok(Source {
             inner: Inner::PcapNg {
                 reader,
                 units: Vec::new(),
@@ -293,90 +410,55 @@ impl CaptureReader {
             offset: 0,
             size,
             done: false,
-            frame: Frame::default(),
+            scratch: Vec::new(),
         })
     }
 
-    /// pcap or pcapng.
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
-    /// The LINKTYPE_ of the frames. For pcapng, known once the first frame has been read
-    /// (`u32::MAX` before).
-    pub fn linktype(&self) -> u32 {
-        self.linktype
-    }
-
-    /// Frames read so far.
-    pub fn packets(&self) -> u64 {
-        self.packets
-    }
-
-    /// Approximate bytes consumed so far (for progress), and the file size.
-    pub fn progress(&self) -> (u64, u64) {
-        (self.offset.min(self.size), self.size)
-    }
-
-    /// The global header an output pcap of these frames should have.
-    pub fn output_header(&self) -> PcapHeader {
-        let mut h = self.header;
-        h.snaplen = h.snaplen.max(65_535);
-        if self.format == Format::PcapNg && self.linktype != u32::MAX {
-            h.datalink = DataLink::from(self.linktype);
-        }
-        h
-    }
-
-    /// The next frame, `None` at the end of the file. After an error, always `None`.
-    /// The frame's buffer is reused by the next call (no allocation per frame).
-    pub fn next_frame(&mut self) -> Option<Result<&Frame, CaptureError>> {
+    fn next_record(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
         if self.done {
             return None;
         }
-        let r = match &mut self.inner {
-            Inner::Pcap(_) => self.next_pcap(),
-            Inner::PcapNg { .. } => self.next_pcapng(),
-        };
-        match r {
-            Some(Ok(())) => {
-                self.packets += 1;
-                Some(Ok(&self.frame))
-            }
-            Some(Err(e)) => {
-                self.done = true;
-                Some(Err(e))
-            }
-            None => {
-                self.done = true;
-                None
-            }
+        // Each reads one record and keeps the counters (`packets`, `done`) itself: the record
+        // borrows the reader, so nothing may touch `self` as a whole after it is made.
+        if matches!(self.inner, Inner::Pcap(_)) {
+            self.next_pcap()
+        } else {
+            self.next_pcapng()
         }
     }
 
     fn truncated(&self, detail: impl Into<String>) -> CaptureError {
-        CaptureError::Truncated {
-            packets: self.packets,
-            offset: self.offset,
-            approximate: self.format == Format::PcapNg,
-            detail: detail.into(),
-        }
+        truncated(self.packets, self.offset, self.format, detail.into())
     }
 
-    fn next_pcap(&mut self) -> Option<Result<(), CaptureError>> {
+    /// Ends the reading with `e`.
+    fn fail(&mut self, e: CaptureError) -> Option<Result<Record<'static>, CaptureError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+
+    fn next_pcap(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
+        let resolution = self.header.ts_resolution;
         let Inner::Pcap(reader) = &mut self.inner else {
             return None;
         };
-        let resolution = self.header.ts_resolution;
-        let raw = match reader.next_raw_packet()? {
-            Ok(raw) => raw,
-            Err(e) => return Some(Err(self.truncated(describe(&e)))),
+        let raw = match reader.next_raw_packet() {
+            Some(Ok(raw)) => raw,
+            Some(Err(e)) => {
+                let e = truncated(self.packets, self.offset, self.format, describe(&e));
+                self.done = true;
+                return Some(Err(e));
+            }
+            None => {
+                self.done = true;
+                return None;
+            }
         };
         if raw.incl_len > MAX_RECORD {
-            let len = raw.incl_len;
-            return Some(Err(
-                self.truncated(format!("a record claims {len} bytes (corrupt?)"))
-            ));
+            let detail = format!("a record claims {} bytes (corrupt?)", raw.incl_len);
+            let e = truncated(self.packets, self.offset, self.format, detail);
+            self.done = true;
+            return Some(Err(e));
         }
         let frac_ns = match resolution {
             TsResolution::MicroSecond => u64::from(raw.ts_frac).saturating_mul(1000),
@@ -386,51 +468,53 @@ impl CaptureReader {
             .saturating_mul(1_000_000_000)
             .saturating_add(frac_ns);
         self.offset += 16 + u64::from(raw.incl_len);
-        let f = &mut self.frame;
-        f.ts_ns = ts_ns;
-        f.orig_len = raw.orig_len;
-        f.raw_ts = Some((raw.ts_sec, raw.ts_frac));
-        f.data.clear();
-        f.data.extend_from_slice(&raw.data);
-        Some(Ok(()))
+        self.packets += 1;
+        let data: &[u8] = match raw.data {
+            Cow::Borrowed(b) => b,
+            // The crate lends from its buffer when reading; should that ever change, the copy
+            // keeps this correct.
+            Cow::Owned(v) => {
+                self.scratch = v;
+                &self.scratch
+            }
+        };
+        Some(Ok(Record {
+            ts_ns,
+            orig_len: raw.orig_len,
+            data,
+            raw_ts: Some((raw.ts_sec, raw.ts_frac)),
+        }))
     }
 
-    fn next_pcapng(&mut self) -> Option<Result<(), CaptureError>> {
-        loop {
+    /// The next packet of a pcapng file, interface and section blocks handled on the way.
+    /// Its bytes are copied into `scratch` (reused): the blocks before a packet borrow the
+    /// crate's reader too, and the borrow checker cannot see that a loop over blocks that
+    /// returns the packet's borrow releases the others. One copy, no allocation.
+    fn next_pcapng(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
+        let (ts_ns, orig_len) = loop {
             let Inner::PcapNg { reader, units } = &mut self.inner else {
                 return None;
             };
-            let block = match reader.next_block()? {
-                Ok(b) => b,
-                Err(e) => {
-                    let d = describe(&e);
-                    return Some(Err(self.truncated(d)));
+            let block = match reader.next_block() {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    let e = self.truncated(describe(&e));
+                    return self.fail(e);
+                }
+                None => {
+                    self.done = true;
+                    return None;
                 }
             };
             let (iface, ts, orig_len, data) = match block {
                 Block::InterfaceDescription(idb) => {
                     let lt = u32::from(idb.linktype);
-                    let unit = idb
-                        .options
-                        .iter()
-                        .find_map(|o| match o {
-                            InterfaceDescriptionOption::IfTsResol(r) if r & 0x80 != 0 => {
-                                Some(TsUnit::Binary(u32::from(r & 0x7f)))
-                            }
-                            InterfaceDescriptionOption::IfTsResol(r) => {
-                                Some(TsUnit::Decimal(u32::from(*r)))
-                            }
-                            _ => None,
-                        })
-                        .unwrap_or(TsUnit::Decimal(6));
-                    units.push(unit);
+                    units.push(ts_unit(&idb.options));
                     if self.linktype == u32::MAX {
                         self.linktype = lt;
                     } else if self.linktype != lt {
-                        self.done = true;
-                        return Some(Err(CaptureError::MixedLinkTypes {
-                            linktypes: vec![self.linktype, lt],
-                        }));
+                        let linktypes = vec![self.linktype, lt];
+                        return self.fail(CaptureError::MixedLinkTypes { linktypes });
                     }
                     continue;
                 }
@@ -456,22 +540,51 @@ impl CaptureReader {
                 _ => continue,
             };
             let Some(unit) = units.get(iface).copied() else {
-                return Some(Err(
-                    self.truncated(format!("a packet refers to unknown interface {iface}"))
-                ));
+                let e = self.truncated(format!("a packet refers to unknown interface {iface}"));
+                return self.fail(e);
             };
             if data.len() > MAX_RECORD as usize {
-                return Some(Err(self.truncated("a packet larger than 1 MiB (corrupt?)")));
+                let e = self.truncated("a packet larger than 1 MiB (corrupt?)");
+                return self.fail(e);
             }
-            self.offset += data.len() as u64 + 32;
-            let f = &mut self.frame;
-            f.ts_ns = ts.map(|t| unit.to_ns(t)).unwrap_or(0);
-            f.orig_len = orig_len.max(data.len() as u32);
-            f.raw_ts = None;
-            f.data.clear();
-            f.data.extend_from_slice(&data);
-            return Some(Ok(()));
-        }
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&data);
+            let ts_ns = ts.map(|t| unit.to_ns(t)).unwrap_or(0);
+            break (ts_ns, orig_len);
+        };
+        let len = self.scratch.len();
+        self.offset += len as u64 + 32;
+        self.packets += 1;
+        Some(Ok(Record {
+            ts_ns,
+            orig_len: orig_len.max(len as u32),
+            data: &self.scratch,
+            raw_ts: None,
+        }))
+    }
+}
+
+/// The timestamp unit an interface's options announce (`if_tsresol`, default µs).
+fn ts_unit(options: &[InterfaceDescriptionOption]) -> TsUnit {
+    options
+        .iter()
+        .find_map(|o| match o {
+            InterfaceDescriptionOption::IfTsResol(r) if r & 0x80 != 0 => {
+                Some(TsUnit::Binary(u32::from(r & 0x7f)))
+            }
+            InterfaceDescriptionOption::IfTsResol(r) => Some(TsUnit::Decimal(u32::from(*r))),
+            _ => None,
+        })
+        .unwrap_or(TsUnit::Decimal(6))
+}
+
+/// The error for input damaged after `packets` complete records, at byte `offset`.
+fn truncated(packets: u64, offset: u64, format: Format, detail: String) -> CaptureError {
+    CaptureError::Truncated {
+        packets,
+        offset,
+        approximate: format == Format::PcapNg,
+        detail,
     }
 }
 
@@ -497,6 +610,9 @@ fn describe(e: &PcapError) -> String {
     }
 }
 
+/// Bytes of output gathered before each `write` to the file.
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// Writes a classic pcap file (the global header via `pcap-file`, records directly so that
 /// their header fields are written exactly as given).
 pub struct CaptureWriter {
@@ -515,7 +631,7 @@ impl CaptureWriter {
             detail,
         };
         let file = File::create(path).map_err(|e| err(e.to_string()))?;
-        let mut writer = BufWriter::with_capacity(1 << 16, file);
+        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
         header
             .write_to(&mut writer)
             .map_err(|e| err(describe(&e)))?;
@@ -535,8 +651,14 @@ impl CaptureWriter {
 
     /// Writes `frame` as it was read (same record header when the input was classic pcap).
     pub fn write_original(&mut self, frame: &Frame) -> Result<(), CaptureError> {
-        let (ts_sec, ts_frac) = frame.raw_ts.unwrap_or_else(|| self.split_ts(frame.ts_ns));
-        self.write_raw(ts_sec, ts_frac, frame.orig_len, &frame.data)
+        self.write_record(&frame.as_record())
+    }
+
+    /// Writes `record` as it was read (same record header when the input was classic pcap),
+    /// straight from the reader's buffer.
+    pub fn write_record(&mut self, record: &Record) -> Result<(), CaptureError> {
+        let (ts_sec, ts_frac) = record.raw_ts.unwrap_or_else(|| self.split_ts(record.ts_ns));
+        self.write_raw(ts_sec, ts_frac, record.orig_len, record.data)
     }
 
     /// Writes a complete frame (not truncated) stamped `ts_ns`.
@@ -919,6 +1041,170 @@ mod tests {
         ];
         want.extend_from_slice(&ipv6());
         assert_eq!(out, want);
+    }
+
+    /// Deterministic frame `i`: lengths vary from 1 byte to 3 KiB, contents from `i`.
+    fn numbered_frame(i: u32) -> Vec<u8> {
+        let len = 1 + (i.wrapping_mul(2_654_435_761) % 3072) as usize;
+        (0..len).map(|k| (k as u32 ^ i) as u8).collect()
+    }
+
+    /// Writes `n` numbered frames (µs timestamps) and returns the file.
+    fn numbered_capture(dir: &Path, n: u32) -> PathBuf {
+        let path = dir.join("numbered.pcap");
+        let header = PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ..PcapHeader::default()
+        };
+        let mut w = CaptureWriter::create(&path, header).expect("create");
+        for i in 0..n {
+            let ts = u64::from(i) * 1_000_000_000 + u64::from(i % 1000) * 1000;
+            w.write_frame(ts, &numbered_frame(i)).expect("write");
+        }
+        w.flush().expect("flush");
+        path
+    }
+
+    #[test]
+    fn records_are_read_in_place_across_buffer_refills_and_written_back_identically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // About 15 MB: the reader's 8 MB buffer is refilled mid-record at least once.
+        let n = 10_000;
+        let input = numbered_capture(dir.path(), n);
+        let mut r = CaptureReader::open(&input).expect("open");
+        let output = dir.path().join("copy.pcap");
+        let mut w = CaptureWriter::create(&output, r.output_header()).expect("create");
+        let mut i = 0;
+        while let Some(rec) = r.next_record() {
+            let rec = rec.expect("intact");
+            assert_eq!(rec.data, numbered_frame(i).as_slice(), "frame {i}");
+            let ts = u64::from(i) * 1_000_000_000 + u64::from(i % 1000) * 1000;
+            assert_eq!(rec.ts_ns, ts, "frame {i}");
+            w.write_record(&rec).expect("write");
+            i += 1;
+        }
+        assert_eq!(i, n);
+        assert_eq!(r.packets(), u64::from(n));
+        w.flush().expect("flush");
+        let (a, b) = (std::fs::read(&input), std::fs::read(&output));
+        assert!(a.expect("input") == b.expect("output"), "copy differs");
+    }
+
+    #[test]
+    fn next_frame_and_next_record_agree_and_truncation_is_reported_where_it_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = numbered_capture(dir.path(), 50);
+        let bytes = std::fs::read(&input).expect("read");
+        // Cut inside the 41st record: 24-byte header, then 16 + len per record.
+        let start_41: usize = 24 + (0..40).map(|i| 16 + numbered_frame(i).len()).sum::<usize>();
+        let cut = dir.path().join("cut.pcap");
+        std::fs::write(&cut, &bytes[..start_41 + 20]).expect("write");
+        let mut owned = CaptureReader::open(&cut).expect("open");
+        let mut lent = CaptureReader::open(&cut).expect("open");
+        for i in 0..40 {
+            let f = owned
+                .next_frame()
+                .expect("a frame")
+                .expect("intact")
+                .clone();
+            let r = lent.next_record().expect("a record").expect("intact");
+            assert_eq!(f.data, r.data, "frame {i}");
+            assert_eq!((f.ts_ns, f.orig_len), (r.ts_ns, r.orig_len), "frame {i}");
+        }
+        for reader in [&mut owned, &mut lent] {
+            match reader.next_record() {
+                Some(Err(CaptureError::Truncated {
+                    packets, offset, ..
+                })) => {
+                    assert_eq!(packets, 40);
+                    assert_eq!(offset, start_41 as u64);
+                }
+                other => panic!("expected truncation, got {other:?}"),
+            }
+            assert!(reader.next_record().is_none(), "nothing after an error");
+        }
+    }
+
+    /// A pcapng file: two Ethernet interfaces (µs by default, then ns), `n` numbered
+    /// packets alternating between them, packet `i` stamped with raw count `1000 * i + 7`.
+    fn numbered_pcapng(dir: &Path, n: u32) -> PathBuf {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        use pcap_file::pcapng::PcapNgWriter;
+        let path = dir.join("numbered.pcapng");
+        let file = File::create(&path).expect("create");
+        let mut w = PcapNgWriter::new(file).expect("writer");
+        for options in [vec![], vec![InterfaceDescriptionOption::IfTsResol(9)]] {
+            let idb = InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0,
+                options,
+            };
+            w.write_pcapng_block(idb).expect("idb");
+        }
+        for i in 0..n {
+            let data = numbered_frame(i);
+            let epb = EnhancedPacketBlock {
+                interface_id: i % 2,
+                // The crate writes the Duration's nanoseconds as the raw count.
+                timestamp: std::time::Duration::from_nanos(1000 * u64::from(i) + 7),
+                original_len: data.len() as u32 + 3,
+                data: data.into(),
+                options: Vec::new(),
+            };
+            w.write_pcapng_block(epb).expect("epb");
+        }
+        w.into_inner().flush().expect("flush");
+        path
+    }
+
+    #[test]
+    fn pcapng_packets_come_with_their_interfaces_units_and_truncation_counts_packets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = numbered_pcapng(dir.path(), 6000);
+        let mut r = CaptureReader::open(&input).expect("open");
+        assert_eq!(r.format(), Format::PcapNg);
+        let mut i = 0u32;
+        while let Some(rec) = r.next_record() {
+            let rec = rec.expect("intact");
+            let data = numbered_frame(i);
+            assert_eq!(rec.data, data.as_slice(), "packet {i}");
+            assert_eq!(rec.orig_len, data.len() as u32 + 3, "packet {i}");
+            let raw = 1000 * u64::from(i) + 7;
+            let want = if i.is_multiple_of(2) { raw * 1000 } else { raw };
+            assert_eq!(rec.ts_ns, want, "packet {i}");
+            i += 1;
+        }
+        assert_eq!(i, 6000);
+        assert_eq!(r.linktype(), linktype::ETHERNET);
+        assert_eq!(r.output_header().datalink, DataLink::ETHERNET);
+        // Cut 10 bytes into the last packet block: every packet before it, then the damage.
+        let bytes = std::fs::read(&input).expect("read");
+        let last_block = 32 + numbered_frame(5999).len().div_ceil(4) * 4;
+        let cut = dir.path().join("cut.pcapng");
+        std::fs::write(&cut, &bytes[..bytes.len() - last_block + 10]).expect("write");
+        let mut r = CaptureReader::open(&cut).expect("open");
+        let mut n = 0;
+        let err = loop {
+            match r.next_frame() {
+                Some(Ok(_)) => n += 1,
+                Some(Err(e)) => break e,
+                None => panic!("no error after {n} packets"),
+            }
+        };
+        assert_eq!(n, 5999);
+        assert!(
+            matches!(
+                err,
+                CaptureError::Truncated {
+                    packets: 5999,
+                    approximate: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(r.next_frame().is_none(), "nothing after an error");
     }
 
     #[test]

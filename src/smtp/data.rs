@@ -91,6 +91,18 @@ fn ordinary_line(rest: &[u8], strict: bool) -> Option<usize> {
     }
 }
 
+/// The length of the run of complete ordinary lines (see [`ordinary_line`]) at the start of
+/// `rest`: after one, the body is at a line start again, so the next is checked at once
+/// rather than through the byte loop of [`Session::data_bytes`] (bulk bodies are mostly runs
+/// of such lines).
+fn ordinary_lines(rest: &[u8], strict: bool) -> usize {
+    let mut n = 0;
+    while let Some(len) = rest.get(n..).and_then(|r| ordinary_line(r, strict)) {
+        n += len;
+    }
+    n
+}
+
 /// What one body byte did.
 enum Step {
     /// The body goes on.
@@ -118,7 +130,8 @@ impl Session {
             // A whole ordinary line at a line start passes as one run, and so does the middle
             // of a line (not under asa, whose line limits are checked byte by byte).
             if d.phase == BodyPhase::Start && !d.pending_cr && !asa {
-                if let Some(n) = ordinary_line(rest, strict) {
+                let n = ordinary_lines(rest, strict);
+                if n > 0 {
                     ops::copy(&mut out.to_server, n);
                     // What `body_line_end` does after a line that was neither empty nor `.`.
                     d.len = 0;
@@ -250,7 +263,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::ordinary_line;
+    use super::{ordinary_line, ordinary_lines};
 
     #[test]
     fn ordinary_lines_pass_whole_and_everything_else_goes_byte_by_byte() {
@@ -273,5 +286,17 @@ mod tests {
             assert_eq!(ordinary_line(b"abc", strict), None);
             assert_eq!(ordinary_line(b"", strict), None);
         }
+    }
+
+    #[test]
+    fn a_run_of_ordinary_lines_stops_before_the_first_line_that_is_not() {
+        let body = b"abc\r\nde\r\n.\r\nfg\r\n";
+        assert_eq!(ordinary_lines(body, true), 9);
+        assert_eq!(ordinary_lines(b"a\r\nb\rc\r\n", true), 3);
+        assert_eq!(ordinary_lines(b"a\r\nb\nc\n\r\n", false), 7);
+        // An incomplete line ends the run; nothing at all is 0.
+        assert_eq!(ordinary_lines(b"abc\r\ndef", true), 5);
+        assert_eq!(ordinary_lines(b"\r\nabc\r\n", true), 0);
+        assert_eq!(ordinary_lines(b"", false), 0);
     }
 }

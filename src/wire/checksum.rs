@@ -4,26 +4,40 @@ use std::net::IpAddr;
 
 /// One's complement sum of `data` as big-endian 16-bit words (odd tail padded with zero),
 /// added to `initial`. Not folded: pass the result to [`checksum_fold`].
+///
+/// The words are added in the machine's byte order, eight bytes at a time, and the folded
+/// sum swapped once at the end: one's complement addition commutes with swapping the bytes
+/// of every word (RFC 1071 section 2(B)), so this is the big-endian sum without a byte swap
+/// per word. 32-bit halves go into a u64, which cannot overflow for any frame.
 pub fn ones_sum(data: &[u8], initial: u32) -> u32 {
-    let mut sum = u64::from(initial);
-    // Big-endian 32-bit words add up to the same one's complement sum as their 16-bit
-    // halves (2^16 = 1 modulo 2^16 - 1), at half the additions; a u64 cannot overflow for
-    // any frame (2^32 words of 2^32).
-    let mut words = data.chunks_exact(4);
+    let mut sum = 0u64;
+    let mut words = data.chunks_exact(8);
     for w in &mut words {
-        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        let w = u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
+        sum += (w & 0xffff_ffff) + (w >> 32);
     }
-    let mut chunks = words.remainder().chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    // The tail, padded with zeros at its end as RFC 1071 pads an odd byte.
+    let mut tail = [0u8; 8];
+    let rest = words.remainder();
+    if let Some(t) = tail.get_mut(..rest.len()) {
+        t.copy_from_slice(rest);
     }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
+    let w = u64::from_ne_bytes(tail);
+    sum += (w & 0xffff_ffff) + (w >> 32);
+    let mut folded = sum;
+    while folded > 0xffff {
+        folded = (folded & 0xffff) + (folded >> 16);
     }
-    while sum > 0xffff_ffff {
-        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let be = if cfg!(target_endian = "little") {
+        (folded as u16).swap_bytes()
+    } else {
+        folded as u16
+    };
+    let mut total = u64::from(initial) + u64::from(be);
+    while total > 0xffff_ffff {
+        total = (total & 0xffff_ffff) + (total >> 32);
     }
-    sum as u32
+    total as u32
 }
 
 /// Folds a 32-bit one's complement sum to 16 bits and complements it: the checksum field.
@@ -98,6 +112,21 @@ mod tests {
         assert_eq!(checksum_fold(ones_sum(&data, 0)), !0xddf2);
     }
 
+    #[test]
+    fn rfc1071_example_at_every_alignment_and_the_two_zeros() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        for lead in 0..8 {
+            // Leading zero words change nothing, wherever the 8-byte blocks then fall.
+            let mut padded = vec![0u8; 2 * lead];
+            padded.extend_from_slice(&data);
+            assert_eq!(checksum_fold(ones_sum(&padded, 0)), !0xddf2, "lead {lead}");
+        }
+        // All-zero data sums to +0 (checksum ffff); data summing to -0 gives checksum 0.
+        assert_eq!(checksum_fold(ones_sum(&[0; 20], 0)), 0xffff);
+        assert_eq!(checksum_fold(ones_sum(&[0xff, 0xff, 0, 0, 0], 0)), 0);
+        assert_eq!(checksum_fold(ones_sum(&[0x12], 0)), !0x1200);
+    }
+
     /// RFC 1071 as written: 16-bit words, one at a time.
     fn reference_checksum(data: &[u8], initial: u32) -> u16 {
         let mut sum = u64::from(initial);
@@ -120,6 +149,23 @@ mod tests {
             initial in any::<u32>(),
         ) {
             prop_assert_eq!(checksum_fold(ones_sum(&data, initial)), reference_checksum(&data, initial));
+        }
+
+        /// The same at frame sizes, with bytes biased to 0x00 and 0xff (carries, and sums
+        /// that fold to 0xffff, the one's complement zero that is not all-zero data), and as
+        /// a running sum over two pieces whose split keeps the first one even.
+        #[test]
+        fn ones_sum_matches_reference_on_frames_and_chained(
+            data in proptest::collection::vec(
+                prop_oneof![Just(0u8), Just(0xff), any::<u8>()], 0..3000),
+            initial in prop_oneof![Just(0u32), Just(u32::MAX), Just(0xffff), any::<u32>()],
+            split in any::<usize>(),
+        ) {
+            let want = reference_checksum(&data, initial);
+            prop_assert_eq!(checksum_fold(ones_sum(&data, initial)), want);
+            let at = (split % (data.len() + 1)) & !1;
+            let (a, b) = data.split_at(at);
+            prop_assert_eq!(checksum_fold(ones_sum(b, ones_sum(a, initial))), want);
         }
 
         /// Incremental update of a 32-bit field equals recomputing the checksum in full.
