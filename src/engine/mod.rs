@@ -41,8 +41,8 @@ use crate::smtp::{Output, PolicyConfig, VerbName};
 use crate::wire::{
     classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
 };
-use conn::{Conn, Ctx};
-use std::collections::{BTreeMap, BTreeSet};
+use conn::{Conn, Ctx, State};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -317,6 +317,12 @@ pub struct Stats {
     pub replies_injected: u64,
     /// Connections reset by the filter, by reason.
     pub resets: BTreeMap<&'static str, u64>,
+    /// Connections forgotten to make room (a new connection over [`Limits::max_connections`]
+    /// or [`Limits::max_memory`]), by class, indexed by `EvictClass as usize`.
+    pub evicted: [u64; EvictClass::ALL.len()],
+    /// High-water mark of the memory accounted to connections, in bytes (see
+    /// [`Limits::max_memory`]); [`Stats::merge`] sums the workers' marks (an upper bound).
+    pub peak_memory: u64,
 }
 
 impl Stats {
@@ -345,6 +351,15 @@ impl Stats {
         for (k, v) in &other.resets {
             *self.resets.entry(k).or_default() += v;
         }
+        for (a, b) in self.evicted.iter_mut().zip(other.evicted) {
+            *a += b;
+        }
+        self.peak_memory += other.peak_memory;
+    }
+
+    /// Connections evicted, all classes.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted.iter().sum()
     }
 
     /// Frames forwarded untouched, all reasons.
@@ -372,6 +387,10 @@ impl Stats {
             .iter()
             .map(|r| (r.name().to_string(), self.dropped[*r as usize].into()))
             .collect();
+        let evicted: serde_json::Map<_, _> = EvictClass::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), self.evicted[*c as usize].into()))
+            .collect();
         serde_json::json!({
             "frames_in": self.frames_in,
             "forwarded": forwarded,
@@ -386,6 +405,8 @@ impl Stats {
             "ehlo_rewritten": self.ehlo_rewritten,
             "replies_injected": self.replies_injected,
             "resets": self.resets,
+            "evicted": evicted,
+            "peak_memory": self.peak_memory,
         })
     }
 }
@@ -393,8 +414,20 @@ impl Stats {
 /// Resource bounds and timers of an engine (per connection unless said otherwise).
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections tracked at once (per engine); a SYN beyond this is dropped.
+    /// Connections tracked at once (per engine). A SYN beyond this evicts the connection
+    /// idle longest (see [`EvictClass`], [`Limits::evict_grace`]), or is dropped
+    /// `over-limit` when every connection was active within the grace period.
     pub max_connections: usize,
+    /// Memory ceiling of the engine's connections, in bytes: the sum over connections of
+    /// their record (with flow-table and index overhead) and [`Engine::memory`]'s heap
+    /// estimate. A SYN that would pass it evicts as for `max_connections`; a connection
+    /// growing past it evicts idle ones, and is reset by the filter (`memory-ceiling`)
+    /// when none may go.
+    pub max_memory: usize,
+    /// A connection active within this time is never evicted: long enough for a
+    /// handshake and the server's banner, so a connection being set up is never taken to
+    /// make room for another SYN.
+    pub evict_grace: Duration,
     /// Out-of-order bytes held per direction.
     pub max_ooo_bytes: usize,
     /// Out-of-order pieces held per direction.
@@ -428,7 +461,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 65_536,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_memory: DEFAULT_MAX_MEMORY,
+            evict_grace: Duration::from_secs(1),
             max_ooo_bytes: 1 << 20,
             max_ooo_segments: 1024,
             max_edits: 4096,
@@ -445,6 +480,84 @@ impl Default for Limits {
     }
 }
 
+/// Default [`Limits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
+
+/// Default [`Limits::max_memory`]: 1 GiB.
+pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+
+/// What a connection is worth keeping, for eviction: lower classes go first, the connection
+/// idle longest first within a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EvictClass {
+    /// Closed or reset, lingering only for late segments.
+    Finished,
+    /// No payload byte seen in either direction yet: a SYN, or a handshake that carried
+    /// nothing (the engine does not track the handshake's last ACK, and a connection that
+    /// carried no byte has no state worth keeping). A half-open flood is this class.
+    Embryonic,
+    /// Carrying a session.
+    Active,
+}
+
+impl EvictClass {
+    /// Every class, in eviction order.
+    pub const ALL: [EvictClass; 3] = [
+        EvictClass::Finished,
+        EvictClass::Embryonic,
+        EvictClass::Active,
+    ];
+
+    /// Stable name for summaries and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictClass::Finished => "finished",
+            EvictClass::Embryonic => "embryonic",
+            EvictClass::Active => "active",
+        }
+    }
+
+    fn of<P: Policy>(c: &Conn<P>) -> EvictClass {
+        match c.state {
+            State::Closed | State::Reset => EvictClass::Finished,
+            State::SynSent => EvictClass::Embryonic,
+            State::Established
+                if c.halves
+                    .iter()
+                    .all(|h| h.reasm.next() == 0 && h.reasm.held() == 0) =>
+            {
+                EvictClass::Embryonic
+            }
+            State::Established => EvictClass::Active,
+        }
+    }
+}
+
+/// A tracked connection with the engine's bookkeeping of it.
+struct Slot<P: Policy> {
+    conn: Conn<P>,
+    /// Class and last activity under which the idle index files it: the class always the
+    /// real one, the time at or before the real one (filed again lazily, see `evict_one`).
+    idle_at: (EvictClass, Time),
+    /// Bytes charged to the engine's memory account.
+    charged: usize,
+}
+
+/// The flow table: hashed (one probe per lookup, no key comparisons down a tree). Nothing
+/// observable iterates it: timers, expiry and eviction go by the ordered indices, and
+/// reports are sorted by key.
+type FlowTable<P> = HashMap<FlowKey, Slot<P>, foldhash::fast::RandomState>;
+
+/// Fixed bytes charged per connection: its table slot at the table's lowest load (7/16,
+/// just after it doubled; the table never shrinks below what was charged at its peak)
+/// and its entries in the three ordered indices (B-tree nodes at half fill).
+fn fixed_charge<P: Policy>() -> usize {
+    let slot = std::mem::size_of::<(FlowKey, Slot<P>)>() + 1;
+    let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
+        + 2 * std::mem::size_of::<(EvictClass, Time, FlowKey)>();
+    slot * 16 / 7 + index
+}
+
 /// A connection's identity, client first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct FlowKey {
@@ -453,6 +566,12 @@ struct FlowKey {
 }
 
 impl FlowKey {
+    /// The least key (bounds ranges of the idle index).
+    const MIN: FlowKey = FlowKey {
+        client: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+        server: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+    };
+
     /// The greatest key (bounds ranges of the timer index).
     const MAX: FlowKey = FlowKey {
         client: (
@@ -498,13 +617,19 @@ impl FlowKey {
 ///   one byte per segment can fill its congestion window before a held line completes; a
 ///   policy that holds more than a few bytes then stalls it, unless
 ///   [`Limits::ack_held_when_stalled`] is set.
-/// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
+/// - Connections are kept in a hash table; timers, expiry and eviction go by ordered
+///   indices of `(time, key)`, so they run in a deterministic order whatever the hash seed.
+/// - Eviction (a SYN over [`Limits::max_connections`] or [`Limits::max_memory`]) takes the
+///   connection idle longest of the lowest [`EvictClass`], never one active within
+///   [`Limits::evict_grace`]; evicted state is forgotten silently (no RST: the endpoints
+///   may be gone, and the connection's later payload is dropped as untracked). Memory is
+///   accounted at frame boundaries; [`Stats::peak_memory`] is its high-water mark.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
     stats: Stats,
     factory: F,
     limits: Limits,
-    conns: BTreeMap<FlowKey, Conn<F::Policy>>,
+    conns: FlowTable<F::Policy>,
     out: Output,
     reports: Vec<ConnectionReport>,
     /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
@@ -512,6 +637,12 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
     /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
     expiries: BTreeSet<(Time, FlowKey)>,
+    /// Eviction candidates by class, then last activity (filed at or before the real one).
+    idle: BTreeSet<(EvictClass, Time, FlowKey)>,
+    /// Bytes accounted to the connections now (see [`Limits::max_memory`]).
+    memory: usize,
+    /// [`fixed_charge`] of this engine's connections.
+    fixed_charge: usize,
 }
 
 impl Engine<SessionFactory> {
@@ -530,11 +661,14 @@ impl<F: PolicyFactory> Engine<F> {
             stats: Stats::default(),
             factory,
             limits: Limits::default(),
-            conns: BTreeMap::new(),
+            conns: FlowTable::default(),
             out: Output::default(),
             reports: Vec::new(),
             timers: BTreeSet::new(),
             expiries: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            memory: 0,
+            fixed_charge: fixed_charge::<F::Policy>(),
         }
     }
 
@@ -552,6 +686,12 @@ impl<F: PolicyFactory> Engine<F> {
     /// Connections currently tracked.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Bytes accounted to the connections now: per connection its record with table and
+    /// index overhead, and its buffers (what [`Limits::max_memory`] bounds).
+    pub fn memory(&self) -> usize {
+        self.memory
     }
 
     /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`
@@ -643,6 +783,7 @@ impl<F: PolicyFactory> Engine<F> {
             }
             Some(_) => Verdict::Forward(ForwardReason::OtherPort),
             None => {
+                // Rare (a later fragment of a TCP datagram): a scan of the table.
                 let tracked = self.conns.keys().any(|k| {
                     (k.client.0 == f.src && k.server.0 == f.dst)
                         || (k.client.0 == f.dst && k.server.0 == f.src)
@@ -686,9 +827,9 @@ impl<F: PolicyFactory> Engine<F> {
         // One lookup for the client's segments, two for the server's (the client's key first,
         // as a flow between two filtered ports may be tracked both ways).
         let (key, d, conn) = match self.conns.get_mut(&as_client) {
-            Some(conn) => (as_client, IDX_C2S, conn),
+            Some(slot) => (as_client, IDX_C2S, &mut slot.conn),
             None => match self.conns.get_mut(&as_server) {
-                Some(conn) => (as_server, IDX_S2C, conn),
+                Some(slot) => (as_server, IDX_S2C, &mut slot.conn),
                 None => return self.untracked(t),
             },
         };
@@ -712,14 +853,17 @@ impl<F: PolicyFactory> Engine<F> {
         };
         let v = conn.on_segment(&mut ctx, d, frame, t);
         self.reindex(key);
+        self.enforce_ceiling(now, Some(key), sink);
         v
     }
 
     /// Files connection `key` in the timer and expiry indices under its current times.
+    /// Charges it to the memory account under its current size.
     fn reindex(&mut self, key: FlowKey) {
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(slot) = self.conns.get_mut(&key) else {
             return;
         };
+        let conn = &mut slot.conn;
         let rto = conn.rto_deadline();
         if conn.indexed_rto != rto {
             if let Some(old) = std::mem::replace(&mut conn.indexed_rto, rto) {
@@ -739,6 +883,100 @@ impl<F: PolicyFactory> Engine<F> {
             }
             self.expiries.insert((exp, key));
         }
+        // The class is filed again at once (it changes at most a few times in a life), the
+        // activity time lazily (see `evict_one`).
+        let class = EvictClass::of(conn);
+        if slot.idle_at.0 != class {
+            self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));
+            slot.idle_at = (class, conn.last_seen);
+            self.idle.insert((class, conn.last_seen, key));
+        }
+        let charge = self.fixed_charge + conn.heap_bytes();
+        self.memory = self.memory.saturating_sub(slot.charged) + charge;
+        slot.charged = charge;
+    }
+
+    /// Evicts the connection idle longest of the lowest class that was not active within
+    /// [`Limits::evict_grace`] (nor is `protect`); false when there is none. Entries of
+    /// the idle index that come first but were active since are filed again under their
+    /// real time: amortised over the segments that moved it, O(log n) per call.
+    fn evict_one(&mut self, now: Time, protect: Option<FlowKey>) -> bool {
+        let grace = u64::try_from(self.limits.evict_grace.as_nanos()).unwrap_or(u64::MAX);
+        let latest = Time(now.0.saturating_sub(grace));
+        for class in EvictClass::ALL {
+            let from = (class, Time(0), FlowKey::MIN);
+            while let Some(&(c, filed, key)) = self.idle.range(from..).next() {
+                if c != class {
+                    break;
+                }
+                let Some(slot) = self.conns.get_mut(&key) else {
+                    self.idle.remove(&(c, filed, key));
+                    continue;
+                };
+                let real = (EvictClass::of(&slot.conn), slot.conn.last_seen);
+                if real != (c, filed) {
+                    self.idle.remove(&(c, filed, key));
+                    self.idle.insert((real.0, real.1, key));
+                    slot.idle_at = real;
+                    continue;
+                }
+                if filed > latest || protect == Some(key) {
+                    // Everything after it in this class was active at least as recently.
+                    break;
+                }
+                log::debug!(
+                    "evicting {} connection {:?} -> {:?} (idle since {} ns)",
+                    class.name(),
+                    key.client,
+                    key.server,
+                    filed.0
+                );
+                self.forget(key);
+                self.stats.evicted[class as usize] += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Room for a new connection: evicts until one more fits under both limits; false when
+    /// it cannot (nothing may be evicted).
+    fn make_room(&mut self, now: Time) -> bool {
+        while self.conns.len() >= self.limits.max_connections
+            || self.memory.saturating_add(self.fixed_charge) > self.limits.max_memory
+        {
+            if !self.evict_one(now, None) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Brings the memory account back under the ceiling after connection `current` (if
+    /// any) grew: idle connections are evicted; when none may go, `current` is reset by the
+    /// filter and forgotten. Then records the high-water mark.
+    fn enforce_ceiling(&mut self, now: Time, current: Option<FlowKey>, sink: &mut FrameSink) {
+        while self.memory > self.limits.max_memory {
+            if self.evict_one(now, current) {
+                continue;
+            }
+            if let Some(key) = current {
+                if let Some(slot) = self.conns.get_mut(&key) {
+                    let mut ctx = Ctx {
+                        now,
+                        sink: &mut *sink,
+                        stats: &mut self.stats,
+                        limits: &self.limits,
+                        out: &mut self.out,
+                        pushed: [0; 2],
+                    };
+                    slot.conn.filter_reset(&mut ctx, "memory-ceiling");
+                }
+                self.forget(key);
+            }
+            break;
+        }
+        self.stats.peak_memory = self.stats.peak_memory.max(self.memory as u64);
     }
 
     /// Forgets up to `max` connections whose expiry is due at `now`; a connection filed
@@ -753,10 +991,10 @@ impl<F: PolicyFactory> Engine<F> {
                 break;
             }
             match self.conns.get_mut(&key) {
-                Some(conn) => {
-                    let real = conn.expiry(&self.limits);
+                Some(slot) => {
+                    let real = slot.conn.expiry(&self.limits);
                     if real > now {
-                        conn.indexed_exp = Some(real);
+                        slot.conn.indexed_exp = Some(real);
                         self.expiries.remove(&(t, key));
                         self.expiries.insert((real, key));
                     } else {
@@ -772,13 +1010,16 @@ impl<F: PolicyFactory> Engine<F> {
     }
 
     fn forget(&mut self, key: FlowKey) {
-        if let Some(c) = self.conns.remove(&key) {
+        if let Some(slot) = self.conns.remove(&key) {
+            let c = slot.conn;
             if let Some(t) = c.indexed_rto {
                 self.timers.remove(&(t, key));
             }
             if let Some(t) = c.indexed_exp {
                 self.expiries.remove(&(t, key));
             }
+            self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));
+            self.memory = self.memory.saturating_sub(slot.charged);
             self.retire(c);
         }
     }
@@ -792,16 +1033,16 @@ impl<F: PolicyFactory> Engine<F> {
         key: FlowKey,
         sink: &mut FrameSink,
     ) -> Verdict {
-        if let Some(c) = self.conns.get_mut(&key) {
-            if c.same_syn(t) {
-                c.last_seen = now;
+        if let Some(slot) = self.conns.get_mut(&key) {
+            if slot.conn.same_syn(t) {
+                slot.conn.last_seen = now;
                 self.reindex(key);
                 return Verdict::Forward(ForwardReason::Unchanged);
             }
             // A new connection reusing the addresses.
             self.forget(key);
         }
-        if self.conns.len() >= self.limits.max_connections {
+        if !self.make_room(now) {
             return Verdict::Drop(DropReason::OverLimit);
         }
         let conn = Conn::new(
@@ -813,8 +1054,16 @@ impl<F: PolicyFactory> Engine<F> {
             now,
             self.config.record_connections,
         );
-        self.conns.insert(key, conn);
+        let idle_at = (EvictClass::of(&conn), now);
+        self.idle.insert((idle_at.0, idle_at.1, key));
+        let slot = Slot {
+            conn,
+            idle_at,
+            charged: 0,
+        };
+        self.conns.insert(key, slot);
         self.reindex(key);
+        self.enforce_ceiling(now, Some(key), sink);
         self.stats.connections += 1;
         if t.payload_len() > 0 {
             // Data on a SYN (TCP Fast Open) is never delivered: the SYN goes on without it and
@@ -851,7 +1100,7 @@ impl<F: PolicyFactory> Engine<F> {
             .map(|(_, k)| *k)
             .collect();
         for key in due {
-            let Some(conn) = self.conns.get_mut(&key) else {
+            let Some(conn) = self.conns.get_mut(&key).map(|s| &mut s.conn) else {
                 continue;
             };
             let mut ctx = Ctx {
@@ -866,6 +1115,7 @@ impl<F: PolicyFactory> Engine<F> {
             self.reindex(key);
         }
         self.sweep(now, usize::MAX);
+        self.enforce_ceiling(now, None, sink);
         // Everything a timer sends is the engine's own.
         self.stats.originated += sink.len().saturating_sub(emitted_before) as u64;
     }
@@ -878,8 +1128,11 @@ impl<F: PolicyFactory> Engine<F> {
     /// Takes the reports of connections recorded so far (closed ones and, at `flush`, all).
     pub fn take_connection_reports(&mut self, flush: bool) -> Vec<ConnectionReport> {
         if flush {
-            for c in self.conns.values_mut() {
-                if let Some(r) = &mut c.report {
+            // In key order, whatever the table's hash order.
+            let mut live: Vec<(&FlowKey, &mut Slot<F::Policy>)> = self.conns.iter_mut().collect();
+            live.sort_unstable_by_key(|(k, _)| **k);
+            for (_, slot) in live {
+                if let Some(r) = &mut slot.conn.report {
                     self.reports.push(ConnectionReport {
                         client: r.client.clone(),
                         server: r.server.clone(),
