@@ -414,19 +414,22 @@ impl Stats {
 /// Resource bounds and timers of an engine (per connection unless said otherwise).
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections tracked at once (per engine). A SYN beyond this evicts the connection
-    /// idle longest (see [`EvictClass`], [`Limits::evict_grace`]), or is dropped
-    /// `over-limit` when every connection was active within the grace period.
+    /// Connections tracked at once (per engine). A SYN beyond this evicts a connection
+    /// (see [`EvictClass`], [`Limits::evict_grace`]), or is dropped `over-limit` when
+    /// none may go.
     pub max_connections: usize,
-    /// Memory ceiling of the engine's connections, in bytes: the sum over connections of
-    /// their record (with flow-table and index overhead) and [`Engine::memory`]'s heap
-    /// estimate. A SYN that would pass it evicts as for `max_connections`; a connection
-    /// growing past it evicts idle ones, and is reset by the filter (`memory-ceiling`)
-    /// when none may go.
+    /// Memory ceiling of the engine's connections, in bytes (see [`Engine::memory`]). New
+    /// connections are admitted up to 7/8 of it (evicting as for `max_connections`); the
+    /// rest is headroom for the buffers of the connections already tracked. A connection
+    /// growing past the ceiling evicts others, and is reset by the filter
+    /// (`memory-ceiling`) when none may go. The flow table grows only when the ceiling
+    /// can hold the old and the new table at once (as they are while it grows).
     pub max_memory: usize,
-    /// A connection active within this time is never evicted: long enough for a
-    /// handshake and the server's banner, so a connection being set up is never taken to
-    /// make room for another SYN.
+    /// A connection that carried payload ([`EvictClass::Active`]) and was active within
+    /// this time is never evicted. Finished and embryonic connections have no grace: under
+    /// a SYN flood, keeping the youngest half-open entries would only refuse the next SYN,
+    /// legitimate or not, while evicting the oldest lets every handshake that completes
+    /// within (table size / SYN rate) go through.
     pub evict_grace: Duration,
     /// Out-of-order bytes held per direction.
     pub max_ooo_bytes: usize,
@@ -548,14 +551,32 @@ struct Slot<P: Policy> {
 /// reports are sorted by key.
 type FlowTable<P> = HashMap<FlowKey, Slot<P>, foldhash::fast::RandomState>;
 
-/// Fixed bytes charged per connection: its table slot at the table's lowest load (7/16,
-/// just after it doubled; the table never shrinks below what was charged at its peak)
-/// and its entries in the three ordered indices (B-tree nodes at half fill).
-fn fixed_charge<P: Policy>() -> usize {
-    let slot = std::mem::size_of::<(FlowKey, Slot<P>)>() + 1;
+/// Fixed bytes charged per connection besides its table slot: its entries in the three
+/// ordered indices (B-tree nodes at half fill), and the policy's own small allocations
+/// (the SMTP session's reply queue), which it does not report.
+fn fixed_charge() -> usize {
     let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
         + 2 * std::mem::size_of::<(EvictClass, Time, FlowKey)>();
-    slot * 16 / 7 + index
+    index + POLICY_HEAP_ESTIMATE
+}
+
+/// Heap bytes of a connection's policy at rest (an SMTP session's reply queue, with the
+/// allocator's overhead).
+const POLICY_HEAP_ESTIMATE: usize = 96;
+
+/// Bytes of a flow table's allocation holding `capacity` entries of `slot` bytes (the
+/// layout of std's hash table: a power-of-two number of buckets at most 7/8 full, one
+/// control byte per bucket and a group of 16 more).
+fn table_bytes(capacity: usize, slot: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity.saturating_mul(8) / 7).next_power_of_two()
+    };
+    buckets.saturating_mul(slot + 1).saturating_add(16)
 }
 
 /// A connection's identity, client first.
@@ -620,10 +641,11 @@ impl FlowKey {
 /// - Connections are kept in a hash table; timers, expiry and eviction go by ordered
 ///   indices of `(time, key)`, so they run in a deterministic order whatever the hash seed.
 /// - Eviction (a SYN over [`Limits::max_connections`] or [`Limits::max_memory`]) takes the
-///   connection idle longest of the lowest [`EvictClass`], never one active within
-///   [`Limits::evict_grace`]; evicted state is forgotten silently (no RST: the endpoints
-///   may be gone, and the connection's later payload is dropped as untracked). Memory is
-///   accounted at frame boundaries; [`Stats::peak_memory`] is its high-water mark.
+///   connection idle longest of the lowest [`EvictClass`] (finished, then embryonic, then
+///   active), never an active one within [`Limits::evict_grace`] of its last segment;
+///   evicted state is forgotten silently (no RST: the endpoints may be gone, and the
+///   connection's later payload is dropped as untracked). Memory is accounted at frame
+///   boundaries and when the table grows; [`Stats::peak_memory`] is its high-water mark.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
     stats: Stats,
@@ -639,10 +661,12 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     expiries: BTreeSet<(Time, FlowKey)>,
     /// Eviction candidates by class, then last activity (filed at or before the real one).
     idle: BTreeSet<(EvictClass, Time, FlowKey)>,
-    /// Bytes accounted to the connections now (see [`Limits::max_memory`]).
+    /// Bytes charged to the connections now, besides the table (see [`Engine::memory`]).
     memory: usize,
     /// [`fixed_charge`] of this engine's connections.
     fixed_charge: usize,
+    /// Bytes of one flow-table entry.
+    slot_bytes: usize,
 }
 
 impl Engine<SessionFactory> {
@@ -668,7 +692,8 @@ impl<F: PolicyFactory> Engine<F> {
             expiries: BTreeSet::new(),
             idle: BTreeSet::new(),
             memory: 0,
-            fixed_charge: fixed_charge::<F::Policy>(),
+            fixed_charge: fixed_charge(),
+            slot_bytes: std::mem::size_of::<(FlowKey, Slot<F::Policy>)>(),
         }
     }
 
@@ -688,10 +713,12 @@ impl<F: PolicyFactory> Engine<F> {
         self.conns.len()
     }
 
-    /// Bytes accounted to the connections now: per connection its record with table and
-    /// index overhead, and its buffers (what [`Limits::max_memory`] bounds).
+    /// Bytes accounted to the connections now (what [`Limits::max_memory`] bounds): the
+    /// flow table's allocation (records inline, at its current capacity), and per
+    /// connection its index entries and its buffers (`Conn::heap_bytes`).
     pub fn memory(&self) -> usize {
         self.memory
+            .saturating_add(table_bytes(self.conns.capacity(), self.slot_bytes))
     }
 
     /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`
@@ -902,7 +929,7 @@ impl<F: PolicyFactory> Engine<F> {
     /// real time: amortised over the segments that moved it, O(log n) per call.
     fn evict_one(&mut self, now: Time, protect: Option<FlowKey>) -> bool {
         let grace = u64::try_from(self.limits.evict_grace.as_nanos()).unwrap_or(u64::MAX);
-        let latest = Time(now.0.saturating_sub(grace));
+        let latest_active = Time(now.0.saturating_sub(grace));
         for class in EvictClass::ALL {
             let from = (class, Time(0), FlowKey::MIN);
             while let Some(&(c, filed, key)) = self.idle.range(from..).next() {
@@ -920,6 +947,10 @@ impl<F: PolicyFactory> Engine<F> {
                     slot.idle_at = real;
                     continue;
                 }
+                let latest = match class {
+                    EvictClass::Active => latest_active,
+                    EvictClass::Finished | EvictClass::Embryonic => now,
+                };
                 if filed > latest || protect == Some(key) {
                     // Everything after it in this class was active at least as recently.
                     break;
@@ -939,24 +970,42 @@ impl<F: PolicyFactory> Engine<F> {
         false
     }
 
-    /// Room for a new connection: evicts until one more fits under both limits; false when
-    /// it cannot (nothing may be evicted).
+    /// Room for a new connection: evicts until one more fits under `max_connections` and
+    /// 7/8 of `max_memory` (with the table's growth, old and new table at once, when it is
+    /// full); false when it cannot (nothing may be evicted). Records the high-water mark of
+    /// a growth.
     fn make_room(&mut self, now: Time) -> bool {
-        while self.conns.len() >= self.limits.max_connections
-            || self.memory.saturating_add(self.fixed_charge) > self.limits.max_memory
-        {
+        let budget = self.limits.max_memory / 8 * 7;
+        loop {
+            let len = self.conns.len();
+            let cap = self.conns.capacity();
+            let table = table_bytes(cap, self.slot_bytes);
+            let grown = if len < cap {
+                0
+            } else {
+                table_bytes(cap.saturating_mul(2).max(len + 1), self.slot_bytes)
+            };
+            let need = self
+                .memory
+                .saturating_add(table)
+                .saturating_add(grown)
+                .saturating_add(self.fixed_charge);
+            if len < self.limits.max_connections && need <= budget {
+                // While it grows, the old and the new table are both allocated.
+                self.stats.peak_memory = self.stats.peak_memory.max(need as u64);
+                return true;
+            }
             if !self.evict_one(now, None) {
                 return false;
             }
         }
-        true
     }
 
     /// Brings the memory account back under the ceiling after connection `current` (if
     /// any) grew: idle connections are evicted; when none may go, `current` is reset by the
     /// filter and forgotten. Then records the high-water mark.
     fn enforce_ceiling(&mut self, now: Time, current: Option<FlowKey>, sink: &mut FrameSink) {
-        while self.memory > self.limits.max_memory {
+        while self.memory() > self.limits.max_memory {
             if self.evict_one(now, current) {
                 continue;
             }
@@ -976,7 +1025,7 @@ impl<F: PolicyFactory> Engine<F> {
             }
             break;
         }
-        self.stats.peak_memory = self.stats.peak_memory.max(self.memory as u64);
+        self.stats.peak_memory = self.stats.peak_memory.max(self.memory() as u64);
     }
 
     /// Forgets up to `max` connections whose expiry is due at `now`; a connection filed
