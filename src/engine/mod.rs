@@ -548,16 +548,20 @@ struct Slot<P: Policy> {
 
 /// The flow table: hashed (one probe per lookup, no key comparisons down a tree). Nothing
 /// observable iterates it: timers, expiry and eviction go by the ordered indices, and
-/// reports are sorted by key.
-type FlowTable<P> = HashMap<FlowKey, Slot<P>, foldhash::fast::RandomState>;
+/// reports are sorted by key. Connections are boxed: the table's entries stay small
+/// (key and pointer), so its spare buckets (up to 9/16 of them just after it doubled) cost
+/// 48 bytes each rather than a whole connection record.
+type FlowTable<P> = HashMap<FlowKey, Box<Slot<P>>, foldhash::fast::RandomState>;
 
-/// Fixed bytes charged per connection besides its table slot: its entries in the three
-/// ordered indices (B-tree nodes at half fill), and the policy's own small allocations
-/// (the SMTP session's reply queue), which it does not report.
-fn fixed_charge() -> usize {
+/// Fixed bytes charged per connection besides its table entry: its record (boxed, with
+/// the allocator's overhead), its entries in the three ordered indices (B-tree nodes at
+/// half fill), and the policy's own small allocations (the SMTP session's reply queue),
+/// which it does not report.
+fn fixed_charge<P: Policy>() -> usize {
+    let record = std::mem::size_of::<Slot<P>>() + 16;
     let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
         + 2 * std::mem::size_of::<(EvictClass, Time, FlowKey)>();
-    index + POLICY_HEAP_ESTIMATE
+    record + index + POLICY_HEAP_ESTIMATE
 }
 
 /// Heap bytes of a connection's policy at rest (an SMTP session's reply queue, with the
@@ -692,8 +696,8 @@ impl<F: PolicyFactory> Engine<F> {
             expiries: BTreeSet::new(),
             idle: BTreeSet::new(),
             memory: 0,
-            fixed_charge: fixed_charge(),
-            slot_bytes: std::mem::size_of::<(FlowKey, Slot<F::Policy>)>(),
+            fixed_charge: fixed_charge::<F::Policy>(),
+            slot_bytes: std::mem::size_of::<(FlowKey, Box<Slot<F::Policy>>)>(),
         }
     }
 
@@ -1060,6 +1064,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     fn forget(&mut self, key: FlowKey) {
         if let Some(slot) = self.conns.remove(&key) {
+            let slot = *slot;
             let c = slot.conn;
             if let Some(t) = c.indexed_rto {
                 self.timers.remove(&(t, key));
@@ -1110,7 +1115,7 @@ impl<F: PolicyFactory> Engine<F> {
             idle_at,
             charged: 0,
         };
-        self.conns.insert(key, slot);
+        self.conns.insert(key, Box::new(slot));
         self.reindex(key);
         self.enforce_ceiling(now, Some(key), sink);
         self.stats.connections += 1;
@@ -1178,7 +1183,8 @@ impl<F: PolicyFactory> Engine<F> {
     pub fn take_connection_reports(&mut self, flush: bool) -> Vec<ConnectionReport> {
         if flush {
             // In key order, whatever the table's hash order.
-            let mut live: Vec<(&FlowKey, &mut Slot<F::Policy>)> = self.conns.iter_mut().collect();
+            let mut live: Vec<(&FlowKey, &mut Box<Slot<F::Policy>>)> =
+                self.conns.iter_mut().collect();
             live.sort_unstable_by_key(|(k, _)| **k);
             for (_, slot) in live {
                 if let Some(r) = &mut slot.conn.report {
