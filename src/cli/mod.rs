@@ -190,16 +190,17 @@ impl PolicyArgs {
 /// the bridge divides them among its workers.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LimitArgs {
-    /// Connections tracked at once. A new connection beyond it evicts the one idle longest
-    /// (closed ones first, then embryonic ones that carried no byte yet, then the rest),
-    /// never one active in the last second; when none may go, its SYN is dropped
-    /// (`over-limit`). Evicted connections' later data is dropped (`untracked`).
+    /// Connections tracked at once. A new connection beyond it evicts one: the closed one
+    /// idle longest, else the oldest embryonic one (no byte carried yet), else the session
+    /// idle longest, never a session active in the last second; when none may go, its SYN
+    /// is dropped (`over-limit`). Evicted connections' later data is dropped (`untracked`).
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
-    /// Memory ceiling for connection state (records, table and index overhead, buffers),
-    /// with K, M or G (powers of 1024). A new connection that would pass it evicts as for
-    /// --max-connections; a connection growing past it evicts idle ones, or is reset by
-    /// the filter (`memory-ceiling`) when none may go.
+    /// Memory ceiling for connection state (flow table, records, index entries, buffers),
+    /// with K, M or G (powers of 1024). New connections are admitted up to 7/8 of it,
+    /// evicting as for --max-connections; a connection growing past it evicts others, or
+    /// is reset by the filter (`memory-ceiling`) when none may go. The summary's `memory:`
+    /// line gives the peak.
     #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "BYTES")]
     pub max_memory: usize,
     /// Out-of-order bytes held per connection and direction (K, M, G); a connection that
