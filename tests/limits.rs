@@ -508,3 +508,41 @@ fn half_open_flood_stays_under_the_ceiling_and_sessions_keep_working() {
         );
     }
 }
+
+/// The CLI: sizes with suffixes reach the engine (the summary states the ceiling and the
+/// limit on connections), a bad size is refused before anything runs.
+#[test]
+fn limit_options_reach_the_engine_and_bad_sizes_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.pcap");
+    let o = bin()
+        .args(["replay", "pcaps/kb320027.pcap", "-o"])
+        .arg(&out)
+        .args(["--max-memory", "3M", "--max-connections", "7"])
+        .output()
+        .expect("replay");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        summary_number(&text, "memory:", "ceiling"),
+        3 << 20,
+        "{text}"
+    );
+    assert_eq!(summary_number(&text, "memory:", "at most"), 7, "{text}");
+    let peak = summary_number(&text, "memory:", "peak");
+    assert!(peak > 0 && peak <= 3 << 20, "{text}");
+    assert!(text.contains("evicted: none"), "{text}");
+    for bad in ["12X", "M", "1.5G", "99999999999T"] {
+        let o = bin()
+            .args(["replay", "pcaps/kb320027.pcap", "-o"])
+            .arg(&out)
+            .args(["--max-memory", bad])
+            .output()
+            .expect("replay");
+        assert_eq!(o.status.code(), Some(2), "--max-memory {bad} refused");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--max-memory"),
+            "the error names the option"
+        );
+    }
+}
