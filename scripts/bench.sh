@@ -203,7 +203,9 @@ if want replay; then
 fi
 
 # ---------------------------------------------------------------------------------------
-# Scale: state per connection.
+# Scale: state per connection. The defaults (262,144 connections, 1 GiB) would evict; these
+# limits let every connection of the full-size capture be tracked.
+SCALE_LIMITS="--max-connections 1000000 --max-memory 4G"
 peak_rss() { # file -> KB and elapsed, from /usr/bin/time -v
   awk -F': ' '/Maximum resident set size/ {rss=$2} /Elapsed \(wall clock\)/ {el=$2}
     /Exit status/ {st=$2} END {print rss, el, st}' "$1"
@@ -216,7 +218,7 @@ scale_run() { # label sessions timeout
   put "scale.$label.file_bytes" "$(stat -c %s "$cap")"
   local rc=0
   timeout --kill-after=5 "$limit" /usr/bin/time -v -o "$W/time-$label.txt" \
-    "$MG" replay "$cap" -o /dev/null --profile strict >"$W/scale-$label.txt" 2>&1 || rc=$?
+    "$MG" replay "$cap" -o /dev/null --profile strict $SCALE_LIMITS >"$W/scale-$label.txt" 2>&1 || rc=$?
   rm -f "$cap"
   if [ "$rc" = 137 ] || [ "$rc" = 124 ]; then
     put "scale.$label.timeout_s" "$limit"
@@ -242,7 +244,7 @@ if want scale; then
   put scale.base.peak_rss_kb "$(peak_rss "$W/time-base.txt" | cut -d' ' -f1)"
   scale_run a "$SLOPE_A" "$SCALE_TIMEOUT"
   scale_run b "$SLOPE_B" "$SCALE_TIMEOUT"
-  put cmd.gen_scale "mailguard gen --sessions $SCALE_N --concurrent $SCALE_N --mails-per-session 0 -o scale.pcap"
+  put cmd.gen_scale "mailguard gen --sessions $SCALE_N --concurrent $SCALE_N --mails-per-session 0 -o scale.pcap; mailguard replay scale.pcap -o /dev/null --profile strict $SCALE_LIMITS"
   scale_run full "$SCALE_N" "$SCALE_TIMEOUT"
 fi
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the golden outputs of the bundled captures: for every pcaps/NAME.pcap and every
 # variant below, pcaps/golden/NAME.VARIANT.pcap (what `mailguard replay` emits) and
-# pcaps/golden/NAME.VARIANT.txt (its summary without the run-dependent `output:` and `rate:`
+# pcaps/golden/NAME.VARIANT.txt (its summary without the run-dependent `output:`, `rate:` and `memory:`
 # lines). tests/golden.rs checks that the current binary reproduces them bit for bit; it reads
 # the `variant` lines of this file, so this list is the single source of truth.
 #
@@ -30,7 +30,7 @@ variant() {
   for cap in "${captures[@]}"; do
     base=$(basename "$cap" .pcap)
     "$bin" replay "$cap" -o "pcaps/golden/$base.$name.pcap" "$@" \
-      | grep -vE '^(output|rate):' >"pcaps/golden/$base.$name.txt"
+      | grep -vE '^(output|rate|memory):' >"pcaps/golden/$base.$name.txt"
   done
 }
 

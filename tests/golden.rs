@@ -1,6 +1,7 @@
 //! Golden files: the bundled captures `pcaps/*.pcap` replayed under every variant listed in
 //! `scripts/regen-golden.sh` must give exactly `pcaps/golden/NAME.VARIANT.pcap` (bit for bit)
-//! and the summary `pcaps/golden/NAME.VARIANT.txt` (without its `output:` and `rate:` lines).
+//! and the summary `pcaps/golden/NAME.VARIANT.txt` (without its `output:`, `rate:` and
+//! `memory:` lines).
 //!
 //! A capture without its goldens, or a golden without its capture or variant, fails the test:
 //! regenerate with `scripts/regen-golden.sh` and review the diff.
@@ -52,7 +53,9 @@ fn captures() -> Vec<String> {
 fn stable_summary(stdout: &[u8]) -> String {
     String::from_utf8_lossy(stdout)
         .lines()
-        .filter(|l| !l.starts_with("output:") && !l.starts_with("rate:"))
+        .filter(|l| {
+            !l.starts_with("output:") && !l.starts_with("rate:") && !l.starts_with("memory:")
+        })
         .map(|l| format!("{l}\n"))
         .collect()
 }

@@ -6,7 +6,10 @@
 //! SIGINT and SIGTERM set a flag the main thread polls; workers get [`Control::Stop`], send
 //! their last counters and exit; dropping the offload guards restores interface settings.
 
-use super::{dropped_by_reason, forwarded_by_reason, join_counts, CliError, PolicyArgs};
+use super::{
+    dropped_by_reason, evicted_by_class, forwarded_by_reason, join_counts, CliError, LimitArgs,
+    PolicyArgs,
+};
 use crate::engine::{Side, Stats};
 use crate::io::afpacket::{self, OffloadGuard};
 use crate::io::backend::{check_interface_up, Backend, IoStats, MAX_FRAME};
@@ -56,6 +59,9 @@ pub struct Args {
     /// The policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Resource bounds (for the whole bridge: divided among the workers).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Worker threads, each pinned to a core with its own engine and sockets; both
     /// directions of a connection always reach the same worker.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -211,6 +217,7 @@ fn start<B: Backend + 'static>(args: &Args, backends: Vec<B>) -> Result<Running,
     let (report_tx, reports) = unbounded();
     let epoch = Instant::now();
     let engine = args.policy.engine_config();
+    let limits = args.limits.limits(args.workers);
     let report_every = (args.stats_interval > 0).then(|| Duration::from_secs(1));
     let mut handles = Vec::new();
     let mut controls = Vec::new();
@@ -220,6 +227,7 @@ fn start<B: Backend + 'static>(args: &Args, backends: Vec<B>) -> Result<Running,
             index,
             cpu: (!cpus.is_empty()).then(|| cpus.get(index % cpus.len()).copied().unwrap_or(0)),
             engine: engine.clone(),
+            limits: limits.clone(),
             report_every,
             epoch,
         };
@@ -382,6 +390,11 @@ fn summary(elapsed: Duration, stats: &Stats, io: &IoStats, capture_dropped: u64)
         join_counts(m.iter().map(|(k, n)| (k, *n)), "=", " ", false)
             .unwrap_or_else(|| "none".to_string())
     };
+    out += &format!(
+        "  evicted: {}  peak memory accounted: {} bytes (sum over workers)\n",
+        nonzero(evicted_by_class(stats)),
+        stats.peak_memory
+    );
     out += &format!(
         "  commands: {}\n  blocked: {}\n",
         by_verb(&stats.commands),

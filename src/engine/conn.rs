@@ -68,6 +68,9 @@ pub(super) struct Conn<P: Policy> {
     ip_id: u16,
 }
 
+/// Bytes of one edit record (four u64 offsets) for [`Conn::heap_bytes`].
+const EDIT_RECORD_BYTES: usize = 32;
+
 /// The connection must be reset by the filter (a limit was hit or the policy asked).
 struct MustReset(&'static str);
 
@@ -779,6 +782,30 @@ impl<P: Policy> Conn<P> {
             self.state = State::Closed;
             self.closed_at.get_or_insert(now);
         }
+    }
+
+    /// Heap bytes this connection holds, in O(1): per direction the held (undecided) input's
+    /// capacity, the out-of-order bytes, the output log and the edit records, plus the
+    /// report when one is kept. An estimate from lengths where a container does not expose
+    /// its capacity (the output log, the edit map), used by the engine's memory ceiling.
+    pub fn heap_bytes(&self) -> usize {
+        let halves: usize = self
+            .halves
+            .iter()
+            .map(|h| {
+                h.pending.capacity()
+                    + h.reasm.held()
+                    + h.log.len()
+                    + h.map.records() * EDIT_RECORD_BYTES
+            })
+            .sum();
+        let report = self.report.as_ref().map_or(0, |r| {
+            // The actions' texts are not walked (O(1)): each counted at a typical length.
+            r.client.capacity()
+                + r.server.capacity()
+                + r.actions.capacity() * (std::mem::size_of::<String>() + 48)
+        });
+        halves + report
     }
 
     /// The earliest retransmission deadline of this connection, if any.

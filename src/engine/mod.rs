@@ -41,8 +41,8 @@ use crate::smtp::{Output, PolicyConfig, VerbName};
 use crate::wire::{
     classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
 };
-use conn::{Conn, Ctx};
-use std::collections::{BTreeMap, BTreeSet};
+use conn::{Conn, Ctx, State};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -317,6 +317,12 @@ pub struct Stats {
     pub replies_injected: u64,
     /// Connections reset by the filter, by reason.
     pub resets: BTreeMap<&'static str, u64>,
+    /// Connections forgotten to make room (a new connection over [`Limits::max_connections`]
+    /// or [`Limits::max_memory`]), by class, indexed by `EvictClass as usize`.
+    pub evicted: [u64; EvictClass::ALL.len()],
+    /// High-water mark of the memory accounted to connections, in bytes (see
+    /// [`Limits::max_memory`]); [`Stats::merge`] sums the workers' marks (an upper bound).
+    pub peak_memory: u64,
 }
 
 impl Stats {
@@ -345,6 +351,15 @@ impl Stats {
         for (k, v) in &other.resets {
             *self.resets.entry(k).or_default() += v;
         }
+        for (a, b) in self.evicted.iter_mut().zip(other.evicted) {
+            *a += b;
+        }
+        self.peak_memory += other.peak_memory;
+    }
+
+    /// Connections evicted, all classes.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted.iter().sum()
     }
 
     /// Frames forwarded untouched, all reasons.
@@ -372,6 +387,10 @@ impl Stats {
             .iter()
             .map(|r| (r.name().to_string(), self.dropped[*r as usize].into()))
             .collect();
+        let evicted: serde_json::Map<_, _> = EvictClass::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), self.evicted[*c as usize].into()))
+            .collect();
         serde_json::json!({
             "frames_in": self.frames_in,
             "forwarded": forwarded,
@@ -386,6 +405,8 @@ impl Stats {
             "ehlo_rewritten": self.ehlo_rewritten,
             "replies_injected": self.replies_injected,
             "resets": self.resets,
+            "evicted": evicted,
+            "peak_memory": self.peak_memory,
         })
     }
 }
@@ -393,8 +414,23 @@ impl Stats {
 /// Resource bounds and timers of an engine (per connection unless said otherwise).
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Connections tracked at once (per engine); a SYN beyond this is dropped.
+    /// Connections tracked at once (per engine). A SYN beyond this evicts a connection
+    /// (see [`EvictClass`], [`Limits::evict_grace`]), or is dropped `over-limit` when
+    /// none may go.
     pub max_connections: usize,
+    /// Memory ceiling of the engine's connections, in bytes (see [`Engine::memory`]). New
+    /// connections are admitted up to 7/8 of it (evicting as for `max_connections`); the
+    /// rest is headroom for the buffers of the connections already tracked. A connection
+    /// growing past the ceiling evicts others, and is reset by the filter
+    /// (`memory-ceiling`) when none may go. The flow table grows only when the ceiling
+    /// can hold the old and the new table at once (as they are while it grows).
+    pub max_memory: usize,
+    /// A connection that carried payload ([`EvictClass::Active`]) and was active within
+    /// this time is never evicted. Finished and embryonic connections have no grace: under
+    /// a SYN flood, keeping the youngest half-open entries would only refuse the next SYN,
+    /// legitimate or not, while evicting the oldest lets every handshake that completes
+    /// within (table size / SYN rate) go through.
+    pub evict_grace: Duration,
     /// Out-of-order bytes held per direction.
     pub max_ooo_bytes: usize,
     /// Out-of-order pieces held per direction.
@@ -428,7 +464,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 65_536,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_memory: DEFAULT_MAX_MEMORY,
+            evict_grace: Duration::from_secs(1),
             max_ooo_bytes: 1 << 20,
             max_ooo_segments: 1024,
             max_edits: 4096,
@@ -445,6 +483,106 @@ impl Default for Limits {
     }
 }
 
+/// Default [`Limits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
+
+/// Default [`Limits::max_memory`]: 1 GiB.
+pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+
+/// What a connection is worth keeping, for eviction: lower classes go first, the connection
+/// idle longest first within a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EvictClass {
+    /// Closed or reset, lingering only for late segments.
+    Finished,
+    /// No payload byte seen in either direction yet: a SYN, or a handshake that carried
+    /// nothing (the engine does not track the handshake's last ACK, and a connection that
+    /// carried no byte has no state worth keeping). A half-open flood is this class.
+    Embryonic,
+    /// Carrying a session.
+    Active,
+}
+
+impl EvictClass {
+    /// Every class, in eviction order.
+    pub const ALL: [EvictClass; 3] = [
+        EvictClass::Finished,
+        EvictClass::Embryonic,
+        EvictClass::Active,
+    ];
+
+    /// Stable name for summaries and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictClass::Finished => "finished",
+            EvictClass::Embryonic => "embryonic",
+            EvictClass::Active => "active",
+        }
+    }
+
+    fn of<P: Policy>(c: &Conn<P>) -> EvictClass {
+        match c.state {
+            State::Closed | State::Reset => EvictClass::Finished,
+            State::SynSent => EvictClass::Embryonic,
+            State::Established
+                if c.halves
+                    .iter()
+                    .all(|h| h.reasm.next() == 0 && h.reasm.held() == 0) =>
+            {
+                EvictClass::Embryonic
+            }
+            State::Established => EvictClass::Active,
+        }
+    }
+}
+
+/// A tracked connection with the engine's bookkeeping of it.
+struct Slot<P: Policy> {
+    conn: Conn<P>,
+    /// Class and last activity under which the idle index files it: the class always the
+    /// real one, the time at or before the real one (filed again lazily, see `evict_one`).
+    idle_at: (EvictClass, Time),
+    /// Bytes charged to the engine's memory account.
+    charged: usize,
+}
+
+/// The flow table: hashed (one probe per lookup, no key comparisons down a tree). Nothing
+/// observable iterates it: timers, expiry and eviction go by the ordered indices, and
+/// reports are sorted by key. Connections are boxed: the table's entries stay small
+/// (key and pointer), so its spare buckets (up to 9/16 of them just after it doubled) cost
+/// 48 bytes each rather than a whole connection record.
+type FlowTable<P> = HashMap<FlowKey, Box<Slot<P>>, foldhash::fast::RandomState>;
+
+/// Fixed bytes charged per connection besides its table entry: its record (boxed, with
+/// the allocator's overhead), its entries in the three ordered indices (B-tree nodes at
+/// half fill), and the policy's own small allocations (the SMTP session's reply queue),
+/// which it does not report.
+fn fixed_charge<P: Policy>() -> usize {
+    let record = std::mem::size_of::<Slot<P>>() + 16;
+    let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
+        + 2 * std::mem::size_of::<(EvictClass, Time, FlowKey)>();
+    record + index + POLICY_HEAP_ESTIMATE
+}
+
+/// Heap bytes of a connection's policy at rest (an SMTP session's reply queue, with the
+/// allocator's overhead).
+const POLICY_HEAP_ESTIMATE: usize = 96;
+
+/// Bytes of a flow table's allocation holding `capacity` entries of `slot` bytes (the
+/// layout of std's hash table: a power-of-two number of buckets at most 7/8 full, one
+/// control byte per bucket and a group of 16 more).
+fn table_bytes(capacity: usize, slot: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity.saturating_mul(8) / 7).next_power_of_two()
+    };
+    buckets.saturating_mul(slot + 1).saturating_add(16)
+}
+
 /// A connection's identity, client first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct FlowKey {
@@ -453,6 +591,12 @@ struct FlowKey {
 }
 
 impl FlowKey {
+    /// The least key (bounds ranges of the idle index).
+    const MIN: FlowKey = FlowKey {
+        client: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+        server: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+    };
+
     /// The greatest key (bounds ranges of the timer index).
     const MAX: FlowKey = FlowKey {
         client: (
@@ -498,13 +642,20 @@ impl FlowKey {
 ///   one byte per segment can fill its congestion window before a held line completes; a
 ///   policy that holds more than a few bytes then stalls it, unless
 ///   [`Limits::ack_held_when_stalled`] is set.
-/// - Connections are kept in a `BTreeMap` so that timers run in a deterministic order.
+/// - Connections are kept in a hash table; timers, expiry and eviction go by ordered
+///   indices of `(time, key)`, so they run in a deterministic order whatever the hash seed.
+/// - Eviction (a SYN over [`Limits::max_connections`] or [`Limits::max_memory`]) takes the
+///   connection idle longest of the lowest [`EvictClass`] (finished, then embryonic, then
+///   active), never an active one within [`Limits::evict_grace`] of its last segment;
+///   evicted state is forgotten silently (no RST: the endpoints may be gone, and the
+///   connection's later payload is dropped as untracked). Memory is accounted at frame
+///   boundaries and when the table grows; [`Stats::peak_memory`] is its high-water mark.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
     stats: Stats,
     factory: F,
     limits: Limits,
-    conns: BTreeMap<FlowKey, Conn<F::Policy>>,
+    conns: FlowTable<F::Policy>,
     out: Output,
     reports: Vec<ConnectionReport>,
     /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
@@ -512,6 +663,14 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
     /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
     expiries: BTreeSet<(Time, FlowKey)>,
+    /// Eviction candidates by class, then last activity (filed at or before the real one).
+    idle: BTreeSet<(EvictClass, Time, FlowKey)>,
+    /// Bytes charged to the connections now, besides the table (see [`Engine::memory`]).
+    memory: usize,
+    /// [`fixed_charge`] of this engine's connections.
+    fixed_charge: usize,
+    /// Bytes of one flow-table entry.
+    slot_bytes: usize,
 }
 
 impl Engine<SessionFactory> {
@@ -530,11 +689,15 @@ impl<F: PolicyFactory> Engine<F> {
             stats: Stats::default(),
             factory,
             limits: Limits::default(),
-            conns: BTreeMap::new(),
+            conns: FlowTable::default(),
             out: Output::default(),
             reports: Vec::new(),
             timers: BTreeSet::new(),
             expiries: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            memory: 0,
+            fixed_charge: fixed_charge::<F::Policy>(),
+            slot_bytes: std::mem::size_of::<(FlowKey, Box<Slot<F::Policy>>)>(),
         }
     }
 
@@ -552,6 +715,14 @@ impl<F: PolicyFactory> Engine<F> {
     /// Connections currently tracked.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Bytes accounted to the connections now (what [`Limits::max_memory`] bounds): the
+    /// flow table's allocation (records inline, at its current capacity), and per
+    /// connection its index entries and its buffers (`Conn::heap_bytes`).
+    pub fn memory(&self) -> usize {
+        self.memory
+            .saturating_add(table_bytes(self.conns.capacity(), self.slot_bytes))
     }
 
     /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`
@@ -643,6 +814,7 @@ impl<F: PolicyFactory> Engine<F> {
             }
             Some(_) => Verdict::Forward(ForwardReason::OtherPort),
             None => {
+                // Rare (a later fragment of a TCP datagram): a scan of the table.
                 let tracked = self.conns.keys().any(|k| {
                     (k.client.0 == f.src && k.server.0 == f.dst)
                         || (k.client.0 == f.dst && k.server.0 == f.src)
@@ -686,9 +858,9 @@ impl<F: PolicyFactory> Engine<F> {
         // One lookup for the client's segments, two for the server's (the client's key first,
         // as a flow between two filtered ports may be tracked both ways).
         let (key, d, conn) = match self.conns.get_mut(&as_client) {
-            Some(conn) => (as_client, IDX_C2S, conn),
+            Some(slot) => (as_client, IDX_C2S, &mut slot.conn),
             None => match self.conns.get_mut(&as_server) {
-                Some(conn) => (as_server, IDX_S2C, conn),
+                Some(slot) => (as_server, IDX_S2C, &mut slot.conn),
                 None => return self.untracked(t),
             },
         };
@@ -712,14 +884,17 @@ impl<F: PolicyFactory> Engine<F> {
         };
         let v = conn.on_segment(&mut ctx, d, frame, t);
         self.reindex(key);
+        self.enforce_ceiling(now, Some(key), sink);
         v
     }
 
     /// Files connection `key` in the timer and expiry indices under its current times.
+    /// Charges it to the memory account under its current size.
     fn reindex(&mut self, key: FlowKey) {
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(slot) = self.conns.get_mut(&key) else {
             return;
         };
+        let conn = &mut slot.conn;
         let rto = conn.rto_deadline();
         if conn.indexed_rto != rto {
             if let Some(old) = std::mem::replace(&mut conn.indexed_rto, rto) {
@@ -739,6 +914,122 @@ impl<F: PolicyFactory> Engine<F> {
             }
             self.expiries.insert((exp, key));
         }
+        // The class is filed again at once (it changes at most a few times in a life), the
+        // activity time lazily (see `evict_one`).
+        let class = EvictClass::of(conn);
+        if slot.idle_at.0 != class {
+            self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));
+            slot.idle_at = (class, conn.last_seen);
+            self.idle.insert((class, conn.last_seen, key));
+        }
+        let charge = self.fixed_charge + conn.heap_bytes();
+        self.memory = self.memory.saturating_sub(slot.charged) + charge;
+        slot.charged = charge;
+    }
+
+    /// Evicts the connection idle longest of the lowest class that was not active within
+    /// [`Limits::evict_grace`] (nor is `protect`); false when there is none. Entries of
+    /// the idle index that come first but were active since are filed again under their
+    /// real time: amortised over the segments that moved it, O(log n) per call.
+    fn evict_one(&mut self, now: Time, protect: Option<FlowKey>) -> bool {
+        let grace = u64::try_from(self.limits.evict_grace.as_nanos()).unwrap_or(u64::MAX);
+        let latest_active = Time(now.0.saturating_sub(grace));
+        for class in EvictClass::ALL {
+            let from = (class, Time(0), FlowKey::MIN);
+            while let Some(&(c, filed, key)) = self.idle.range(from..).next() {
+                if c != class {
+                    break;
+                }
+                let Some(slot) = self.conns.get_mut(&key) else {
+                    self.idle.remove(&(c, filed, key));
+                    continue;
+                };
+                let real = (EvictClass::of(&slot.conn), slot.conn.last_seen);
+                if real != (c, filed) {
+                    self.idle.remove(&(c, filed, key));
+                    self.idle.insert((real.0, real.1, key));
+                    slot.idle_at = real;
+                    continue;
+                }
+                let latest = match class {
+                    EvictClass::Active => latest_active,
+                    EvictClass::Finished | EvictClass::Embryonic => now,
+                };
+                if filed > latest || protect == Some(key) {
+                    // Everything after it in this class was active at least as recently.
+                    break;
+                }
+                log::debug!(
+                    "evicting {} connection {:?} -> {:?} (idle since {} ns)",
+                    class.name(),
+                    key.client,
+                    key.server,
+                    filed.0
+                );
+                self.forget(key);
+                self.stats.evicted[class as usize] += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Room for a new connection: evicts until one more fits under `max_connections` and
+    /// 7/8 of `max_memory` (with the table's growth, old and new table at once, when it is
+    /// full); false when it cannot (nothing may be evicted). Records the high-water mark of
+    /// a growth.
+    fn make_room(&mut self, now: Time) -> bool {
+        let budget = self.limits.max_memory / 8 * 7;
+        loop {
+            let len = self.conns.len();
+            let cap = self.conns.capacity();
+            let table = table_bytes(cap, self.slot_bytes);
+            let grown = if len < cap {
+                0
+            } else {
+                table_bytes(cap.saturating_mul(2).max(len + 1), self.slot_bytes)
+            };
+            let need = self
+                .memory
+                .saturating_add(table)
+                .saturating_add(grown)
+                .saturating_add(self.fixed_charge);
+            if len < self.limits.max_connections && need <= budget {
+                // While it grows, the old and the new table are both allocated.
+                self.stats.peak_memory = self.stats.peak_memory.max(need as u64);
+                return true;
+            }
+            if !self.evict_one(now, None) {
+                return false;
+            }
+        }
+    }
+
+    /// Brings the memory account back under the ceiling after connection `current` (if
+    /// any) grew: idle connections are evicted; when none may go, `current` is reset by the
+    /// filter and forgotten. Then records the high-water mark.
+    fn enforce_ceiling(&mut self, now: Time, current: Option<FlowKey>, sink: &mut FrameSink) {
+        while self.memory() > self.limits.max_memory {
+            if self.evict_one(now, current) {
+                continue;
+            }
+            if let Some(key) = current {
+                if let Some(slot) = self.conns.get_mut(&key) {
+                    let mut ctx = Ctx {
+                        now,
+                        sink: &mut *sink,
+                        stats: &mut self.stats,
+                        limits: &self.limits,
+                        out: &mut self.out,
+                        pushed: [0; 2],
+                    };
+                    slot.conn.filter_reset(&mut ctx, "memory-ceiling");
+                }
+                self.forget(key);
+            }
+            break;
+        }
+        self.stats.peak_memory = self.stats.peak_memory.max(self.memory() as u64);
     }
 
     /// Forgets up to `max` connections whose expiry is due at `now`; a connection filed
@@ -753,10 +1044,10 @@ impl<F: PolicyFactory> Engine<F> {
                 break;
             }
             match self.conns.get_mut(&key) {
-                Some(conn) => {
-                    let real = conn.expiry(&self.limits);
+                Some(slot) => {
+                    let real = slot.conn.expiry(&self.limits);
                     if real > now {
-                        conn.indexed_exp = Some(real);
+                        slot.conn.indexed_exp = Some(real);
                         self.expiries.remove(&(t, key));
                         self.expiries.insert((real, key));
                     } else {
@@ -772,13 +1063,17 @@ impl<F: PolicyFactory> Engine<F> {
     }
 
     fn forget(&mut self, key: FlowKey) {
-        if let Some(c) = self.conns.remove(&key) {
+        if let Some(slot) = self.conns.remove(&key) {
+            let slot = *slot;
+            let c = slot.conn;
             if let Some(t) = c.indexed_rto {
                 self.timers.remove(&(t, key));
             }
             if let Some(t) = c.indexed_exp {
                 self.expiries.remove(&(t, key));
             }
+            self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));
+            self.memory = self.memory.saturating_sub(slot.charged);
             self.retire(c);
         }
     }
@@ -792,16 +1087,16 @@ impl<F: PolicyFactory> Engine<F> {
         key: FlowKey,
         sink: &mut FrameSink,
     ) -> Verdict {
-        if let Some(c) = self.conns.get_mut(&key) {
-            if c.same_syn(t) {
-                c.last_seen = now;
+        if let Some(slot) = self.conns.get_mut(&key) {
+            if slot.conn.same_syn(t) {
+                slot.conn.last_seen = now;
                 self.reindex(key);
                 return Verdict::Forward(ForwardReason::Unchanged);
             }
             // A new connection reusing the addresses.
             self.forget(key);
         }
-        if self.conns.len() >= self.limits.max_connections {
+        if !self.make_room(now) {
             return Verdict::Drop(DropReason::OverLimit);
         }
         let conn = Conn::new(
@@ -813,8 +1108,16 @@ impl<F: PolicyFactory> Engine<F> {
             now,
             self.config.record_connections,
         );
-        self.conns.insert(key, conn);
+        let idle_at = (EvictClass::of(&conn), now);
+        self.idle.insert((idle_at.0, idle_at.1, key));
+        let slot = Slot {
+            conn,
+            idle_at,
+            charged: 0,
+        };
+        self.conns.insert(key, Box::new(slot));
         self.reindex(key);
+        self.enforce_ceiling(now, Some(key), sink);
         self.stats.connections += 1;
         if t.payload_len() > 0 {
             // Data on a SYN (TCP Fast Open) is never delivered: the SYN goes on without it and
@@ -851,7 +1154,7 @@ impl<F: PolicyFactory> Engine<F> {
             .map(|(_, k)| *k)
             .collect();
         for key in due {
-            let Some(conn) = self.conns.get_mut(&key) else {
+            let Some(conn) = self.conns.get_mut(&key).map(|s| &mut s.conn) else {
                 continue;
             };
             let mut ctx = Ctx {
@@ -866,6 +1169,7 @@ impl<F: PolicyFactory> Engine<F> {
             self.reindex(key);
         }
         self.sweep(now, usize::MAX);
+        self.enforce_ceiling(now, None, sink);
         // Everything a timer sends is the engine's own.
         self.stats.originated += sink.len().saturating_sub(emitted_before) as u64;
     }
@@ -878,8 +1182,12 @@ impl<F: PolicyFactory> Engine<F> {
     /// Takes the reports of connections recorded so far (closed ones and, at `flush`, all).
     pub fn take_connection_reports(&mut self, flush: bool) -> Vec<ConnectionReport> {
         if flush {
-            for c in self.conns.values_mut() {
-                if let Some(r) = &mut c.report {
+            // In key order, whatever the table's hash order.
+            let mut live: Vec<(&FlowKey, &mut Box<Slot<F::Policy>>)> =
+                self.conns.iter_mut().collect();
+            live.sort_unstable_by_key(|(k, _)| **k);
+            for (_, slot) in live {
+                if let Some(r) = &mut slot.conn.report {
                     self.reports.push(ConnectionReport {
                         client: r.client.clone(),
                         server: r.server.clone(),

@@ -18,7 +18,7 @@
 //!   held on the packet path.
 
 use super::backend::{Backend, FrameBatch, IoStats, DEFAULT_BATCH};
-use crate::engine::{Engine, EngineConfig, FrameSink, Side, Stats, Time, Verdict};
+use crate::engine::{Engine, EngineConfig, FrameSink, Limits, Side, Stats, Time, Verdict};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use std::io;
 use std::thread::JoinHandle;
@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     pub cpu: Option<usize>,
     /// The engine's configuration.
     pub engine: EngineConfig,
+    /// The engine's resource bounds (this worker's share).
+    pub limits: Limits,
     /// How often to send a report unasked (`None`: only on [`Control::Report`] and at exit).
     pub report_every: Option<Duration>,
     /// The common origin of the monotonic clock (the same for all workers).
@@ -127,7 +129,7 @@ pub fn spawn<B: Backend + 'static>(
         .name(format!("mg-worker-{}", config.index))
         .spawn(move || {
             let mut worker = Worker {
-                engine: Engine::new(config.engine.clone()),
+                engine: Engine::new(config.engine.clone()).with_limits(config.limits.clone()),
                 backend,
                 capture,
                 capture_dropped: 0,
@@ -356,6 +358,7 @@ mod tests {
             index: 3,
             cpu: None,
             engine: EngineConfig::default(),
+            limits: Limits::default(),
             report_every: None,
             epoch: Instant::now(),
         };
