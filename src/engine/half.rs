@@ -1,5 +1,13 @@
 //! One direction of a tracked connection: the sender's input, the policy's output to the
 //! receiver, and what each endpoint has been told.
+//!
+//! Layout (state per idle connection is budgeted, see the `size_of` tests in `conn.rs`):
+//! every buffer (out-of-order pieces, held input, edit records, output log, SACK blocks) is
+//! allocated when first used and freed, capacity included, when drained, so that an idle
+//! direction owns no heap memory ([`Half::heap_bytes`]). The bounds on those buffers are the
+//! engine's `Limits`, passed in where they are enforced rather than copied into each half.
+//! Held input is fed through the engine's scratch buffer (see `Conn::take_input`), so the
+//! common case (nothing held) allocates nothing per segment either.
 
 use super::Time;
 use crate::tcp::{EditMap, OutputLog, Reassembler, SeqSpace};
@@ -40,14 +48,15 @@ pub(super) struct Half {
     pub fin_acked: bool,
     /// Output acknowledged by the receiver.
     pub rcv_acked: u64,
-    /// Receiver's window in bytes, from its latest segment.
-    pub rcv_wnd: u64,
+    /// Receiver's window in bytes, from its latest segment (at most 0xffff << 14).
+    pub rcv_wnd: u32,
     /// Shift of the window field in segments the receiver sends (its window scale).
     pub rcv_shift: u8,
     /// Receiver's MSS.
-    pub rcv_mss: usize,
-    /// SACK blocks of the receiver's latest segment (wire values, output space).
-    pub rcv_sack: SackBlocks,
+    pub rcv_mss: u16,
+    /// SACK blocks of the receiver's latest segment (wire values, output space); boxed
+    /// while the receiver reports any (only after loss), `None` otherwise.
+    pub rcv_sack: Option<Box<SackBlocks>>,
     /// Input offset acknowledged to the sender.
     pub told_ack: u64,
     /// Held (undecided) input below this offset may be acknowledged once all output before
@@ -67,15 +76,16 @@ pub(super) struct Half {
 }
 
 impl Half {
-    pub fn new(max_ooo_bytes: usize, max_ooo_segments: usize, max_edits: usize) -> Half {
+    /// A direction whose sender's SYN has not been seen yet, holding nothing.
+    pub fn new() -> Half {
         Half {
             space: SeqSpace::new(0),
             known: false,
-            reasm: Reassembler::new(max_ooo_bytes, max_ooo_segments),
+            reasm: Reassembler::new(),
             pending: Vec::new(),
             fin_at: None,
             finished: false,
-            map: EditMap::new(max_edits),
+            map: EditMap::new(),
             content_changed: false,
             last_ops_copy_only: true,
             log: OutputLog::new(),
@@ -88,7 +98,7 @@ impl Half {
             rcv_wnd: 0,
             rcv_shift: 0,
             rcv_mss: 536,
-            rcv_sack: SackBlocks::default(),
+            rcv_sack: None,
             told_ack: 0,
             held_ack_upto: 0,
             stall_at: None,
@@ -96,6 +106,30 @@ impl Half {
             ts: None,
             rto_at: None,
             retries: 0,
+        }
+    }
+
+    /// Heap bytes this direction owns (O(1)): the capacities of its buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.reasm.heap_bytes()
+            + self.pending.capacity()
+            + self.map.heap_bytes()
+            + self.log.heap_bytes()
+            + self
+                .rcv_sack
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<SackBlocks>())
+    }
+
+    /// Records the SACK blocks of the receiver's latest segment (the box is kept while
+    /// blocks keep coming, freed when a segment has none).
+    pub fn set_rcv_sack(&mut self, sack: &SackBlocks) {
+        if sack.len == 0 {
+            self.rcv_sack = None;
+        } else if let Some(b) = self.rcv_sack.as_deref_mut() {
+            *b = *sack;
+        } else {
+            self.rcv_sack = Some(Box::new(*sack));
         }
     }
 
@@ -150,7 +184,7 @@ impl Half {
         let shift = u32::from(self.rcv_shift);
         // The receiver's right edge in output space, carried back to input space: decided
         // input through the map, input not yet decided as if it will pass one for one.
-        let e_out = self.rcv_acked.saturating_add(self.rcv_wnd);
+        let e_out = self.rcv_acked.saturating_add(u64::from(self.rcv_wnd));
         let (consumed, produced) = (self.map.consumed(), self.map.produced());
         let e_in = if e_out >= produced {
             consumed + (e_out - produced)
@@ -175,13 +209,22 @@ impl Half {
     pub fn commit(&mut self, t: &Told) {
         self.told_ack = self.told_ack.max(t.ack_off);
         self.told_edge = self.told_edge.max(t.edge);
+        if self.told_ack >= self.map.consumed() && self.rcv_acked >= self.map.produced() {
+            // Everything decided is acknowledged both ways: the edit records (trimmed when
+            // the receiver acknowledged, before the sender was told) go now, so an idle
+            // direction keeps none.
+            self.map.trim(self.told_ack, self.rcv_acked);
+        }
     }
 
     /// The receiver's SACK blocks (output space) as input-space blocks above `ack`: an input
     /// range is reported only if all of its output lies inside a reported block.
     fn translate_sack(&self, ack: u64) -> SackBlocks {
         let mut out = SackBlocks::default();
-        for &(l, r) in self.rcv_sack.as_slice() {
+        let Some(sack) = self.rcv_sack.as_deref() else {
+            return out;
+        };
+        for &(l, r) in sack.as_slice() {
             let lo = self.space.offset(l, self.rcv_acked);
             let hi = self.space.offset(r, self.rcv_acked);
             if lo < 0 || hi <= lo {

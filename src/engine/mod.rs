@@ -504,8 +504,13 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     stats: Stats,
     factory: F,
     limits: Limits,
-    conns: BTreeMap<FlowKey, Conn<F::Policy>>,
+    /// Boxed: a B-tree node's unused slots then cost a pointer each, not a connection
+    /// (about half of each leaf is empty after in-order insertions).
+    conns: BTreeMap<FlowKey, Box<Conn<F::Policy>>>,
     out: Output,
+    /// Input fed to a policy and not yet consumed, lent to each connection for one segment
+    /// (connections hold no buffer of their own unless bytes stay undecided).
+    scratch: Vec<u8>,
     reports: Vec<ConnectionReport>,
     /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
     timers: BTreeSet<(Time, FlowKey)>,
@@ -532,6 +537,7 @@ impl<F: PolicyFactory> Engine<F> {
             limits: Limits::default(),
             conns: BTreeMap::new(),
             out: Output::default(),
+            scratch: Vec::new(),
             reports: Vec::new(),
             timers: BTreeSet::new(),
             expiries: BTreeSet::new(),
@@ -708,6 +714,7 @@ impl<F: PolicyFactory> Engine<F> {
             stats: &mut self.stats,
             limits: &self.limits,
             out: &mut self.out,
+            scratch: &mut self.scratch,
             pushed: [0; 2],
         };
         let v = conn.on_segment(&mut ctx, d, frame, t);
@@ -779,7 +786,7 @@ impl<F: PolicyFactory> Engine<F> {
             if let Some(t) = c.indexed_exp {
                 self.expiries.remove(&(t, key));
             }
-            self.retire(c);
+            self.retire(*c);
         }
     }
 
@@ -806,14 +813,13 @@ impl<F: PolicyFactory> Engine<F> {
         }
         let conn = Conn::new(
             self.factory.session(),
-            &self.limits,
             side,
             frame,
             t,
             now,
             self.config.record_connections,
         );
-        self.conns.insert(key, conn);
+        self.conns.insert(key, Box::new(conn));
         self.reindex(key);
         self.stats.connections += 1;
         if t.payload_len() > 0 {
@@ -830,7 +836,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     fn retire(&mut self, conn: Conn<F::Policy>) {
         if let Some(r) = conn.report {
-            self.reports.push(r);
+            self.reports.push(*r);
         }
     }
 
@@ -860,6 +866,7 @@ impl<F: PolicyFactory> Engine<F> {
                 stats: &mut self.stats,
                 limits: &self.limits,
                 out: &mut self.out,
+                scratch: &mut self.scratch,
                 pushed: [0; 2],
             };
             conn.on_timeout(&mut ctx);

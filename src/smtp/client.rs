@@ -39,6 +39,14 @@ impl Default for ClientState {
 }
 
 impl ClientState {
+    /// Heap bytes owned (O(1)): a command line's held verb, freed once the verb is decided.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            ClientState::Command(l) => l.head.capacity(),
+            _ => 0,
+        }
+    }
+
     /// Bytes held undecided.
     pub(crate) fn held(&self) -> usize {
         match self {

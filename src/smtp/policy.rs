@@ -61,6 +61,13 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// Heap bytes owned: the operator's verbs (a constant of the configuration, computed
+    /// once per session by [`super::Session`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.extra.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.extra.iter().map(Vec::capacity).sum::<usize>()
+    }
+
     /// Compiles a configuration. The operator's allow-list only applies to `strict`.
     pub fn new(cfg: &PolicyConfig) -> Policy {
         let (verbs, ehlo_keep): (&'static [&'static str], &'static [&'static str]) =

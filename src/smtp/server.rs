@@ -5,6 +5,7 @@ use super::ops;
 use super::policy::pix40_banner;
 use super::session::{CmdKind, Expect, Session};
 use super::{Event, Output, Profile, MAX_HELD};
+use std::collections::VecDeque;
 
 const LF: u8 = b'\n';
 
@@ -76,6 +77,11 @@ impl ServerSide {
 
     pub(crate) fn held(&self) -> usize {
         self.head.len() + self.held_reply.len()
+    }
+
+    /// Heap bytes owned (O(1)): the held line head and EHLO reply, both freed once decided.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.head.capacity() + self.held_reply.capacity()
     }
 
     fn has_code(&self) -> bool {
@@ -302,7 +308,7 @@ impl Session {
         let kw = s.head.get(4..).unwrap_or(&[]);
         if kw.is_empty() || self.policy.ehlo_keyword_kept(kw) {
             ops::copy(&mut out.to_client, s.head.len());
-            s.head.clear();
+            s.head = Vec::new();
             s.action = Some(LineAction::Copy);
             return;
         }
@@ -358,7 +364,7 @@ impl Session {
         }
         s.pos = 0;
         s.action = None;
-        s.head.clear();
+        s.head = Vec::new();
         tail.to_vec()
     }
 
@@ -492,6 +498,6 @@ impl Session {
         self.server.pos = 0;
         self.server.action = None;
         self.flush_injected(out);
-        self.queue.clear();
+        self.queue = VecDeque::new();
     }
 }
