@@ -376,9 +376,9 @@ impl<P: Policy> Conn<P> {
         if h.fin_ready()
             && h.sent == h.log.end()
             && !h.fin_sent
-            && h.fin_out.is_none_or(|f| f == sent)
+            && h.fin_out().is_none_or(|f| f == sent)
         {
-            h.fin_out = Some(sent);
+            h.set_fin_out(Some(sent));
             h.fin_sent = true;
             self.emit(ctx, d, sent, None, TcpFlags::FIN);
         }
@@ -405,10 +405,10 @@ impl<P: Policy> Conn<P> {
         let rto = ctx.limits.rto;
         let h = &mut self.halves[d];
         if !h.outstanding() {
-            h.rto_at = None;
+            h.set_rto_at(None);
             h.retries = 0;
-        } else if h.rto_at.is_none() {
-            h.rto_at = Some(ctx.now.after(rto * (1u32 << h.retries.min(10))));
+        } else if h.rto_at().is_none() {
+            h.set_rto_at(Some(ctx.now.after(rto * (1u32 << h.retries.min(10)))));
         }
     }
 
@@ -481,12 +481,12 @@ impl<P: Policy> Conn<P> {
         let off = off.max(0) as u64;
         let mut end = off + payload.len() as u64;
         if seg.flags.has(TcpFlags::FIN)
-            && self.halves[d].fin_at.is_none()
+            && self.halves[d].fin_at().is_none()
             && end >= self.halves[d].reasm.next()
         {
-            self.halves[d].fin_at = Some(end);
+            self.halves[d].set_fin_at(Some(end));
         }
-        if let Some(f) = self.halves[d].fin_at {
+        if let Some(f) = self.halves[d].fin_at() {
             end = end.min(f.max(off));
         }
         let payload = payload.get(..(end - off) as usize).unwrap_or_default();
@@ -503,10 +503,10 @@ impl<P: Policy> Conn<P> {
             let h = &mut self.halves[d];
             let consumed = h.map.consumed();
             let only_held = end <= next_before && off >= consumed && consumed < next_before;
-            if allowed && only_held && h.stall_at == Some(consumed) {
+            if allowed && only_held && h.stall_at() == Some(consumed) {
                 h.held_ack_upto = h.held_ack_upto.max(next_before);
             } else if only_held {
-                h.stall_at = Some(consumed);
+                h.set_stall_at(Some(consumed));
             }
         }
         let out_before = self.halves[d].log.end();
@@ -543,7 +543,7 @@ impl<P: Policy> Conn<P> {
         let fin_retrans =
             seg.flags.has(TcpFlags::FIN) && self.halves[d].fin_sent && !self.halves[d].fin_acked;
         if fin_retrans && retrans.is_none() && payload.is_empty() {
-            if let Some(f) = self.halves[d].fin_out {
+            if let Some(f) = self.halves[d].fin_out() {
                 self.emit(ctx, d, f, None, TcpFlags::FIN);
             }
         }
@@ -569,7 +569,7 @@ impl<P: Policy> Conn<P> {
         let h = &self.halves[d];
         let owed = h.ack_in() > h.told_ack
             || (h.fin_acked
-                && h.fin_at == Some(h.ack_in())
+                && h.fin_at() == Some(h.ack_in())
                 && h.told_ack == h.ack_in()
                 && seg.flags.has(TcpFlags::FIN));
         if !from_got && (owed || resent_nothing || (retrans.is_some() && payload.is_empty())) {
@@ -620,7 +620,7 @@ impl<P: Policy> Conn<P> {
             return None;
         }
         let fin = seg.flags.has(TcpFlags::FIN);
-        if fin && !(new_copied && h.fin_ready() && h.fin_at == Some(end)) {
+        if fin && !(new_copied && h.fin_ready() && h.fin_at() == Some(end)) {
             return None;
         }
         let delta = if new_copied {
@@ -654,7 +654,7 @@ impl<P: Policy> Conn<P> {
             h.sent = h.log.end();
             h.sent_max = h.sent_max.max(h.sent);
             if fin {
-                h.fin_out = Some(h.sent);
+                h.set_fin_out(Some(h.sent));
                 h.fin_sent = true;
             }
         }
@@ -701,7 +701,7 @@ impl<P: Policy> Conn<P> {
         let o = o as u64;
         h.rcv_wnd = u32::from(seg.window) << h.rcv_shift;
         h.set_rcv_sack(&seg.options.sack);
-        if let Some(f) = h.fin_out {
+        if let Some(f) = h.fin_out() {
             if o > f && h.fin_sent {
                 h.fin_acked = true;
             }
@@ -713,7 +713,7 @@ impl<P: Policy> Conn<P> {
             let told = h.told_ack;
             h.map.trim(told, o);
             h.retries = 0;
-            h.rto_at = None;
+            h.set_rto_at(None);
             if h.sent < o {
                 h.sent = o;
             }
@@ -796,7 +796,7 @@ impl<P: Policy> Conn<P> {
                     })
                     .map_err(|_| MustReset("out-of-order-limit"))?;
             }
-            if !h.finished && h.fin_at == Some(h.reasm.next()) {
+            if !h.finished && h.fin_at() == Some(h.reasm.next()) {
                 h.finished = true;
                 policy.finish(dir, ctx.out);
             }
@@ -845,7 +845,7 @@ impl<P: Policy> Conn<P> {
     fn on_rst(&mut self, ctx: &mut Ctx<'_>, d: usize, off: i64, carries_data: bool) -> Verdict {
         let h = &self.halves[d];
         let next = h.reasm.next();
-        let after_fin = h.fin_at.filter(|f| *f == next).map(|f| f + 1);
+        let after_fin = h.fin_at().filter(|f| *f == next).map(|f| f + 1);
         let exact = u64::try_from(off).is_ok_and(|o| o == next || Some(o) == after_fin);
         let pristine = self.pristine(d);
         if !exact {
@@ -896,7 +896,7 @@ impl<P: Policy> Conn<P> {
                 let s = self.halves[d].snd_nxt();
                 self.emit(ctx, d, s, None, TcpFlags::RST);
             }
-            self.halves[d].rto_at = None;
+            self.halves[d].set_rto_at(None);
         }
         self.state = State::Reset;
         self.closed_at.get_or_insert(ctx.now);
@@ -918,7 +918,7 @@ impl<P: Policy> Conn<P> {
 
     /// The earliest retransmission deadline of this connection, if any.
     pub fn rto_deadline(&self) -> Option<Time> {
-        self.halves.iter().filter_map(|h| h.rto_at).min()
+        self.halves.iter().filter_map(|h| h.rto_at()).min()
     }
 
     /// When this connection may be forgotten if nothing more happens.
@@ -940,16 +940,16 @@ impl<P: Policy> Conn<P> {
             return;
         }
         for d in [IDX_C2S, IDX_S2C] {
-            let due = self.halves[d].rto_at.is_some_and(|t| t <= ctx.now);
+            let due = self.halves[d].rto_at().is_some_and(|t| t <= ctx.now);
             if !due {
                 continue;
             }
             let h = &mut self.halves[d];
-            h.rto_at = None;
+            h.set_rto_at(None);
             if h.sender_will_retransmit() {
                 // The sender still owns bytes behind this output: its retransmissions drive
                 // ours (served from the log), as they would through a plain forwarder.
-                h.rto_at = Some(ctx.now.after(ctx.limits.rto));
+                h.set_rto_at(Some(ctx.now.after(ctx.limits.rto)));
                 continue;
             }
             if h.retries >= ctx.limits.max_retries {
@@ -967,9 +967,10 @@ impl<P: Policy> Conn<P> {
             let h = &mut self.halves[d];
             h.sent_max = h.sent_max.max(before);
             let retries = h.retries;
-            h.rto_at = h
+            let next = h
                 .outstanding()
                 .then(|| ctx.now.after(ctx.limits.rto * (1u32 << retries.min(10))));
+            h.set_rto_at(next);
         }
     }
 }
@@ -981,7 +982,7 @@ fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset>
     let mut used = 0usize;
     h.last_ops_copy_only = ops.iter().all(|op| matches!(op, Op::Copy(_)));
     for op in ops {
-        if h.fin_out.is_some() && op.emitted() > 0 {
+        if h.fin_out().is_some() && op.emitted() > 0 {
             // Output after our FIN is impossible: the policy broke its contract.
             return Err(MustReset("output-after-fin"));
         }
@@ -1103,9 +1104,9 @@ mod tests {
             size_of::<Option<Template>>(),
             size_of::<Option<Box<ConnectionReport>>>(),
         );
-        assert!(half <= 304, "Half is {half} bytes");
-        assert!(session <= 368, "Session is {session} bytes");
-        assert!(conn <= 1192, "Conn<Session> is {conn} bytes");
+        assert!(half <= 272, "Half is {half} bytes");
+        assert!(session <= 296, "Session is {session} bytes");
+        assert!(conn <= 1056, "Conn<Session> is {conn} bytes");
     }
 
     fn endpoint(last: u8, port: u16, isn: u32) -> Endpoint {

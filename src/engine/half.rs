@@ -25,7 +25,7 @@ pub(super) struct Half {
     /// Bytes fed to the policy and not yet consumed by its ops (held, undecided).
     pub pending: Vec<u8>,
     /// Input offset of the sender's FIN, once seen.
-    pub fin_at: Option<u64>,
+    fin_at: Opt64,
     /// The policy was told that the sender finished.
     pub finished: bool,
     /// Input ↔ output offsets.
@@ -41,7 +41,7 @@ pub(super) struct Half {
     /// Highest output offset ever transmitted.
     pub sent_max: u64,
     /// Output offset of our FIN once the stream's end is known and emitted.
-    pub fin_out: Option<u64>,
+    fin_out: Opt64,
     /// The FIN is in flight (cleared when a timeout rewinds `sent`).
     pub fin_sent: bool,
     /// The receiver acknowledged our FIN.
@@ -64,13 +64,13 @@ pub(super) struct Half {
     /// (congestion window full of one-byte segments, Nagle) until they are acknowledged.
     pub held_ack_upto: u64,
     /// Consumed offset at the latest retransmission of held bytes only (stall detection).
-    pub stall_at: Option<u64>,
+    stall_at: Opt64,
     /// Right window edge (input offset) advertised to the sender.
     pub told_edge: u64,
     /// Latest TCP timestamps option seen from the sender (put on frames to the receiver).
     pub ts: Option<(u32, u32)>,
     /// Retransmission deadline of the engine's own timer for unacknowledged output.
-    pub rto_at: Option<Time>,
+    rto_at: Opt64,
     /// Consecutive timeouts without progress.
     pub retries: u32,
 }
@@ -83,7 +83,7 @@ impl Half {
             known: false,
             reasm: Reassembler::new(),
             pending: Vec::new(),
-            fin_at: None,
+            fin_at: Opt64::NONE,
             finished: false,
             map: EditMap::new(),
             content_changed: false,
@@ -91,7 +91,7 @@ impl Half {
             log: OutputLog::new(),
             sent: 0,
             sent_max: 0,
-            fin_out: None,
+            fin_out: Opt64::NONE,
             fin_sent: false,
             fin_acked: false,
             rcv_acked: 0,
@@ -101,12 +101,52 @@ impl Half {
             rcv_sack: None,
             told_ack: 0,
             held_ack_upto: 0,
-            stall_at: None,
+            stall_at: Opt64::NONE,
             told_edge: 0,
             ts: None,
-            rto_at: None,
+            rto_at: Opt64::NONE,
             retries: 0,
         }
+    }
+
+    /// Input offset of the sender's FIN, once seen.
+    pub fn fin_at(&self) -> Option<u64> {
+        self.fin_at.get()
+    }
+
+    /// Sets [`Half::fin_at`].
+    pub fn set_fin_at(&mut self, v: Option<u64>) {
+        self.fin_at = Opt64::new(v);
+    }
+
+    /// Output offset of our FIN once the stream's end is known and emitted.
+    pub fn fin_out(&self) -> Option<u64> {
+        self.fin_out.get()
+    }
+
+    /// Sets [`Half::fin_out`].
+    pub fn set_fin_out(&mut self, v: Option<u64>) {
+        self.fin_out = Opt64::new(v);
+    }
+
+    /// Consumed offset at the latest retransmission of held bytes only (stall detection).
+    pub fn stall_at(&self) -> Option<u64> {
+        self.stall_at.get()
+    }
+
+    /// Sets [`Half::stall_at`].
+    pub fn set_stall_at(&mut self, v: Option<u64>) {
+        self.stall_at = Opt64::new(v);
+    }
+
+    /// Retransmission deadline of the engine's own timer for unacknowledged output.
+    pub fn rto_at(&self) -> Option<Time> {
+        self.rto_at.get().map(Time)
+    }
+
+    /// Sets [`Half::rto_at`].
+    pub fn set_rto_at(&mut self, v: Option<Time>) {
+        self.rto_at = Opt64::new(v.map(|t| t.0));
     }
 
     /// Heap bytes this direction owns (O(1)): the capacities of its buffers.
@@ -135,13 +175,13 @@ impl Half {
 
     /// The policy has decided the whole stream, and the FIN may follow the output.
     pub fn fin_ready(&self) -> bool {
-        self.finished && self.fin_at.is_some() && self.pending.is_empty()
+        self.finished && self.fin_at().is_some() && self.pending.is_empty()
     }
 
     /// The sequence offset following everything sent (the FIN counted): where pure ACKs
     /// and resets towards the receiver sit.
     pub fn snd_nxt(&self) -> u64 {
-        match self.fin_out {
+        match self.fin_out() {
             Some(f) => f + 1,
             None => self.sent_max,
         }
@@ -157,7 +197,7 @@ impl Half {
 
     /// Output (or our FIN) sent and not yet acknowledged.
     pub fn outstanding(&self) -> bool {
-        self.sent_max > self.rcv_acked || (self.fin_out.is_some() && !self.fin_acked)
+        self.sent_max > self.rcv_acked || (self.fin_out().is_some() && !self.fin_acked)
     }
 
     /// How far the sender may be acknowledged (input offset): up to the input whose output
@@ -180,7 +220,7 @@ impl Half {
     /// Returns the input offset acknowledged and the right edge advertised too.
     pub fn peek(&self) -> Told {
         let i = self.ack_in();
-        let fin = self.fin_acked && self.fin_at == Some(i);
+        let fin = self.fin_acked && self.fin_at() == Some(i);
         let shift = u32::from(self.rcv_shift);
         // The receiver's right edge in output space, carried back to input space: decided
         // input through the map, input not yet decided as if it will pass one for one.
@@ -250,6 +290,24 @@ impl Half {
             }
         }
         out
+    }
+}
+
+/// An optional 64-bit offset or time in 8 bytes instead of 16: `u64::MAX` stands for none.
+/// Offsets are byte counts of one stream and times are nanoseconds since the epoch, so
+/// neither reaches it (a time saturated at `u64::MAX`, centuries away, would read as none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Opt64(u64);
+
+impl Opt64 {
+    const NONE: Opt64 = Opt64(u64::MAX);
+
+    fn new(v: Option<u64>) -> Opt64 {
+        Opt64(v.unwrap_or(u64::MAX))
+    }
+
+    fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
     }
 }
 

@@ -33,7 +33,8 @@ enum Role {
 #[derive(Debug)]
 struct Reply {
     role: Role,
-    line_index: usize,
+    /// Lines of the reply so far (saturating: only whether it is the first matters).
+    line_index: u32,
     changed: bool,
     /// pix40: greeting bytes removed so far.
     deleted: usize,
@@ -66,7 +67,8 @@ pub(crate) struct ServerSide {
     reply: Option<Reply>,
     /// strict: the EHLO reply held whole.
     held_reply: Vec<u8>,
-    lines_seen: u64,
+    /// A whole line was seen (the first line's code tells whether the server talks SMTP).
+    seen_line: bool,
 }
 
 impl ServerSide {
@@ -223,7 +225,7 @@ impl Session {
             *c = *h;
         }
         s.sep = s.head.get(3).copied().unwrap_or(0);
-        if s.lines_seen == 0 && !s.has_code() && !self.server_not_smtp {
+        if !s.seen_line && !s.has_code() && !self.server_not_smtp {
             self.server_not_smtp = true;
             out.events.push(Event::NotSmtp);
             log::info!("smtp: server sends non-SMTP bytes");
@@ -378,9 +380,9 @@ impl Session {
         let code = s.code;
         s.pos = 0;
         s.action = None;
-        s.lines_seen += 1;
+        s.seen_line = true;
         if let Some(r) = s.reply.as_mut() {
-            r.line_index += 1;
+            r.line_index = r.line_index.saturating_add(1);
         }
         if is_final {
             self.reply_done(code, out);
