@@ -1075,7 +1075,8 @@ mod tests {
     use super::super::{Engine, EngineConfig, FrameSink, Side, Time};
     use super::*;
     use crate::io::synth::{
-        Action, Conversation, Endpoint, FlowSpec, Frame, Impairments, Step, TcpSession, Timing,
+        Action, Conversation, Endpoint, FlowSpec, Frame, Impairments, Pace, Step, TcpSession,
+        Timing,
     };
     use crate::smtp::{Dir, PolicyConfig, Profile, Session};
     use std::mem::size_of;
@@ -1159,6 +1160,15 @@ mod tests {
 
     /// Replays `frames` (client frames from outside) through an engine under `profile`.
     fn replay(profile: Profile, frames: &[Frame]) -> Engine {
+        replay_checking(profile, frames, |_| {})
+    }
+
+    /// [`replay`], calling `check` with the engine after each frame.
+    fn replay_checking(
+        profile: Profile,
+        frames: &[Frame],
+        mut check: impl FnMut(&Engine),
+    ) -> Engine {
         let config = EngineConfig {
             policy: Arc::new(PolicyConfig {
                 profile,
@@ -1177,6 +1187,7 @@ mod tests {
             };
             sink.clear();
             engine.handle_frame(Time(f.ts_ns), side, &f.data, &mut sink);
+            check(&engine);
         }
         engine
     }
@@ -1223,5 +1234,44 @@ mod tests {
         assert!(!conn.halves[IDX_S2C].log.is_empty());
         assert!(conn.halves[IDX_S2C].heap_bytes() >= conn.halves[IDX_S2C].log.len());
         assert!(conn.heap_bytes() >= conn.halves[IDX_S2C].log.len());
+    }
+
+    /// A client typing one byte per segment makes the policy hold a partial verb across
+    /// segments: only then does a connection keep a buffer of held input, sized to what is
+    /// held, and it is freed once the verb is decided. The engine's scratch buffer is never
+    /// left with a connection.
+    #[test]
+    fn held_input_is_the_only_pending_buffer() {
+        let frames = exchange(vec![
+            Action::Send(Step::client("MAIL FROM:<a@example.org>\r\n").paced(Pace::Typed)),
+            Action::Send(Step::server("250 2.1.0 Ok\r\n")),
+            Action::Pause,
+        ]);
+        for profile in [Profile::Pix51, Profile::Asa, Profile::Strict] {
+            let mut held_seen = 0;
+            let engine = replay_checking(profile, &frames, |engine| {
+                for conn in engine.conns.values() {
+                    for h in &conn.halves {
+                        if h.pending.is_empty() {
+                            assert_eq!(h.pending.capacity(), 0, "{profile}: empty and allocated");
+                        } else {
+                            held_seen += 1;
+                            assert!(
+                                h.pending.capacity() <= 8.max(h.pending.len()),
+                                "{profile}: {} bytes held in a buffer of {}",
+                                h.pending.len(),
+                                h.pending.capacity()
+                            );
+                        }
+                    }
+                }
+            });
+            assert!(
+                held_seen >= 3,
+                "{profile}: the typed verb was held ({held_seen})"
+            );
+            let conn = engine.conns.values().next().expect("a connection");
+            assert!(conn.halves.iter().all(|h| h.pending.is_empty()));
+        }
     }
 }
