@@ -1274,4 +1274,39 @@ mod tests {
             assert!(conn.halves.iter().all(|h| h.pending.is_empty()));
         }
     }
+
+    fn template_of(frame: &[u8]) -> Template {
+        match crate::wire::classify(frame) {
+            crate::wire::Classified::Tcp(t) => Template::from_frame(frame, &t).expect("template"),
+            _ => panic!("not a TCP frame"),
+        }
+    }
+
+    /// The server's template is kept as IP fields over the client's when that rebuilds it
+    /// exactly (same link header reversed, its own TTL), and in full otherwise (here: the
+    /// server's frames come from another MAC than the one the client sends to); either way
+    /// the engine gets back exactly the template of the server's frames.
+    #[test]
+    fn server_template_rebuilt_exactly_or_kept_whole() {
+        let mut frames = exchange(vec![Action::Pause]);
+        let syn_ack = frames.get(1).expect("a SYN-ACK").data.clone();
+        let engine = replay(Profile::Strict, &frames);
+        let conn = engine.conns.values().next().expect("a connection");
+        assert!(matches!(conn.tpl.server, ServerTemplate::Reversed(_)));
+        assert_eq!(conn.tpl.get(IDX_S2C), Some(template_of(&syn_ack)));
+        assert_eq!(conn.tpl.heap_bytes(), 0);
+
+        // Every server frame from another source MAC (a second router on the way back).
+        for f in frames.iter_mut().filter(|f| f.data.get(11) == Some(&2)) {
+            f.data[6] = 0x0a;
+        }
+        let engine = replay(Profile::Strict, &frames);
+        let conn = engine.conns.values().next().expect("a connection");
+        assert!(matches!(conn.tpl.server, ServerTemplate::Full(_)));
+        let mut odd = syn_ack.clone();
+        odd[6] = 0x0a;
+        assert_eq!(conn.tpl.get(IDX_S2C), Some(template_of(&odd)));
+        assert_ne!(template_of(&odd), template_of(&syn_ack));
+        assert_eq!(conn.tpl.heap_bytes(), size_of::<Template>());
+    }
 }
