@@ -195,16 +195,17 @@ impl<P: Policy> Conn<P> {
         c
     }
 
-    /// Heap bytes this connection owns (O(1)), its own size excluded: the buffers of both
-    /// directions and of the policy, and the report if one is recorded (its box and vector;
-    /// the texts of the actions are not counted). For the engine's memory accounting.
+    /// Heap bytes this connection owns (O(1)), its own size excluded: the capacities of the
+    /// buffers of both directions and of the policy, a server template kept whole, and the
+    /// report if one is recorded (its texts not walked: each action counted at a typical
+    /// length). For the engine's memory accounting.
     #[allow(dead_code)] // Called by the engine's memory accounting (not yet merged) and tests.
     pub fn heap_bytes(&self) -> usize {
         let report = self.report.as_ref().map_or(0, |r| {
             std::mem::size_of::<ConnectionReport>()
                 + r.client.capacity()
                 + r.server.capacity()
-                + r.actions.capacity() * std::mem::size_of::<String>()
+                + r.actions.capacity() * (std::mem::size_of::<String>() + 48)
         });
         self.halves.iter().map(Half::heap_bytes).sum::<usize>()
             + self.policy.heap_bytes()
