@@ -1,5 +1,13 @@
 //! One direction of a tracked connection: the sender's input, the policy's output to the
 //! receiver, and what each endpoint has been told.
+//!
+//! Layout (state per idle connection is budgeted, see the `size_of` tests in `conn.rs`):
+//! every buffer (out-of-order pieces, held input, edit records, output log, SACK blocks) is
+//! allocated when first used and freed, capacity included, when drained, so that an idle
+//! direction owns no heap memory ([`Half::heap_bytes`]). The bounds on those buffers are the
+//! engine's `Limits`, passed in where they are enforced rather than copied into each half.
+//! Held input is fed through the engine's scratch buffer (see `Conn::take_input`), so the
+//! common case (nothing held) allocates nothing per segment either.
 
 use super::Time;
 use crate::tcp::{EditMap, OutputLog, Reassembler, SeqSpace};
@@ -17,7 +25,7 @@ pub(super) struct Half {
     /// Bytes fed to the policy and not yet consumed by its ops (held, undecided).
     pub pending: Vec<u8>,
     /// Input offset of the sender's FIN, once seen.
-    pub fin_at: Option<u64>,
+    fin_at: Opt64,
     /// The policy was told that the sender finished.
     pub finished: bool,
     /// Input ↔ output offsets.
@@ -33,21 +41,22 @@ pub(super) struct Half {
     /// Highest output offset ever transmitted.
     pub sent_max: u64,
     /// Output offset of our FIN once the stream's end is known and emitted.
-    pub fin_out: Option<u64>,
+    fin_out: Opt64,
     /// The FIN is in flight (cleared when a timeout rewinds `sent`).
     pub fin_sent: bool,
     /// The receiver acknowledged our FIN.
     pub fin_acked: bool,
     /// Output acknowledged by the receiver.
     pub rcv_acked: u64,
-    /// Receiver's window in bytes, from its latest segment.
-    pub rcv_wnd: u64,
+    /// Receiver's window in bytes, from its latest segment (at most 0xffff << 14).
+    pub rcv_wnd: u32,
     /// Shift of the window field in segments the receiver sends (its window scale).
     pub rcv_shift: u8,
     /// Receiver's MSS.
-    pub rcv_mss: usize,
-    /// SACK blocks of the receiver's latest segment (wire values, output space).
-    pub rcv_sack: SackBlocks,
+    pub rcv_mss: u16,
+    /// SACK blocks of the receiver's latest segment (wire values, output space); boxed
+    /// while the receiver reports any (only after loss), `None` otherwise.
+    pub rcv_sack: Option<Box<SackBlocks>>,
     /// Input offset acknowledged to the sender.
     pub told_ack: u64,
     /// Held (undecided) input below this offset may be acknowledged once all output before
@@ -55,59 +64,124 @@ pub(super) struct Half {
     /// (congestion window full of one-byte segments, Nagle) until they are acknowledged.
     pub held_ack_upto: u64,
     /// Consumed offset at the latest retransmission of held bytes only (stall detection).
-    pub stall_at: Option<u64>,
+    stall_at: Opt64,
     /// Right window edge (input offset) advertised to the sender.
     pub told_edge: u64,
     /// Latest TCP timestamps option seen from the sender (put on frames to the receiver).
     pub ts: Option<(u32, u32)>,
     /// Retransmission deadline of the engine's own timer for unacknowledged output.
-    pub rto_at: Option<Time>,
+    rto_at: Opt64,
     /// Consecutive timeouts without progress.
     pub retries: u32,
 }
 
 impl Half {
-    pub fn new(max_ooo_bytes: usize, max_ooo_segments: usize, max_edits: usize) -> Half {
+    /// A direction whose sender's SYN has not been seen yet, holding nothing.
+    pub fn new() -> Half {
         Half {
             space: SeqSpace::new(0),
             known: false,
-            reasm: Reassembler::new(max_ooo_bytes, max_ooo_segments),
+            reasm: Reassembler::new(),
             pending: Vec::new(),
-            fin_at: None,
+            fin_at: Opt64::NONE,
             finished: false,
-            map: EditMap::new(max_edits),
+            map: EditMap::new(),
             content_changed: false,
             last_ops_copy_only: true,
             log: OutputLog::new(),
             sent: 0,
             sent_max: 0,
-            fin_out: None,
+            fin_out: Opt64::NONE,
             fin_sent: false,
             fin_acked: false,
             rcv_acked: 0,
             rcv_wnd: 0,
             rcv_shift: 0,
             rcv_mss: 536,
-            rcv_sack: SackBlocks::default(),
+            rcv_sack: None,
             told_ack: 0,
             held_ack_upto: 0,
-            stall_at: None,
+            stall_at: Opt64::NONE,
             told_edge: 0,
             ts: None,
-            rto_at: None,
+            rto_at: Opt64::NONE,
             retries: 0,
+        }
+    }
+
+    /// Input offset of the sender's FIN, once seen.
+    pub fn fin_at(&self) -> Option<u64> {
+        self.fin_at.get()
+    }
+
+    /// Sets [`Half::fin_at`].
+    pub fn set_fin_at(&mut self, v: Option<u64>) {
+        self.fin_at = Opt64::new(v);
+    }
+
+    /// Output offset of our FIN once the stream's end is known and emitted.
+    pub fn fin_out(&self) -> Option<u64> {
+        self.fin_out.get()
+    }
+
+    /// Sets [`Half::fin_out`].
+    pub fn set_fin_out(&mut self, v: Option<u64>) {
+        self.fin_out = Opt64::new(v);
+    }
+
+    /// Consumed offset at the latest retransmission of held bytes only (stall detection).
+    pub fn stall_at(&self) -> Option<u64> {
+        self.stall_at.get()
+    }
+
+    /// Sets [`Half::stall_at`].
+    pub fn set_stall_at(&mut self, v: Option<u64>) {
+        self.stall_at = Opt64::new(v);
+    }
+
+    /// Retransmission deadline of the engine's own timer for unacknowledged output.
+    pub fn rto_at(&self) -> Option<Time> {
+        self.rto_at.get().map(Time)
+    }
+
+    /// Sets [`Half::rto_at`].
+    pub fn set_rto_at(&mut self, v: Option<Time>) {
+        self.rto_at = Opt64::new(v.map(|t| t.0));
+    }
+
+    /// Heap bytes this direction owns (O(1)): the capacities of its buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.reasm.heap_bytes()
+            + self.pending.capacity()
+            + self.map.heap_bytes()
+            + self.log.heap_bytes()
+            + self
+                .rcv_sack
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<SackBlocks>())
+    }
+
+    /// Records the SACK blocks of the receiver's latest segment (the box is kept while
+    /// blocks keep coming, freed when a segment has none).
+    pub fn set_rcv_sack(&mut self, sack: &SackBlocks) {
+        if sack.len == 0 {
+            self.rcv_sack = None;
+        } else if let Some(b) = self.rcv_sack.as_deref_mut() {
+            *b = *sack;
+        } else {
+            self.rcv_sack = Some(Box::new(*sack));
         }
     }
 
     /// The policy has decided the whole stream, and the FIN may follow the output.
     pub fn fin_ready(&self) -> bool {
-        self.finished && self.fin_at.is_some() && self.pending.is_empty()
+        self.finished && self.fin_at().is_some() && self.pending.is_empty()
     }
 
     /// The sequence offset following everything sent (the FIN counted): where pure ACKs
     /// and resets towards the receiver sit.
     pub fn snd_nxt(&self) -> u64 {
-        match self.fin_out {
+        match self.fin_out() {
             Some(f) => f + 1,
             None => self.sent_max,
         }
@@ -123,7 +197,7 @@ impl Half {
 
     /// Output (or our FIN) sent and not yet acknowledged.
     pub fn outstanding(&self) -> bool {
-        self.sent_max > self.rcv_acked || (self.fin_out.is_some() && !self.fin_acked)
+        self.sent_max > self.rcv_acked || (self.fin_out().is_some() && !self.fin_acked)
     }
 
     /// How far the sender may be acknowledged (input offset): up to the input whose output
@@ -146,11 +220,11 @@ impl Half {
     /// Returns the input offset acknowledged and the right edge advertised too.
     pub fn peek(&self) -> Told {
         let i = self.ack_in();
-        let fin = self.fin_acked && self.fin_at == Some(i);
+        let fin = self.fin_acked && self.fin_at() == Some(i);
         let shift = u32::from(self.rcv_shift);
         // The receiver's right edge in output space, carried back to input space: decided
         // input through the map, input not yet decided as if it will pass one for one.
-        let e_out = self.rcv_acked.saturating_add(self.rcv_wnd);
+        let e_out = self.rcv_acked.saturating_add(u64::from(self.rcv_wnd));
         let (consumed, produced) = (self.map.consumed(), self.map.produced());
         let e_in = if e_out >= produced {
             consumed + (e_out - produced)
@@ -175,13 +249,22 @@ impl Half {
     pub fn commit(&mut self, t: &Told) {
         self.told_ack = self.told_ack.max(t.ack_off);
         self.told_edge = self.told_edge.max(t.edge);
+        if self.told_ack >= self.map.consumed() && self.rcv_acked >= self.map.produced() {
+            // Everything decided is acknowledged both ways: the edit records (trimmed when
+            // the receiver acknowledged, before the sender was told) go now, so an idle
+            // direction keeps none.
+            self.map.trim(self.told_ack, self.rcv_acked);
+        }
     }
 
     /// The receiver's SACK blocks (output space) as input-space blocks above `ack`: an input
     /// range is reported only if all of its output lies inside a reported block.
     fn translate_sack(&self, ack: u64) -> SackBlocks {
         let mut out = SackBlocks::default();
-        for &(l, r) in self.rcv_sack.as_slice() {
+        let Some(sack) = self.rcv_sack.as_deref() else {
+            return out;
+        };
+        for &(l, r) in sack.as_slice() {
             let lo = self.space.offset(l, self.rcv_acked);
             let hi = self.space.offset(r, self.rcv_acked);
             if lo < 0 || hi <= lo {
@@ -207,6 +290,24 @@ impl Half {
             }
         }
         out
+    }
+}
+
+/// An optional 64-bit offset or time in 8 bytes instead of 16: `u64::MAX` stands for none.
+/// Offsets are byte counts of one stream and times are nanoseconds since the epoch, so
+/// neither reaches it (a time saturated at `u64::MAX`, centuries away, would read as none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Opt64(u64);
+
+impl Opt64 {
+    const NONE: Opt64 = Opt64(u64::MAX);
+
+    fn new(v: Option<u64>) -> Opt64 {
+        Opt64(v.unwrap_or(u64::MAX))
+    }
+
+    fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
     }
 }
 

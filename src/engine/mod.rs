@@ -554,19 +554,14 @@ struct Slot<P: Policy> {
 type FlowTable<P> = HashMap<FlowKey, Box<Slot<P>>, foldhash::fast::RandomState>;
 
 /// Fixed bytes charged per connection besides its table entry: its record (boxed, with
-/// the allocator's overhead), its entries in the three ordered indices (B-tree nodes at
-/// half fill), and the policy's own small allocations (the SMTP session's reply queue),
-/// which it does not report.
+/// the allocator's overhead) and its entries in the three ordered indices (B-tree nodes at
+/// half fill). What it allocates (buffers, the policy's) is `Conn::heap_bytes`.
 fn fixed_charge<P: Policy>() -> usize {
     let record = std::mem::size_of::<Slot<P>>() + 16;
     let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
         + 2 * std::mem::size_of::<(EvictClass, Time, FlowKey)>();
-    record + index + POLICY_HEAP_ESTIMATE
+    record + index
 }
-
-/// Heap bytes of a connection's policy at rest (an SMTP session's reply queue, with the
-/// allocator's overhead).
-const POLICY_HEAP_ESTIMATE: usize = 96;
 
 /// Bytes of a flow table's allocation holding `capacity` entries of `slot` bytes (the
 /// layout of std's hash table: a power-of-two number of buckets at most 7/8 full, one
@@ -657,6 +652,9 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     limits: Limits,
     conns: FlowTable<F::Policy>,
     out: Output,
+    /// Input fed to a policy and not yet consumed, lent to each connection for one segment
+    /// (connections hold no buffer of their own unless bytes stay undecided).
+    scratch: Vec<u8>,
     reports: Vec<ConnectionReport>,
     /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
     timers: BTreeSet<(Time, FlowKey)>,
@@ -691,6 +689,7 @@ impl<F: PolicyFactory> Engine<F> {
             limits: Limits::default(),
             conns: FlowTable::default(),
             out: Output::default(),
+            scratch: Vec::new(),
             reports: Vec::new(),
             timers: BTreeSet::new(),
             expiries: BTreeSet::new(),
@@ -880,6 +879,7 @@ impl<F: PolicyFactory> Engine<F> {
             stats: &mut self.stats,
             limits: &self.limits,
             out: &mut self.out,
+            scratch: &mut self.scratch,
             pushed: [0; 2],
         };
         let v = conn.on_segment(&mut ctx, d, frame, t);
@@ -1021,6 +1021,7 @@ impl<F: PolicyFactory> Engine<F> {
                         stats: &mut self.stats,
                         limits: &self.limits,
                         out: &mut self.out,
+                        scratch: &mut self.scratch,
                         pushed: [0; 2],
                     };
                     slot.conn.filter_reset(&mut ctx, "memory-ceiling");
@@ -1101,7 +1102,6 @@ impl<F: PolicyFactory> Engine<F> {
         }
         let conn = Conn::new(
             self.factory.session(),
-            &self.limits,
             side,
             frame,
             t,
@@ -1133,7 +1133,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     fn retire(&mut self, conn: Conn<F::Policy>) {
         if let Some(r) = conn.report {
-            self.reports.push(r);
+            self.reports.push(*r);
         }
     }
 
@@ -1163,6 +1163,7 @@ impl<F: PolicyFactory> Engine<F> {
                 stats: &mut self.stats,
                 limits: &self.limits,
                 out: &mut self.out,
+                scratch: &mut self.scratch,
                 pushed: [0; 2],
             };
             conn.on_timeout(&mut ctx);

@@ -12,6 +12,10 @@ pub trait Policy {
     fn finish(&mut self, dir: Dir, out: &mut Output);
     /// True once nothing more will ever be rewritten in either direction.
     fn is_passthrough(&self) -> bool;
+    /// Heap bytes the policy owns (O(1)), for the engine's memory accounting.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Makes one [`Policy`] per connection.
@@ -36,6 +40,9 @@ impl Policy for Session {
     }
     fn is_passthrough(&self) -> bool {
         Session::is_passthrough(self)
+    }
+    fn heap_bytes(&self) -> usize {
+        Session::heap_bytes(self)
     }
 }
 

@@ -39,6 +39,14 @@ impl Default for ClientState {
 }
 
 impl ClientState {
+    /// Heap bytes owned (O(1)): a command line's held verb, freed once the verb is decided.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            ClientState::Command(l) => l.head.capacity(),
+            _ => 0,
+        }
+    }
+
     /// Bytes held undecided.
     pub(crate) fn held(&self) -> usize {
         match self {
@@ -61,7 +69,8 @@ enum LineAction {
 #[derive(Clone, Copy, Debug)]
 struct VerbAcc {
     buf: [u8; MAX_VERB + 1],
-    len: usize,
+    /// Bytes of `buf` used (at most `MAX_VERB + 1`, so a byte).
+    len: u8,
     /// The word ended (at SP or LF).
     done: bool,
     /// It ended at the line's LF (so a CR just before it is the line end, not the verb's).
@@ -87,17 +96,15 @@ impl VerbAcc {
         if b == b' ' || b == LF {
             self.done = true;
             self.ended_by_lf = b == LF;
-        } else if self.len < self.buf.len() {
-            self.buf[self.len] = b;
+        } else if let Some(slot) = self.buf.get_mut(usize::from(self.len)) {
+            *slot = b;
             self.len += 1;
-        } else {
-            self.len = self.buf.len();
         }
     }
 
     /// The bytes typed so far (capped).
     fn raw(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
+        self.buf.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
     /// The verb: the word, minus the CR of a CRLF line end.
@@ -479,7 +486,7 @@ impl Session {
         };
         let acc = &line.verb;
         if acc.done {
-            return if acc.len <= MAX_VERB && self.policy.verb_allowed(acc.verb()) {
+            return if usize::from(acc.len) <= MAX_VERB && self.policy.verb_allowed(acc.verb()) {
                 VerbVerdict::Allowed
             } else {
                 VerbVerdict::Blocked
@@ -730,7 +737,8 @@ impl Session {
                     }
                 } else if !line.head.is_empty() {
                     let acc = line.verb;
-                    let allowed = acc.len <= MAX_VERB && self.policy.verb_allowed(acc.verb());
+                    let allowed =
+                        usize::from(acc.len) <= MAX_VERB && self.policy.verb_allowed(acc.verb());
                     if allowed {
                         ops::copy(&mut out.to_server, line.head.len());
                         out.events.push(Event::CommandAllowed(acc.name()));

@@ -127,11 +127,11 @@
 //!   reply pix40 would inject after the server's FIN.
 //! - **Operator verbs** (`allow_verbs`) only apply to strict.
 
-mod client;
+pub(crate) mod client;
 mod data;
 mod ops;
-mod policy;
-mod server;
+pub(crate) mod policy;
+pub(crate) mod server;
 mod session;
 mod transform;
 

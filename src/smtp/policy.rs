@@ -49,27 +49,26 @@ const STRICT_EHLO_KEEP: &[&str] = &[
 pub(crate) const MAX_VERB: usize = 64;
 
 /// A profile compiled for fast lookups. Built per connection without allocating, unless
-/// the operator added verbs.
+/// the operator added verbs. Kept small (it is part of every connection's state): the
+/// profile's verb and keyword tables are looked up from the profile when used.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
     pub profile: Profile,
     pub kb: bool,
-    verbs: &'static [&'static str],
-    ehlo_keep: &'static [&'static str],
     /// strict: the operator's verbs, upper case (allowed, and kept in EHLO replies).
-    extra: Vec<Vec<u8>>,
+    extra: Box<[Vec<u8>]>,
 }
 
 impl Policy {
+    /// Heap bytes owned: the operator's verbs (a constant of the configuration, computed
+    /// once per session by [`super::Session`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.extra.len() * std::mem::size_of::<Vec<u8>>()
+            + self.extra.iter().map(Vec::capacity).sum::<usize>()
+    }
+
     /// Compiles a configuration. The operator's allow-list only applies to `strict`.
     pub fn new(cfg: &PolicyConfig) -> Policy {
-        let (verbs, ehlo_keep): (&'static [&'static str], &'static [&'static str]) =
-            match cfg.profile {
-                Profile::Off => (&[], &[]),
-                Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => (PIX_VERBS, &[]),
-                Profile::Asa => (ASA_VERBS, ASA_EHLO_KEEP),
-                Profile::Strict => (STRICT_VERBS, STRICT_EHLO_KEEP),
-            };
         let mut extra: Vec<Vec<u8>> = Vec::new();
         if cfg.profile == Profile::Strict {
             for v in &cfg.allow_verbs {
@@ -85,15 +84,24 @@ impl Policy {
         Policy {
             profile: cfg.profile,
             kb: cfg.banner_mask == BannerMask::Kb,
-            verbs,
-            ehlo_keep,
-            extra,
+            extra: extra.into_boxed_slice(),
+        }
+    }
+
+    /// The profile's allowed verbs and kept EHLO keywords.
+    fn tables(&self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self.profile {
+            Profile::Off => (&[], &[]),
+            Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => (PIX_VERBS, &[]),
+            Profile::Asa => (ASA_VERBS, ASA_EHLO_KEEP),
+            Profile::Strict => (STRICT_VERBS, STRICT_EHLO_KEEP),
         }
     }
 
     /// Every allowed verb.
     fn all_verbs(&self) -> impl Iterator<Item = &[u8]> {
-        self.verbs
+        self.tables()
+            .0
             .iter()
             .map(|v| v.as_bytes())
             .chain(self.extra.iter().map(Vec::as_slice))
@@ -140,7 +148,8 @@ impl Policy {
 
     /// True if an EHLO keyword stays as it is (asa: readable, strict: line kept).
     pub fn ehlo_keyword_kept(&self, kw: &[u8]) -> bool {
-        self.ehlo_keep
+        self.tables()
+            .1
             .iter()
             .map(|k| k.as_bytes())
             .chain(self.extra.iter().map(Vec::as_slice))

@@ -5,6 +5,7 @@ use super::ops;
 use super::policy::pix40_banner;
 use super::session::{CmdKind, Expect, Session};
 use super::{Event, Output, Profile, MAX_HELD};
+use std::collections::VecDeque;
 
 const LF: u8 = b'\n';
 
@@ -32,7 +33,8 @@ enum Role {
 #[derive(Debug)]
 struct Reply {
     role: Role,
-    line_index: usize,
+    /// Lines of the reply so far (saturating: only whether it is the first matters).
+    line_index: u32,
     changed: bool,
     /// pix40: greeting bytes removed so far.
     deleted: usize,
@@ -65,7 +67,8 @@ pub(crate) struct ServerSide {
     reply: Option<Reply>,
     /// strict: the EHLO reply held whole.
     held_reply: Vec<u8>,
-    lines_seen: u64,
+    /// A whole line was seen (the first line's code tells whether the server talks SMTP).
+    seen_line: bool,
 }
 
 impl ServerSide {
@@ -76,6 +79,11 @@ impl ServerSide {
 
     pub(crate) fn held(&self) -> usize {
         self.head.len() + self.held_reply.len()
+    }
+
+    /// Heap bytes owned (O(1)): the held line head and EHLO reply, both freed once decided.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.head.capacity() + self.held_reply.capacity()
     }
 
     fn has_code(&self) -> bool {
@@ -217,7 +225,7 @@ impl Session {
             *c = *h;
         }
         s.sep = s.head.get(3).copied().unwrap_or(0);
-        if s.lines_seen == 0 && !s.has_code() && !self.server_not_smtp {
+        if !s.seen_line && !s.has_code() && !self.server_not_smtp {
             self.server_not_smtp = true;
             out.events.push(Event::NotSmtp);
             log::info!("smtp: server sends non-SMTP bytes");
@@ -302,7 +310,7 @@ impl Session {
         let kw = s.head.get(4..).unwrap_or(&[]);
         if kw.is_empty() || self.policy.ehlo_keyword_kept(kw) {
             ops::copy(&mut out.to_client, s.head.len());
-            s.head.clear();
+            s.head = Vec::new();
             s.action = Some(LineAction::Copy);
             return;
         }
@@ -358,7 +366,7 @@ impl Session {
         }
         s.pos = 0;
         s.action = None;
-        s.head.clear();
+        s.head = Vec::new();
         tail.to_vec()
     }
 
@@ -372,9 +380,9 @@ impl Session {
         let code = s.code;
         s.pos = 0;
         s.action = None;
-        s.lines_seen += 1;
+        s.seen_line = true;
         if let Some(r) = s.reply.as_mut() {
-            r.line_index += 1;
+            r.line_index = r.line_index.saturating_add(1);
         }
         if is_final {
             self.reply_done(code, out);
@@ -492,6 +500,6 @@ impl Session {
         self.server.pos = 0;
         self.server.action = None;
         self.flush_injected(out);
-        self.queue.clear();
+        self.queue = VecDeque::new();
     }
 }

@@ -1,4 +1,8 @@
 //! The per-connection state shared by both directions, and the feed loop.
+//!
+//! Layout: a session between commands owns no heap memory beyond the operator's verbs
+//! (see [`Session::heap_bytes`]): the reply queue is freed whenever it empties, and the held
+//! bytes of a line (client verb, server code, EHLO reply) are freed once decided.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -61,12 +65,15 @@ pub struct Session {
     pub(crate) server_closed: bool,
     pub(crate) client_not_smtp: bool,
     pub(crate) server_not_smtp: bool,
+    /// Heap bytes of `policy` (constant for the session).
+    policy_heap: u32,
 }
 
 impl Session {
     /// A new connection, before the server's greeting.
     pub fn new(config: Arc<PolicyConfig>) -> Session {
         let policy = Policy::new(&config);
+        let policy_heap = u32::try_from(policy.heap_bytes()).unwrap_or(u32::MAX);
         let mut queue = VecDeque::new();
         queue.push_back(Expect::Greeting);
         Session {
@@ -84,7 +91,17 @@ impl Session {
             server_closed: false,
             client_not_smtp: false,
             server_not_smtp: false,
+            policy_heap,
         }
+    }
+
+    /// Heap bytes this session owns (O(1)): its buffers' capacities (reply queue, held
+    /// bytes of each direction) and the operator's verbs compiled for it.
+    pub fn heap_bytes(&self) -> usize {
+        self.queue.capacity() * std::mem::size_of::<Expect>()
+            + self.client.heap_bytes()
+            + self.server.heap_bytes()
+            + self.policy_heap as usize
     }
 
     /// The profile this session applies.
@@ -159,7 +176,7 @@ impl Session {
         // Nothing held will ever be emitted: free it.
         self.client = ClientState::default();
         self.server = ServerSide::default();
-        self.queue.clear();
+        self.queue = VecDeque::new();
         out.reset = Some(reason);
         out.events.push(Event::Reset(reason));
     }
@@ -176,10 +193,18 @@ impl Session {
 
     /// Emits pix40's `250 OK` for every injected slot at the head of the queue, provided the
     /// server's stream is between replies (so the insert lands at a reply boundary).
+    /// Frees the queue once it is empty.
     pub(crate) fn flush_injected(&mut self, out: &mut Output) {
-        if !self.server.between_replies() {
-            return;
+        if self.server.between_replies() {
+            self.inject_due(out);
         }
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+
+    /// The injecting loop of [`Session::flush_injected`].
+    fn inject_due(&mut self, out: &mut Output) {
         while self.queue.front() == Some(&Expect::Injected) {
             self.queue.pop_front();
             if self.server_closed {

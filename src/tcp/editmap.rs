@@ -38,27 +38,28 @@ impl Seg {
 pub struct EditMapFull;
 
 /// Input ↔ output offsets of one direction (see the module docs).
-#[derive(Debug)]
+///
+/// The records' storage is allocated when the first record is pushed and freed when
+/// [`EditMap::trim`] forgets the last one (an idle connection holds none); the bound on
+/// records is not stored but passed to each edit by the caller.
+#[derive(Debug, Default)]
 pub struct EditMap {
     segs: VecDeque<Seg>,
     base_in: u64,
     base_out: u64,
     in_end: u64,
     out_end: u64,
-    max_segs: usize,
 }
 
 impl EditMap {
-    /// An empty map holding at most `max_segs` records.
-    pub fn new(max_segs: usize) -> EditMap {
-        EditMap {
-            segs: VecDeque::new(),
-            base_in: 0,
-            base_out: 0,
-            in_end: 0,
-            out_end: 0,
-            max_segs,
-        }
+    /// An empty map.
+    pub fn new() -> EditMap {
+        EditMap::default()
+    }
+
+    /// Heap bytes owned (O(1)): the records' storage.
+    pub fn heap_bytes(&self) -> usize {
+        self.segs.capacity() * std::mem::size_of::<Seg>()
     }
 
     /// Input consumed by ops so far.
@@ -87,7 +88,7 @@ impl EditMap {
                 .all(|s| s.linear() && s.in_start == s.out_start)
     }
 
-    fn push(&mut self, in_len: u64, out_len: u64) -> Result<(), EditMapFull> {
+    fn push(&mut self, in_len: u64, out_len: u64, max_segs: usize) -> Result<(), EditMapFull> {
         if in_len == 0 && out_len == 0 {
             return Ok(());
         }
@@ -109,28 +110,34 @@ impl EditMap {
                 return Ok(());
             }
         }
-        if self.segs.len() >= self.max_segs {
+        if self.segs.len() >= max_segs {
             self.in_end -= in_len;
             self.out_end -= out_len;
             return Err(EditMapFull);
+        }
+        if self.segs.capacity() == 0 {
+            // Most exchanges need one record (a copy): start with room for one, not four.
+            self.segs.reserve_exact(1);
         }
         self.segs.push_back(new);
         Ok(())
     }
 
-    /// `n` input bytes emitted with the same length (copy or replace).
-    pub fn linear(&mut self, n: u64) -> Result<(), EditMapFull> {
-        self.push(n, n)
+    /// `n` input bytes emitted with the same length (copy or replace); at most `max_segs`
+    /// records may be kept.
+    pub fn linear(&mut self, n: u64, max_segs: usize) -> Result<(), EditMapFull> {
+        self.push(n, n, max_segs)
     }
 
-    /// `n` input bytes removed.
-    pub fn delete(&mut self, n: u64) -> Result<(), EditMapFull> {
-        self.push(n, 0)
+    /// `n` input bytes removed; at most `max_segs` records may be kept.
+    pub fn delete(&mut self, n: u64, max_segs: usize) -> Result<(), EditMapFull> {
+        self.push(n, 0, max_segs)
     }
 
-    /// `n` output bytes inserted at the current input position.
-    pub fn insert(&mut self, n: u64) -> Result<(), EditMapFull> {
-        self.push(0, n)
+    /// `n` output bytes inserted at the current input position; at most `max_segs` records
+    /// may be kept.
+    pub fn insert(&mut self, n: u64, max_segs: usize) -> Result<(), EditMapFull> {
+        self.push(0, n, max_segs)
     }
 
     /// Output produced by the input bytes before `i` (inserts at `i` excluded). Positions
@@ -199,6 +206,9 @@ impl EditMap {
             self.base_out = s.out_end();
             self.segs.pop_front();
         }
+        if self.segs.is_empty() && self.segs.capacity() > 0 {
+            self.segs = VecDeque::new();
+        }
     }
 }
 
@@ -249,12 +259,12 @@ mod tests {
     }
 
     fn build(edits: &[E]) -> EditMap {
-        let mut m = EditMap::new(10_000);
+        let mut m = EditMap::new();
         for e in edits {
             match *e {
-                E::Lin(n) => m.linear(n).unwrap(),
-                E::Del(n) => m.delete(n).unwrap(),
-                E::Ins(n) => m.insert(n).unwrap(),
+                E::Lin(n) => m.linear(n, 10_000).unwrap(),
+                E::Del(n) => m.delete(n, 10_000).unwrap(),
+                E::Ins(n) => m.insert(n, 10_000).unwrap(),
             }
         }
         m
@@ -263,9 +273,10 @@ mod tests {
     #[test]
     fn pix40_like_delete_and_insert() {
         // Client stream: "EHLO x\r\n" deleted, "MAIL ...\r\n" (10 bytes) copied.
-        let mut m = EditMap::new(16);
-        m.delete(8).unwrap();
-        m.linear(10).unwrap();
+        let mut m = EditMap::new();
+        let maxm = 16;
+        m.delete(8, maxm).unwrap();
+        m.linear(10, maxm).unwrap();
         assert_eq!(m.lower(8), 0);
         assert_eq!(
             m.ack_for(0),
@@ -274,9 +285,10 @@ mod tests {
         );
         assert_eq!(m.ack_for(4), 12);
         // Server stream: 250 OK injected before the server's 12-byte reply.
-        let mut s = EditMap::new(16);
-        s.insert(8).unwrap();
-        s.linear(12).unwrap();
+        let mut s = EditMap::new();
+        let maxs = 16;
+        s.insert(8, maxs).unwrap();
+        s.linear(12, maxs).unwrap();
         assert_eq!(s.ack_for(5), 0, "acks of injected bytes are absorbed");
         assert_eq!(s.ack_for(8), 0);
         assert_eq!(s.ack_for(20), 12);
@@ -286,10 +298,11 @@ mod tests {
 
     #[test]
     fn bound_is_enforced() {
-        let mut m = EditMap::new(2);
-        m.linear(1).unwrap();
-        m.delete(1).unwrap();
-        assert_eq!(m.insert(1), Err(EditMapFull));
+        let mut m = EditMap::new();
+        let maxm = 2;
+        m.linear(1, maxm).unwrap();
+        m.delete(1, maxm).unwrap();
+        assert_eq!(m.insert(1, maxm), Err(EditMapFull));
         assert_eq!((m.consumed(), m.produced()), (2, 1));
     }
 

@@ -3,6 +3,9 @@
 use std::collections::VecDeque;
 
 /// Output bytes of one direction from `base` (the lowest offset still kept) to `end`.
+///
+/// The ring is allocated by the first append and freed when everything is acknowledged
+/// (an idle connection keeps no buffer).
 #[derive(Debug, Default)]
 pub struct OutputLog {
     base: u64,
@@ -35,6 +38,11 @@ impl OutputLog {
         self.bytes.is_empty()
     }
 
+    /// Heap bytes owned (O(1)): the ring's capacity.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Appends output bytes.
     pub fn append(&mut self, data: &[u8]) {
         self.bytes.extend(data);
@@ -43,8 +51,13 @@ impl OutputLog {
     /// Forgets bytes below `off` (acknowledged by the receiver).
     pub fn trim_to(&mut self, off: u64) {
         let n = off.saturating_sub(self.base).min(self.bytes.len() as u64) as usize;
-        self.bytes.drain(..n);
         self.base += n as u64;
+        if n == self.bytes.len() {
+            // All acknowledged: release the ring, not just its contents.
+            self.bytes = VecDeque::new();
+        } else {
+            self.bytes.drain(..n);
+        }
     }
 
     /// The bytes of `[start, end)` clipped to what is kept, as two slices (ring halves),
@@ -86,8 +99,12 @@ mod tests {
         assert_eq!([a, b].concat(), b" wo");
         let (_, a, b) = l.range(20, 30);
         assert!(a.is_empty() && b.is_empty());
+        assert!(l.heap_bytes() >= 8);
         l.trim_to(1000);
         assert_eq!(l.base(), 11);
         assert!(l.is_empty());
+        assert_eq!(l.heap_bytes(), 0, "a drained log keeps no buffer");
+        l.append(b"again");
+        assert_eq!(l.range(11, 16).1, b"again");
     }
 }

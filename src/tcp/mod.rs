@@ -20,5 +20,5 @@ mod seq;
 
 pub use editmap::EditMap;
 pub use log::OutputLog;
-pub use reasm::{ReasmError, Reassembler};
+pub use reasm::{ReasmError, ReasmLimits, Reassembler};
 pub use seq::SeqSpace;
