@@ -557,8 +557,8 @@ mod tests {
     fn busy_poll_defaults_and_is_bounded() {
         let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
         assert_eq!(a.busy_poll_us, DEFAULT_BUSY_POLL_US);
-        let a = parse(&["--outside", "a0", "--inside", "b0", "--busy-poll-us", "250"])
-            .expect("parse");
+        let a =
+            parse(&["--outside", "a0", "--inside", "b0", "--busy-poll-us", "250"]).expect("parse");
         assert_eq!(a.busy_poll_us, 250);
         let max = MAX_BUSY_POLL_US.to_string();
         assert!(parse(&["--outside", "a0", "--inside", "b0", "--busy-poll-us", &max]).is_ok());

@@ -599,8 +599,7 @@ fn push_with_vlan(
     data: &[u8],
     vlan: Option<(u16, u16)>,
 ) -> usize {
-    let (Some((tpid, tci)), Some(macs), Some(rest)) = (vlan, data.get(..12), data.get(12..))
-    else {
+    let (Some((tpid, tci)), Some(macs), Some(rest)) = (vlan, data.get(..12), data.get(12..)) else {
         batch.push(side, data);
         return data.len();
     };
@@ -741,7 +740,10 @@ impl AfPacketBackend {
                 Ok(0)
             }
             Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
-                log::warn!("{:?} interface is down; waiting for it to come back", side_of(i));
+                log::warn!(
+                    "{:?} interface is down; waiting for it to come back",
+                    side_of(i)
+                );
                 Ok(0)
             }
             Err(e) => Err(e),
