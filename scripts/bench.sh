@@ -25,7 +25,8 @@
 #   BENCH_DIR (scratch; default /dev/shm/mg-bench if it has room, else /tmp/mg-bench),
 #   BENCH_PREFIX (lab name prefix, default mgbn), BENCH_CPU (CPU the forwarder is pinned
 #   to, default the last one), BENCH_BRIDGE_FLAGS (more options for every `mailguard
-#   bridge` row, e.g. "--busy-poll-us 50"; the rows mg1-off-bp* also run with busy-poll).
+#   bridge` row, e.g. "--busy-poll-us 50"; the rows mg1-off-bp* also run with busy-poll),
+#   BENCH_LIVE_LOADS (replaces every row's loads, e.g. "latency" for latency rows only).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
 # Every load is bounded in time (timeout); everything created is torn down on exit.
@@ -435,7 +436,7 @@ live_latency() {
 # label loads kind [workers profile]; loads: "iperf" (iperf3 to port 25: 1 stream, 4
 # streams, MSS 88) and/or "smtp" (smtp-source), comma separated; latency always.
 live_forwarder() {
-  local label=$1 loads=$2
+  local label=$1 loads=${BENCH_LIVE_LOADS:-$2}
   shift 2
   if ! fwd_start "$@"; then
     put "live.$label.failed" 1
