@@ -25,7 +25,7 @@
 #   BENCH_DIR (scratch; default /dev/shm/mg-bench if it has room, else /tmp/mg-bench),
 #   BENCH_PREFIX (lab name prefix, default mgbn), BENCH_CPU (CPU the forwarder is pinned
 #   to, default the last one), BENCH_BRIDGE_FLAGS (more options for every `mailguard
-#   bridge` row, e.g. "--busy-poll-us 50"; the rows mg1-off-bp* also run with busy-poll),
+#   bridge` row, e.g. "--busy-poll-us 0"; the rows mg1-off-bp0/bp200 set it themselves),
 #   BENCH_LIVE_LOADS (replaces every row's loads, e.g. "latency" for latency rows only).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
@@ -474,9 +474,9 @@ if want live; then
       # connection reset, as a PIX would. iperf3 therefore measures the bridge under off;
       # SMTP traffic (smtp-source) measures it under strict.
       live_forwarder mg1-off iperf,smtp mailguard 1 off
-      # Busy-poll (afpacket): latency at light load for CPU after each burst.
+      # Busy-poll (afpacket; default 50 us): latency at light load without it and longer.
       if "$MG" bridge --help 2>/dev/null | grep -q -- '--busy-poll-us'; then
-        live_forwarder mg1-off-bp50 latency mailguard 1 off --busy-poll-us 50
+        live_forwarder mg1-off-bp0 latency mailguard 1 off --busy-poll-us 0
         live_forwarder mg1-off-bp200 latency mailguard 1 off --busy-poll-us 200
       fi
       live_forwarder mg1-strict smtp mailguard 1 strict
