@@ -1141,6 +1141,83 @@ mod tests {
         }
     }
 
+    /// A datagram socket pair standing in for a packet socket: (sender, receiver fd).
+    fn dgram_pair() -> (PacketSocket, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two descriptors into `fds`.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        (
+            PacketSocket {
+                fd: fds[0],
+                ring: None,
+            },
+            fds[1],
+        )
+    }
+
+    /// Reads `n` datagrams from `fd` on another thread (the sender blocks when the
+    /// receiver's queue is full).
+    fn read_datagrams(fd: RawFd, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70000];
+            (0..n)
+                .map(|_| {
+                    // SAFETY: reading into a buffer we own, of its length.
+                    let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    buf[..usize::try_from(got).expect("recv")].to_vec()
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn sends_go_out_in_order_in_batches_of_any_length() {
+        let (sock, peer) = dgram_pair();
+        let frames: Vec<Vec<u8>> = (0..TX_BATCH * 2 + 7).map(|i| frame(60 + i)).collect();
+        let reader = read_datagrams(peer, frames.len());
+        let mut outcomes = Vec::new();
+        sock.send_all(frames.iter().map(Vec::as_slice), |len, r| {
+            outcomes.push((len, r.is_ok()))
+        });
+        assert_eq!(reader.join().expect("reader"), frames);
+        let want: Vec<_> = frames.iter().map(|f| (f.len(), true)).collect();
+        assert_eq!(outcomes, want);
+        close_fd(peer);
+    }
+
+    #[test]
+    fn a_refused_frame_is_reported_and_the_rest_still_sent() {
+        let (sock, peer) = dgram_pair();
+        // A datagram larger than the send buffer is refused (EMSGSIZE).
+        assert_eq!(
+            setsockopt_int(sock.fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4096),
+            0
+        );
+        let big = frame(65000);
+        let frames = [frame(60), big.clone(), frame(61), big, frame(62)];
+        let reader = read_datagrams(peer, 3);
+        let mut outcomes = Vec::new();
+        sock.send_all(frames.iter().map(Vec::as_slice), |len, r| {
+            outcomes.push((len, r.map_err(|e| e.raw_os_error())))
+        });
+        assert_eq!(
+            reader.join().expect("reader"),
+            vec![frame(60), frame(61), frame(62)]
+        );
+        assert_eq!(
+            outcomes,
+            vec![
+                (60, Ok(())),
+                (65000, Err(Some(libc::EMSGSIZE))),
+                (61, Ok(())),
+                (65000, Err(Some(libc::EMSGSIZE))),
+                (62, Ok(())),
+            ]
+        );
+        close_fd(peer);
+    }
+
     fn tpid_or_8100(status: u32, tpid: u16) -> u16 {
         if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
             tpid
