@@ -6,8 +6,9 @@
 //! each frame to [`Engine::handle_frame`] with the monotonic clock as [`Time`], write the
 //! input frame to the other side if the verdict is `Forward`, then every frame of the sink
 //! to its side, in order; run [`Engine::handle_timeout`] when due; then
-//! [`Backend::flush`], so a backend that batches its writes sends the batch's frames. Counters go to the main
-//! thread over crossbeam-channel as [`WorkerReport`]s; [`Control`] comes back the same way.
+//! [`Backend::flush`], so a backend that batches its writes sends the batch's frames.
+//! Counters go to the main thread over crossbeam-channel as [`WorkerReport`]s; [`Control`]
+//! comes back the same way.
 //!
 //! Choices made where the spec is silent:
 //! - A send error (buffer full, frame too big for the link) loses that frame only: it is
