@@ -74,7 +74,7 @@ pub const MAX_BUSY_POLL: Duration = Duration::from_millis(100);
 
 /// The ring slot size for ports of `mtu` bytes: room for the slot header, an Ethernet
 /// header, two VLAN tags and `mtu` bytes, as a power of two between 2 KiB and
-/// [`RING_BLOCK`]. Longer frames take the copy path (module docs).
+/// 64 KiB (one ring block). Longer frames take the copy path (module docs).
 pub fn ring_frame_size(mtu: usize) -> usize {
     RING_SLOT_OVERHEAD
         .saturating_add(mtu)
