@@ -24,7 +24,9 @@
 # Environment: MAILGUARD (the binary; default target/release/mailguard, built here),
 #   BENCH_DIR (scratch; default /dev/shm/mg-bench if it has room, else /tmp/mg-bench),
 #   BENCH_PREFIX (lab name prefix, default mgbn), BENCH_CPU (CPU the forwarder is pinned
-#   to, default the last one).
+#   to, default the last one), BENCH_BRIDGE_FLAGS (more options for every `mailguard
+#   bridge` row, e.g. "--busy-poll-us 0"; the rows mg1-off-bp0/bp200 set it themselves),
+#   BENCH_LIVE_LOADS (replaces every row's loads, e.g. "latency" for latency rows only).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
 # Every load is bounded in time (timeout); everything created is torn down on exit.
@@ -322,7 +324,7 @@ fwd_start() { # kind [workers] [profile]
       [ "$workers" -gt 1 ] && cpus=0-$((NCPU - 1))
       ip netns exec "$NS_BR" taskset -c "$cpus" "$MG" bridge --outside "${P}o1" \
         --inside "${P}i1" --workers "$workers" --profile "$profile" --ports 25,2525 \
-        --stats-interval 0 >>"$W/bridge.log" 2>&1 &
+        --stats-interval 0 ${BENCH_BRIDGE_FLAGS:-} "${@:4}" >>"$W/bridge.log" 2>&1 &
       FWD_PIDS+=($!)
       ;;
   esac
@@ -436,7 +438,7 @@ live_latency() {
 # label loads kind [workers profile]; loads: "iperf" (iperf3 to port 25: 1 stream, 4
 # streams, MSS 88) and/or "smtp" (smtp-source), comma separated; latency always.
 live_forwarder() {
-  local label=$1 loads=$2
+  local label=$1 loads=${BENCH_LIVE_LOADS:-$2}
   shift 2
   if ! fwd_start "$@"; then
     put "live.$label.failed" 1
@@ -474,6 +476,11 @@ if want live; then
       # connection reset, as a PIX would. iperf3 therefore measures the bridge under off;
       # SMTP traffic (smtp-source) measures it under strict.
       live_forwarder mg1-off iperf,smtp mailguard 1 off
+      # Busy-poll (afpacket; default 50 us): latency at light load without it and longer.
+      if "$MG" bridge --help 2>/dev/null | grep -q -- '--busy-poll-us'; then
+        live_forwarder mg1-off-bp0 latency mailguard 1 off --busy-poll-us 0
+        live_forwarder mg1-off-bp200 latency mailguard 1 off --busy-poll-us 200
+      fi
       live_forwarder mg1-strict smtp mailguard 1 strict
       live_forwarder mg2-strict smtp mailguard 2 strict
       grep -v '^$' "$W/bridge.log" | tail -n 40 >"$W/bridge-tail.txt" || true

@@ -483,7 +483,7 @@ fn send_raw_frame(link: &str, frame: &[u8]) {
 }
 
 /// 802.1Q-tagged frames cross with their tag (VLAN id and priority bits) intact, although
-/// the kernel strips tags before AF_PACKET sees them. tcpdump on the server side is the
+/// the kernel strips tags before AF_PACKET sees them (afpacket: read from the ring). tcpdump on the server side is the
 /// judge (it puts the tag back from the auxiliary data on its own).
 fn vlan_crosses(backend: &'static str) {
     let test = format!("vlan_crosses ({backend})");
@@ -560,6 +560,11 @@ fn vlan_crosses(backend: &'static str) {
         frame.as_slice(),
         "{test}: the frame changed crossing"
     );
+    if backend == "afpacket" {
+        // The tag came back from the ring slot's header, not the recvmsg fallback.
+        let (_, _, err) = lab.stop_bridge().expect("bridge was running");
+        assert_ring_path(&test, &err);
+    }
 }
 
 #[test]
@@ -698,4 +703,183 @@ fn tap_devices_are_created_and_sigint_stops_cleanly() {
         );
         assert!(!out.status.success(), "{test}: {name} outlived the bridge");
     }
+}
+
+/// The afpacket bridge logged that it reads through receive rings (not the `recvmsg`
+/// fallback), so the ring tests below test the ring.
+fn assert_ring_path(test: &str, err: &str) {
+    assert!(
+        err.contains("afpacket: receive rings (TPACKET_V2)"),
+        "{test}: the bridge did not read through its rings: {err}"
+    );
+}
+
+/// Byte `i` of the stream the ring test sends.
+fn stream_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2654435761) >> 11) as u8
+}
+
+/// A TCP stream many times the receive ring crosses the afpacket bridge whole and in
+/// order: the outside ring (its slot count from the library) wraps at least ten times,
+/// every frame read is written once, none is cut. Bounded: TCP flow control, 120 s.
+#[test]
+fn afpacket_ring_wraps_many_times_under_a_bounded_load() {
+    let test = "afpacket_ring_wraps_many_times_under_a_bounded_load";
+    if should_skip(test) {
+        return;
+    }
+    let _guard = serial();
+    let mut lab = Lab::up("afpacket");
+    lab.start_bridge(&BridgeSpec::new("afpacket", 1, "strict"));
+    let slots = mailguard::io::afpacket::ring_frames(1500) as u64;
+    // Full-MSS segments of 1448 bytes: 12 ring turns of data frames at the least.
+    let len: u64 = slots * 12 * 1448;
+    let listener = lab.in_ns(Host::In, || {
+        TcpListener::bind(format!("{SERVER}:2525")).expect("bind sink")
+    });
+    let server = std::thread::spawn(move || -> std::io::Result<(u64, u64)> {
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let mut buf = vec![0u8; 65536];
+        let (mut total, mut wrong) = (0u64, 0u64);
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for &b in buf.get(..n).unwrap_or_default() {
+                wrong += u64::from(b != stream_byte(total));
+                total += 1;
+            }
+        }
+        Ok((total, wrong))
+    });
+    let sent = lab.in_ns(Host::Out, move || -> std::io::Result<u64> {
+        let addr = format!("{SERVER}:2525").parse().expect("address");
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        s.set_write_timeout(Some(Duration::from_secs(120)))?;
+        let mut chunk = vec![0u8; 65536];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(chunk.len() as u64) as usize;
+            for (k, b) in chunk.iter_mut().take(n).enumerate() {
+                *b = stream_byte(at + k as u64);
+            }
+            s.write_all(chunk.get(..n).unwrap_or_default())?;
+            at += n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        Ok(at)
+    });
+    let sent = sent.unwrap_or_else(|e| panic!("{test}: sending failed: {e}"));
+    let (got, wrong) = server
+        .join()
+        .expect("sink thread")
+        .unwrap_or_else(|e| panic!("{test}: receiving failed: {e}"));
+    assert_eq!((sent, got, wrong), (len, len, 0), "{test}: stream damaged");
+    let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
+    assert!(status.success(), "{test}: {summary}{err}");
+    assert_ring_path(test, &err);
+    let counts = frame_counts(&summary);
+    assert!(
+        counts[0] >= 10 * slots,
+        "{test}: only {} frames read outside for a ring of {slots}: {summary}",
+        counts[0]
+    );
+    assert_eq!(
+        counts[0], counts[3],
+        "{test}: rx outside != tx inside: {summary}"
+    );
+    assert_eq!(
+        counts[1], counts[2],
+        "{test}: rx inside != tx outside: {summary}"
+    );
+    assert!(
+        summary.contains("truncated=0 tx-errors=0"),
+        "{test}: {summary}"
+    );
+}
+
+/// Frames longer than a ring slot (the MTU is raised after the bridge sized its rings for
+/// 1500) are neither cut nor lost: they take the copy path and cross whole, both ways.
+#[test]
+fn afpacket_frames_longer_than_a_ring_slot_cross_whole() {
+    let test = "afpacket_frames_longer_than_a_ring_slot_cross_whole";
+    if should_skip(test) {
+        return;
+    }
+    let _guard = serial();
+    let mut lab = Lab::up("afpacket");
+    lab.start_bridge(&BridgeSpec::new("afpacket", 1, "strict"));
+    let slot = mailguard::io::afpacket::ring_frame_size(1500);
+    set_mtu(&lab, "afpacket", "9000");
+    // 8000 bytes of ICMP, don't fragment: 8042-byte frames, four times a 2 KiB slot.
+    let payload = 8000;
+    assert!(
+        14 + 28 + payload > slot,
+        "{test}: frames must exceed a slot"
+    );
+    let out = lab.run(
+        Host::Out,
+        &[
+            "ping", "-c3", "-i0.2", "-W2", "-M", "do", "-p", "c3a5", "-s", "8000", SERVER,
+        ],
+        Duration::from_secs(15),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" 0% packet loss"),
+        "{test}: 8000-byte ping did not cross: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the ring still carries ordinary frames after the copies.
+    other_tcp_port_crosses(&lab, test);
+    let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
+    assert!(status.success(), "{test}: {summary}{err}");
+    assert_ring_path(test, &err);
+    assert!(
+        summary.contains("truncated=0 tx-errors=0"),
+        "{test}: {summary}"
+    );
+    let counts = frame_counts(&summary);
+    assert_eq!(
+        counts[0], counts[3],
+        "{test}: rx outside != tx inside: {summary}"
+    );
+    assert_eq!(
+        counts[1], counts[2],
+        "{test}: rx inside != tx outside: {summary}"
+    );
+}
+
+/// `--busy-poll-us` at its largest: traffic crosses both ways, the option is in effect
+/// (logged), and the spinning worker still sees SIGTERM and stops with a summary.
+#[test]
+fn afpacket_busy_poll_forwards_and_stops_cleanly() {
+    let test = "afpacket_busy_poll_forwards_and_stops_cleanly";
+    if should_skip(test) {
+        return;
+    }
+    let _guard = serial();
+    let mut lab = Lab::up("afpacket");
+    let mut spec = BridgeSpec::new("afpacket", 1, "strict");
+    spec.extra = vec!["--busy-poll-us".into(), "100000".into()];
+    lab.start_bridge(&spec);
+    ping_crosses(&lab, test);
+    other_tcp_port_crosses(&lab, test);
+    let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
+    assert!(status.success(), "{test}: {summary}{err}");
+    assert!(
+        err.contains("busy-poll 100000 us"),
+        "{test}: option not in effect: {err}"
+    );
+    assert_ring_path(test, &err);
+    assert!(
+        summary.contains("mailguard bridge: stopped after"),
+        "{test}: {summary}"
+    );
+    assert!(
+        summary.contains("truncated=0 tx-errors=0"),
+        "{test}: {summary}"
+    );
 }

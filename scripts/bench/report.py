@@ -294,7 +294,10 @@ class Report:
         self.w("| forwarder | p50 µs | p90 µs | p99 µs | max µs | added p50 | added p99 |")
         self.w("|---|---:|---:|---:|---:|---:|---:|")
         kern = latency_fields(r.get("live.kernel.latency"))
-        for fk, fname in fwds:
+        # Busy-poll rows (latency only; the other mailguard rows run the default, 50 µs).
+        busy = [("mg1-off-bp0", "mailguard off, 1 worker, --busy-poll-us 0"),
+                ("mg1-off-bp200", "mailguard off, 1 worker, --busy-poll-us 200")]
+        for fk, fname in fwds + busy:
             lat = latency_fields(r.get(f"live.{fk}.latency"))
             if not lat:
                 if f"live.{fk}.latency" in r or f"live.{fk}.failed" in r:

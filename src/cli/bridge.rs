@@ -76,7 +76,21 @@ pub struct Args {
     /// side as the interface) if it ends in .pcapng, else pcap.
     #[arg(long, value_name = "FILE")]
     pub pcap_out: Option<PathBuf>,
+    /// afpacket: microseconds a worker spins on its receive rings after they run empty,
+    /// before it sleeps (lower latency at light load for that much CPU after each burst;
+    /// 0: never spin). Ignored by tap.
+    #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US, value_name = "MICROSECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_POLL_US))]
+    pub busy_poll_us: u64,
 }
+
+/// Default of `--busy-poll-us`: 50 µs took the added median latency of a request/response
+/// exchange from about 38 to 23 µs in the bench's lab (200 µs gained nothing more); an idle
+/// bridge does not spin at all, a busy one spins at most 50 µs after each burst
+/// (scripts/bench/notes.md has the measurements).
+pub const DEFAULT_BUSY_POLL_US: u64 = 50;
+/// Largest `--busy-poll-us` accepted (the afpacket backend's limit).
+const MAX_BUSY_POLL_US: u64 = afpacket::MAX_BUSY_POLL.as_micros() as u64;
 
 /// `--backend` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -172,8 +186,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     install_signal_handlers()?;
     let running = match args.backend {
         BackendArg::Afpacket => {
-            let backends = afpacket::open_workers(&args.outside, &args.inside, args.workers)
-                .map_err(io_error)?;
+            let backends = open_afpacket(args)?;
             start(args, backends)?
         }
         BackendArg::Tap => {
@@ -192,6 +205,26 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         args.policy.ports
     );
     supervise(args, running)
+}
+
+/// Opens the AF_PACKET ports of every worker, with `--busy-poll-us`.
+fn open_afpacket(args: &Args) -> Result<Vec<afpacket::AfPacketBackend>, CliError> {
+    let mut backends =
+        afpacket::open_workers(&args.outside, &args.inside, args.workers).map_err(io_error)?;
+    for b in &mut backends {
+        b.set_busy_poll(Duration::from_micros(args.busy_poll_us));
+    }
+    let rings = backends.iter().all(|b| b.uses_rings());
+    log::info!(
+        "afpacket: {}, busy-poll {} us",
+        if rings {
+            "receive rings (TPACKET_V2), sendmmsg"
+        } else {
+            "recvmsg per frame (no ring), sendmmsg"
+        },
+        args.busy_poll_us
+    );
+    Ok(backends)
 }
 
 /// Starts the workers (and the capture writer) on the opened backends.
@@ -534,6 +567,24 @@ mod tests {
         );
         assert_eq!(a.policy.profile, crate::cli::ProfileArg::Pix40);
         assert!(parse(&["--outside", "a0"]).is_err());
+    }
+
+    #[test]
+    fn busy_poll_defaults_and_is_bounded() {
+        let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
+        assert_eq!(a.busy_poll_us, DEFAULT_BUSY_POLL_US);
+        let a =
+            parse(&["--outside", "a0", "--inside", "b0", "--busy-poll-us", "250"]).expect("parse");
+        assert_eq!(a.busy_poll_us, 250);
+        let max = MAX_BUSY_POLL_US.to_string();
+        assert!(parse(&["--outside", "a0", "--inside", "b0", "--busy-poll-us", &max]).is_ok());
+        let over = (MAX_BUSY_POLL_US + 1).to_string();
+        for bad in [over.as_str(), "-1", "soon"] {
+            assert!(
+                parse(&["--outside", "a0", "--inside", "b0", "--busy-poll-us", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

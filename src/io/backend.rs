@@ -143,9 +143,16 @@ pub trait Backend: Send {
         batch: &mut FrameBatch,
     ) -> io::Result<usize>;
 
-    /// Writes one frame to `side`. An error means that frame was not sent (and is counted);
-    /// the port stays usable.
+    /// Writes one frame to `side`, or queues it until [`Backend::flush`]. An error means
+    /// that frame was not sent (and is counted); the port stays usable. A backend that
+    /// queues counts the errors of queued frames when it flushes them.
     fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()>;
+
+    /// Writes the frames [`Backend::send`] queued, in order. The worker calls it after
+    /// each batch, before it waits again. Backends that write at once keep this default.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// The I/O counters so far.
     fn io_stats(&self) -> IoStats;

@@ -5,8 +5,10 @@
 //! stats report and [`MAX_WAIT`], so control messages and shutdown are seen promptly), hand
 //! each frame to [`Engine::handle_frame`] with the monotonic clock as [`Time`], write the
 //! input frame to the other side if the verdict is `Forward`, then every frame of the sink
-//! to its side, in order; run [`Engine::handle_timeout`] when due. Counters go to the main
-//! thread over crossbeam-channel as [`WorkerReport`]s; [`Control`] comes back the same way.
+//! to its side, in order; run [`Engine::handle_timeout`] when due; then
+//! [`Backend::flush`], so a backend that batches its writes sends the batch's frames.
+//! Counters go to the main thread over crossbeam-channel as [`WorkerReport`]s; [`Control`]
+//! comes back the same way.
 //!
 //! Choices made where the spec is silent:
 //! - A send error (buffer full, frame too big for the link) loses that frame only: it is
@@ -189,6 +191,9 @@ impl<B: Backend> Worker<B> {
                 self.handle(side, frame);
             }
             self.run_timers();
+            if let Err(e) = self.backend.flush() {
+                log::debug!("worker {}: flushing sends: {e}", self.config.index);
+            }
             if let (Some(at), Some(every)) = (next_report, self.config.report_every) {
                 if Instant::now() >= at {
                     let _ = reports.try_send(self.report(false, None));
@@ -286,10 +291,13 @@ mod tests {
     use crate::io::backend::side_index;
     use crossbeam_channel::{unbounded, RecvTimeoutError};
 
-    /// An in-memory backend: frames to read come from a channel, frames written go to one.
+    /// An in-memory backend: frames to read come from a channel; frames written are
+    /// queued and go to a channel only on `flush` (as a batching backend does), so a worker
+    /// that forgot to flush would deliver nothing.
     struct FakeBackend {
         incoming: Receiver<(Side, Vec<u8>)>,
         sent: Sender<(Side, Vec<u8>)>,
+        queued: Vec<(Side, Vec<u8>)>,
         stats: IoStats,
     }
 
@@ -320,11 +328,19 @@ mod tests {
         }
 
         fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
-            let result = self
-                .sent
-                .send((side, frame.to_vec()))
-                .map_err(|_| io::Error::other("test gone"));
-            self.stats.count_tx(side_index(side), frame.len(), result)
+            self.queued.push((side, frame.to_vec()));
+            Ok(())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            for (side, frame) in self.queued.drain(..) {
+                let result = self
+                    .sent
+                    .send((side, frame.clone()))
+                    .map_err(|_| io::Error::other("test gone"));
+                let _ = self.stats.count_tx(side_index(side), frame.len(), result);
+            }
+            Ok(())
         }
 
         fn io_stats(&self) -> IoStats {
@@ -352,6 +368,7 @@ mod tests {
         let backend = FakeBackend {
             incoming,
             sent: sent_tx,
+            queued: Vec::new(),
             stats: IoStats::default(),
         };
         let config = WorkerConfig {
