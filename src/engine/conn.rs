@@ -407,6 +407,10 @@ impl<P: Policy> Conn<P> {
         if !h.outstanding() {
             h.set_rto_at(None);
             h.retries = 0;
+        } else if h.sender_will_retransmit() {
+            // Its retransmissions drive ours (served from the log); no timer of our own, or
+            // every connection whose output waits for an ACK would fire every `rto`.
+            h.set_rto_at(None);
         } else if h.rto_at().is_none() {
             h.set_rto_at(Some(ctx.now.after(rto * (1u32 << h.retries.min(10)))));
         }
@@ -948,8 +952,8 @@ impl<P: Policy> Conn<P> {
             h.set_rto_at(None);
             if h.sender_will_retransmit() {
                 // The sender still owns bytes behind this output: its retransmissions drive
-                // ours (served from the log), as they would through a plain forwarder.
-                h.set_rto_at(Some(ctx.now.after(ctx.limits.rto)));
+                // ours (served from the log), as they would through a plain forwarder. `arm`
+                // starts the timer again once the receiver's ACK leaves only our own output.
                 continue;
             }
             if h.retries >= ctx.limits.max_retries {
