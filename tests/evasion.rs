@@ -29,105 +29,12 @@ use evasion::*;
 use mailguard::engine::Side;
 use mailguard::smtp::Profile;
 
-/// The filtering profiles.
-const PROFILES: [Profile; 5] = [
-    Profile::Pix40,
-    Profile::Pix44,
-    Profile::Pix51,
-    Profile::Asa,
-    Profile::Strict,
-];
+// The expected transform (DESIGN.md §2), shared with the live suite: `cmd`, `cmds`,
+// `blocked_lines`, `line`, `noop_like`, `cat`, `PROFILES`, `VERBS`.
+#[path = "common/evexpect.rs"]
+mod evexpect;
 
-/// Verbs to smuggle. VRFY is allowed by `asa` (a positive control there).
-const VERBS: [&str; 4] = ["EXPN", "VRFY", "WIZ", "DEBUG"];
-
-// ---------------------------------------------------------------------------------------------
-// The expected transform (DESIGN.md §2).
-
-/// Client verbs each profile allows.
-fn allowed_verbs(p: Profile) -> &'static [&'static str] {
-    match p {
-        Profile::Off => &[],
-        Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => {
-            &["HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT"]
-        }
-        Profile::Asa => &[
-            "AUTH", "DATA", "EHLO", "ETRN", "HELO", "HELP", "MAIL", "NOOP", "QUIT", "RCPT", "RSET",
-            "SAML", "SEND", "SOML", "VRFY",
-        ],
-        Profile::Strict => &[
-            "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "STARTTLS",
-            "AUTH",
-        ],
-    }
-}
-
-/// The literal verb rule: the text up to the first SP or the line end, compared
-/// case-insensitively; anything else in it (TAB, NUL, CR, a leading space) makes it no verb.
-fn is_allowed(p: Profile, line: &[u8]) -> bool {
-    let body = strip_terminator(line).0;
-    let verb = body.split(|&b| b == b' ').next().unwrap_or(&[]);
-    p == Profile::Off
-        || allowed_verbs(p)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(verb))
-}
-
-/// Splits a line into its text and its terminator (`\r\n`, `\n` or none).
-fn strip_terminator(line: &[u8]) -> (&[u8], &[u8]) {
-    if let Some(t) = line.strip_suffix(b"\r\n") {
-        (t, &line[t.len()..])
-    } else if let Some(t) = line.strip_suffix(b"\n") {
-        (t, &line[t.len()..])
-    } else {
-        (line, &[])
-    }
-}
-
-/// What the server must receive for one client command line under `p`.
-fn cmd(p: Profile, line: &[u8]) -> Vec<u8> {
-    if is_allowed(p, line) {
-        return line.to_vec();
-    }
-    if p == Profile::Pix40 {
-        return Vec::new();
-    }
-    let (text, term) = strip_terminator(line);
-    let mut out = vec![b'X'; text.len()];
-    out.extend_from_slice(term);
-    out
-}
-
-/// [`cmd`] over every LF-terminated line of `text` (all in command state).
-fn cmds(p: Profile, text: &[u8]) -> Vec<u8> {
-    text.split_inclusive(|&b| b == b'\n')
-        .flat_map(|l| cmd(p, l))
-        .collect()
-}
-
-/// Number of blocked lines in `text` (pix40 answers each with its own `250 OK`).
-fn blocked_lines(p: Profile, text: &[u8]) -> usize {
-    text.split_inclusive(|&b| b == b'\n')
-        .filter(|l| !is_allowed(p, l))
-        .count()
-}
-
-fn line(verb: &str) -> Vec<u8> {
-    format!("{verb} root\r\n").into_bytes()
-}
-
-/// An allowed line as long as `line(verb)`: `NOOP rrr…\r\n`.
-fn noop_like(verb: &str) -> Vec<u8> {
-    let n = line(verb).len();
-    let mut l = b"NOOP ".to_vec();
-    l.resize(n - 2, b'r');
-    l.extend_from_slice(b"\r\n");
-    l
-}
-
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
-}
+use evexpect::*;
 
 /// Lets `secs` seconds of simulated time pass (rounded down to whole steps) in steps of
 /// `step` seconds, running the engine's due timers after each step.

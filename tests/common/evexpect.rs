@@ -2,7 +2,8 @@
 //! verb rule of DESIGN.md §2, computed without the crate's policy code (so a bug there cannot
 //! hide a bug in the filter).
 //!
-//! The same rules as the in-process evasion suite (`tests/evasion.rs`): the verb is the text up
+//! Used by both evasion suites (`tests/evasion.rs` in-process, `tests/live_evasion.rs`
+//! through the real bridge). The verb is the text up
 //! to the first SP or the line end, compared case-insensitively, and anything else in it (TAB,
 //! NUL, CR, a leading space) makes it no verb; a blocked line is removed by `pix40` and turned
 //! into `X`s of the same length, terminator kept, by every other filtering profile.
@@ -112,9 +113,4 @@ pub fn noop_like(verb: &str) -> Vec<u8> {
 /// Concatenation.
 pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
-}
-
-/// Bytes for a message: printable ASCII kept, the rest escaped.
-pub fn show(b: &[u8]) -> String {
-    b.escape_ascii().to_string()
 }
