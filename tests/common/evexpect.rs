@@ -3,10 +3,10 @@
 //! hide a bug in the filter).
 //!
 //! Used by both evasion suites (`tests/evasion.rs` in-process, `tests/live_evasion.rs`
-//! through the real bridge). The verb is the text up
-//! to the first SP or the line end, compared case-insensitively, and anything else in it (TAB,
-//! NUL, CR, a leading space) makes it no verb; a blocked line is removed by `pix40` and turned
-//! into `X`s of the same length, terminator kept, by every other filtering profile.
+//! through the real bridge). The verb is the text up to the first SP or the line end,
+//! compared case-insensitively, and anything else in it (TAB, NUL, CR, a leading space) makes
+//! it no verb; a blocked line is removed by `pix40` and turned into `X`s of the same length,
+//! terminator kept, by every other filtering profile.
 
 #![allow(dead_code)]
 
