@@ -300,6 +300,25 @@ fn frame_counts(summary: &str) -> [u64; 4] {
     v
 }
 
+/// Only forwarding happened: nothing truncated or failed to send, every frame read on one
+/// side was written to the other once, and the bridge never read its own frames back
+/// (PACKET_IGNORE_OUTGOING).
+fn assert_forwarded_only(test: &str, summary: &str) {
+    assert!(
+        summary.contains("truncated=0 tx-errors=0"),
+        "{test}: {summary}"
+    );
+    let counts = frame_counts(summary);
+    assert_eq!(
+        counts[0], counts[3],
+        "{test}: rx outside != tx inside: {summary}"
+    );
+    assert_eq!(
+        counts[1], counts[2],
+        "{test}: rx inside != tx outside: {summary}"
+    );
+}
+
 /// Raises the MTU of every link of the lab to `mtu` (both hosts, the bridge's ports and,
 /// for tap, the TAP devices and kernel bridges).
 fn set_mtu(lab: &Lab, backend: &str, mtu: &str) {
@@ -365,21 +384,7 @@ fn jumbo_and_pcap_out(backend: &'static str, suffix: &str) {
     );
     let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
     assert!(status.success(), "{test}: {summary}{err}");
-    assert!(
-        summary.contains("truncated=0 tx-errors=0"),
-        "{test}: {summary}"
-    );
-    // Only forwarding happened: every frame read on one side was written to the other once,
-    // and the bridge never read its own frames back (PACKET_IGNORE_OUTGOING).
-    let counts = frame_counts(&summary);
-    assert_eq!(
-        counts[0], counts[3],
-        "{test}: rx outside != tx inside: {summary}"
-    );
-    assert_eq!(
-        counts[1], counts[2],
-        "{test}: rx inside != tx outside: {summary}"
-    );
+    assert_forwarded_only(&test, &summary);
     assert!(!summary.contains("own frames re-read"), "{test}: {summary}");
 
     let recorded = read_capture(pcap.path(), suffix == ".pcapng");
@@ -786,18 +791,7 @@ fn afpacket_ring_wraps_many_times_under_a_bounded_load() {
         "{test}: only {} frames read outside for a ring of {slots}: {summary}",
         counts[0]
     );
-    assert_eq!(
-        counts[0], counts[3],
-        "{test}: rx outside != tx inside: {summary}"
-    );
-    assert_eq!(
-        counts[1], counts[2],
-        "{test}: rx inside != tx outside: {summary}"
-    );
-    assert!(
-        summary.contains("truncated=0 tx-errors=0"),
-        "{test}: {summary}"
-    );
+    assert_forwarded_only(test, &summary);
 }
 
 /// Frames longer than a ring slot (the MTU is raised after the bridge sized its rings for
@@ -837,19 +831,7 @@ fn afpacket_frames_longer_than_a_ring_slot_cross_whole() {
     let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
     assert!(status.success(), "{test}: {summary}{err}");
     assert_ring_path(test, &err);
-    assert!(
-        summary.contains("truncated=0 tx-errors=0"),
-        "{test}: {summary}"
-    );
-    let counts = frame_counts(&summary);
-    assert_eq!(
-        counts[0], counts[3],
-        "{test}: rx outside != tx inside: {summary}"
-    );
-    assert_eq!(
-        counts[1], counts[2],
-        "{test}: rx inside != tx outside: {summary}"
-    );
+    assert_forwarded_only(test, &summary);
 }
 
 /// `--busy-poll-us` at its largest: traffic crosses both ways, the option is in effect
