@@ -622,6 +622,20 @@ impl TcpSession {
         start
     }
 
+    /// Sends the delayed ACK still owed, when its timer fires: a parked connection is idle,
+    /// not silent, and its receiver acknowledges what it got within the delayed-ACK time
+    /// whatever its application does next. False if no ACK is owed.
+    fn settle_delayed_ack(&mut self, out: &mut Vec<Frame>) -> bool {
+        let Some((owner, due)) = self.pending_ack.take() else {
+            return false;
+        };
+        let rcv = self.side(owner.reverse()).sent;
+        let ts = due.max(self.now);
+        self.emit_ack(out, ts, owner, rcv, &[]);
+        self.now = ts;
+        true
+    }
+
     /// SYN, SYN/ACK, ACK.
     pub fn connect(&mut self, out: &mut Vec<Frame>) {
         let t0 = self.now;
@@ -1192,6 +1206,9 @@ impl Conversation {
                     self.pos += 1;
                 }
                 Action::Pause => {
+                    if self.stop_at_pause && self.tcp.settle_delayed_ack(out) {
+                        return Progress::Frames;
+                    }
                     self.pos += 1;
                     if self.stop_at_pause {
                         return Progress::Paused;
@@ -2215,5 +2232,64 @@ mod tests {
             "only {banners_before_fin} banners before the first FIN"
         );
         assert_eq!(syn_count(&frames), (30, 30));
+    }
+
+    /// A parked session is idle, not silent: its client acknowledges the banner within the
+    /// delayed-ACK time, before any session is resumed (a real stack does not wait for its
+    /// application to speak).
+    #[test]
+    fn parked_sessions_acknowledge_their_banner() {
+        let opts = BulkOptions {
+            sessions: 20,
+            concurrent: 20,
+            parallel: 4,
+            mails_per_session: 0,
+            ..BulkOptions::default()
+        };
+        let mut frames: Vec<Frame> = Vec::new();
+        write_bulk(&opts, &mut frames).unwrap();
+        // Per client (address, port): (banner end as an ACK number, banner time); its ACK's time.
+        type Client = ([u8; 4], u16);
+        let mut banner: std::collections::HashMap<Client, (u32, u64)> = Default::default();
+        let mut acked: std::collections::HashMap<Client, u64> = Default::default();
+        let mut first_client_data = None;
+        for fr in &frames {
+            let p = SlicedPacket::from_ethernet(&fr.data).unwrap();
+            let (Some(etherparse::NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) =
+                (&p.net, &p.transport)
+            else {
+                continue;
+            };
+            let (src, dst) = (ip.header().source(), ip.header().destination());
+            if t.source_port() == 25 && t.payload().starts_with(b"220 ") {
+                let end = t.sequence_number().wrapping_add(t.payload().len() as u32);
+                banner.insert((dst, t.destination_port()), (end, fr.ts_ns));
+            } else if t.destination_port() == 25 && !t.payload().is_empty() {
+                first_client_data.get_or_insert(fr.ts_ns);
+            } else if t.destination_port() == 25 && t.ack() {
+                let client = (src, t.source_port());
+                if banner
+                    .get(&client)
+                    .is_some_and(|b| b.0 == t.acknowledgment_number())
+                {
+                    acked.entry(client).or_insert(fr.ts_ns);
+                }
+            }
+        }
+        assert_eq!(banner.len(), 20);
+        let resumed = first_client_data.expect("sessions resumed");
+        for (client, (_, at)) in &banner {
+            let ack = acked.get(client).copied().expect("banner acknowledged");
+            assert!(
+                ack < resumed,
+                "{client:?}: banner acknowledged only on resume"
+            );
+            // Linux delays an ACK by 200 ms at most; the client is a one-way delay away.
+            assert!(
+                ack - at <= 250 * NS_PER_MS,
+                "{client:?}: ACK after {} ns",
+                ack - at
+            );
+        }
     }
 }
