@@ -44,7 +44,10 @@ pub struct EditMapFull;
 /// records is not stored but passed to each edit by the caller.
 #[derive(Debug, Default)]
 pub struct EditMap {
-    segs: VecDeque<Seg>,
+    /// Boxed so that an idle map costs one pointer, not a ring header.
+    // The extra allocation is deliberate: it is made only while records are kept.
+    #[allow(clippy::box_collection)]
+    store: Option<Box<VecDeque<Seg>>>,
     base_in: u64,
     base_out: u64,
     in_end: u64,
@@ -57,9 +60,17 @@ impl EditMap {
         EditMap::default()
     }
 
+    /// The records kept (an empty ring while none is allocated).
+    fn segs(&self) -> &VecDeque<Seg> {
+        static NONE: VecDeque<Seg> = VecDeque::new();
+        self.store.as_deref().unwrap_or(&NONE)
+    }
+
     /// Heap bytes owned (O(1)): the records' storage.
     pub fn heap_bytes(&self) -> usize {
-        self.segs.capacity() * std::mem::size_of::<Seg>()
+        self.store.as_deref().map_or(0, |d| {
+            std::mem::size_of::<VecDeque<Seg>>() + d.capacity() * std::mem::size_of::<Seg>()
+        })
     }
 
     /// Input consumed by ops so far.
@@ -74,7 +85,7 @@ impl EditMap {
 
     /// Records currently kept.
     pub fn records(&self) -> usize {
-        self.segs.len()
+        self.segs().len()
     }
 
     /// True when every input byte so far maps to the same output position (no length change
@@ -83,7 +94,7 @@ impl EditMap {
         self.in_end == self.out_end
             && self.base_in == self.base_out
             && self
-                .segs
+                .segs()
                 .iter()
                 .all(|s| s.linear() && s.in_start == s.out_start)
     }
@@ -100,7 +111,7 @@ impl EditMap {
         };
         self.in_end += in_len;
         self.out_end += out_len;
-        if let Some(last) = self.segs.back_mut() {
+        if let Some(last) = self.store.as_deref_mut().and_then(VecDeque::back_mut) {
             let same_kind = (last.linear() && new.linear())
                 || (last.out_len == 0 && new.out_len == 0)
                 || (last.in_len == 0 && new.in_len == 0);
@@ -110,16 +121,15 @@ impl EditMap {
                 return Ok(());
             }
         }
-        if self.segs.len() >= max_segs {
+        if self.segs().len() >= max_segs {
             self.in_end -= in_len;
             self.out_end -= out_len;
             return Err(EditMapFull);
         }
-        if self.segs.capacity() == 0 {
+        self.store
             // Most exchanges need one record (a copy): start with room for one, not four.
-            self.segs.reserve_exact(1);
-        }
-        self.segs.push_back(new);
+            .get_or_insert_with(|| Box::new(VecDeque::with_capacity(1)))
+            .push_back(new);
         Ok(())
     }
 
@@ -148,8 +158,8 @@ impl EditMap {
             return self.base_out;
         }
         let i = i.min(self.in_end);
-        let k = self.segs.partition_point(|s| s.in_start < i);
-        let Some(s) = k.checked_sub(1).and_then(|k| self.segs.get(k)) else {
+        let k = self.segs().partition_point(|s| s.in_start < i);
+        let Some(s) = k.checked_sub(1).and_then(|k| self.segs().get(k)) else {
             return self.base_out;
         };
         if i >= s.in_end() {
@@ -170,8 +180,8 @@ impl EditMap {
         if i < self.base_in {
             return self.base_out;
         }
-        let k = self.segs.partition_point(|s| s.in_end() <= i);
-        match self.segs.get(k) {
+        let k = self.segs().partition_point(|s| s.in_end() <= i);
+        match self.segs().get(k) {
             Some(s) if s.linear() => s.out_start + (i - s.in_start),
             Some(s) => s.out_start,
             None => self.out_end,
@@ -181,8 +191,8 @@ impl EditMap {
     /// The highest input position `i` (at most the consumed input) with `lower(i) <= o`:
     /// how far the sender may be acknowledged once the receiver acknowledged output `o`.
     pub fn ack_for(&self, o: u64) -> u64 {
-        let k = self.segs.partition_point(|s| s.out_start <= o);
-        for s in self.segs.range(..k).rev() {
+        let k = self.segs().partition_point(|s| s.out_start <= o);
+        for s in self.segs().range(..k).rev() {
             if s.in_len == 0 {
                 continue;
             }
@@ -198,16 +208,19 @@ impl EditMap {
     /// Forgets records wholly below input `in_below` and output `out_below` (both sides
     /// acknowledged); queries below the new base answer the base.
     pub fn trim(&mut self, in_below: u64, out_below: u64) {
-        while let Some(s) = self.segs.front() {
+        let Some(segs) = self.store.as_deref_mut() else {
+            return;
+        };
+        while let Some(s) = segs.front() {
             if s.in_end() > in_below || s.out_end() > out_below {
                 break;
             }
             self.base_in = s.in_end();
             self.base_out = s.out_end();
-            self.segs.pop_front();
+            segs.pop_front();
         }
-        if self.segs.is_empty() && self.segs.capacity() > 0 {
-            self.segs = VecDeque::new();
+        if segs.is_empty() {
+            self.store = None;
         }
     }
 }
