@@ -1146,8 +1146,8 @@ mod tests {
             size_of::<Option<Box<ConnectionReport>>>(),
         );
         assert!(half <= 224, "Half is {half} bytes");
-        assert!(session <= 296, "Session is {session} bytes");
-        assert!(conn <= 936, "Conn<Session> is {conn} bytes");
+        assert!(session <= 288, "Session is {session} bytes");
+        assert!(conn <= 928, "Conn<Session> is {conn} bytes");
     }
 
     fn endpoint(last: u8, port: u16, isn: u32) -> Endpoint {
