@@ -297,16 +297,26 @@ impl Half {
 /// Offsets are byte counts of one stream and times are nanoseconds since the epoch, so
 /// neither reaches it (a time saturated at `u64::MAX`, centuries away, would read as none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Opt64(u64);
+pub(super) struct Opt64(u64);
 
 impl Opt64 {
-    const NONE: Opt64 = Opt64(u64::MAX);
+    /// A time, or none.
+    pub(super) fn time(t: Option<Time>) -> Opt64 {
+        Opt64::new(t.map(|t| t.0))
+    }
 
-    fn new(v: Option<u64>) -> Opt64 {
+    /// [`Opt64::get`] as a time.
+    pub(super) fn get_time(self) -> Option<Time> {
+        self.get().map(Time)
+    }
+
+    pub(super) const NONE: Opt64 = Opt64(u64::MAX);
+
+    pub(super) fn new(v: Option<u64>) -> Opt64 {
         Opt64(v.unwrap_or(u64::MAX))
     }
 
-    fn get(self) -> Option<u64> {
+    pub(super) fn get(self) -> Option<u64> {
         (self.0 != u64::MAX).then_some(self.0)
     }
 }

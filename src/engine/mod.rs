@@ -896,8 +896,8 @@ impl<F: PolicyFactory> Engine<F> {
         };
         let conn = &mut slot.conn;
         let rto = conn.rto_deadline();
-        if conn.indexed_rto != rto {
-            if let Some(old) = std::mem::replace(&mut conn.indexed_rto, rto) {
+        if conn.indexed_rto() != rto {
+            if let Some(old) = conn.replace_indexed_rto(rto) {
                 self.timers.remove(&(old, key));
             }
             if let Some(t) = rto {
@@ -908,8 +908,8 @@ impl<F: PolicyFactory> Engine<F> {
         // the idle deadline) leaves the entry where it is, and `sweep` looks at the real one
         // when the entry comes due. Only an earlier expiry (a close) files it again.
         let exp = conn.expiry(&self.limits);
-        if conn.indexed_exp.is_none_or(|old| exp < old) {
-            if let Some(old) = conn.indexed_exp.replace(exp) {
+        if conn.indexed_exp().is_none_or(|old| exp < old) {
+            if let Some(old) = conn.replace_indexed_exp(Some(exp)) {
                 self.expiries.remove(&(old, key));
             }
             self.expiries.insert((exp, key));
@@ -1048,7 +1048,7 @@ impl<F: PolicyFactory> Engine<F> {
                 Some(slot) => {
                     let real = slot.conn.expiry(&self.limits);
                     if real > now {
-                        slot.conn.indexed_exp = Some(real);
+                        slot.conn.replace_indexed_exp(Some(real));
                         self.expiries.remove(&(t, key));
                         self.expiries.insert((real, key));
                     } else {
@@ -1067,10 +1067,10 @@ impl<F: PolicyFactory> Engine<F> {
         if let Some(slot) = self.conns.remove(&key) {
             let slot = *slot;
             let c = slot.conn;
-            if let Some(t) = c.indexed_rto {
+            if let Some(t) = c.indexed_rto() {
                 self.timers.remove(&(t, key));
             }
-            if let Some(t) = c.indexed_exp {
+            if let Some(t) = c.indexed_exp() {
                 self.expiries.remove(&(t, key));
             }
             self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));

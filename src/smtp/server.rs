@@ -5,7 +5,6 @@ use super::ops;
 use super::policy::pix40_banner;
 use super::session::{CmdKind, Expect, Session};
 use super::{Event, Output, Profile, MAX_HELD};
-use std::collections::VecDeque;
 
 const LF: u8 = b'\n';
 
@@ -500,6 +499,6 @@ impl Session {
         self.server.pos = 0;
         self.server.action = None;
         self.flush_injected(out);
-        self.queue = VecDeque::new();
+        self.queue = super::session::ReplyQueue::default();
     }
 }

@@ -1,8 +1,10 @@
 //! The per-connection state shared by both directions, and the feed loop.
 //!
 //! Layout: a session between commands owns no heap memory beyond the operator's verbs
-//! (see [`Session::heap_bytes`]): the reply queue is freed whenever it empties, and the held
-//! bytes of a line (client verb, server code, EHLO reply) are freed once decided.
+//! (see [`Session::heap_bytes`]): the reply queue keeps its first entries inline (a few
+//! commands outstanding, the common case, allocate nothing) and frees what it spilled
+//! whenever it empties (see [`ReplyQueue`]), and the held bytes of a line (client verb,
+//! server code, EHLO reply) are freed once decided.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,6 +21,98 @@ pub(crate) const MAX_OUTSTANDING: usize = 4096;
 
 /// The reply pix40 sends in place of a blocked command.
 pub(crate) const INJECTED_OK: &[u8] = b"250 OK\r\n";
+
+/// Replies owed, oldest first: up to [`QUEUE_INLINE`] in a ring inside the session, more
+/// (pipelining) in a ring on the heap, used until the queue empties again (order kept: the
+/// inline entries move to the heap ring when it is started).
+#[derive(Debug, Default)]
+pub(crate) struct ReplyQueue {
+    inline: [Option<Expect>; QUEUE_INLINE],
+    /// Index of the oldest inline entry.
+    head: u8,
+    /// Inline entries used.
+    len: u8,
+    /// Every entry, while more than [`QUEUE_INLINE`] were owed since the queue was last
+    /// empty (the inline ring is then unused).
+    // Boxed on purpose: the spill is rare, and the inline ring is what most sessions use.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<VecDeque<Expect>>>,
+}
+
+/// Replies a session owes before its queue allocates.
+const QUEUE_INLINE: usize = 8;
+
+impl ReplyQueue {
+    /// Replies owed.
+    pub(crate) fn len(&self) -> usize {
+        self.spill
+            .as_deref()
+            .map_or(usize::from(self.len), VecDeque::len)
+    }
+
+    /// The oldest reply owed.
+    pub(crate) fn front(&self) -> Option<&Expect> {
+        match self.spill.as_deref() {
+            Some(q) => q.front(),
+            None if self.len == 0 => None,
+            None => self
+                .inline
+                .get(usize::from(self.head))
+                .and_then(Option::as_ref),
+        }
+    }
+
+    /// Takes the oldest reply owed; the heap ring is freed when it empties.
+    pub(crate) fn pop_front(&mut self) -> Option<Expect> {
+        if let Some(q) = self.spill.as_deref_mut() {
+            let e = q.pop_front();
+            if q.is_empty() {
+                self.spill = None;
+            }
+            return e;
+        }
+        if self.len == 0 {
+            return None;
+        }
+        let e = self
+            .inline
+            .get_mut(usize::from(self.head))
+            .and_then(Option::take);
+        self.head = ((usize::from(self.head) + 1) % QUEUE_INLINE) as u8;
+        self.len -= 1;
+        e
+    }
+
+    /// Appends a reply owed.
+    pub(crate) fn push_back(&mut self, e: Expect) {
+        if let Some(q) = self.spill.as_deref_mut() {
+            q.push_back(e);
+            return;
+        }
+        let len = usize::from(self.len);
+        if len < QUEUE_INLINE {
+            let at = (usize::from(self.head) + len) % QUEUE_INLINE;
+            if let Some(slot) = self.inline.get_mut(at) {
+                *slot = Some(e);
+                self.len += 1;
+            }
+            return;
+        }
+        let mut q = VecDeque::with_capacity(2 * QUEUE_INLINE);
+        while let Some(old) = self.pop_front() {
+            q.push_back(old);
+        }
+        q.push_back(e);
+        self.spill = Some(Box::new(q));
+    }
+
+    /// Heap bytes owned (O(1)).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.spill.as_deref().map_or(0, |q| {
+            std::mem::size_of::<VecDeque<Expect>>() + q.capacity() * std::mem::size_of::<Expect>()
+        })
+    }
+}
 
 /// What a reply in the server's queue answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +144,7 @@ pub struct Session {
     pub(crate) config: Arc<PolicyConfig>,
     pub(crate) policy: Policy,
     /// Replies owed to the client, oldest first.
-    pub(crate) queue: VecDeque<Expect>,
+    pub(crate) queue: ReplyQueue,
     pub(crate) client: ClientState,
     pub(crate) server: ServerSide,
     /// The server accepted DATA (354): the client's next line starts the body.
@@ -74,7 +168,7 @@ impl Session {
     pub fn new(config: Arc<PolicyConfig>) -> Session {
         let policy = Policy::new(&config);
         let policy_heap = u32::try_from(policy.heap_bytes()).unwrap_or(u32::MAX);
-        let mut queue = VecDeque::new();
+        let mut queue = ReplyQueue::default();
         queue.push_back(Expect::Greeting);
         Session {
             config,
@@ -98,7 +192,7 @@ impl Session {
     /// Heap bytes this session owns (O(1)): its buffers' capacities (reply queue, held
     /// bytes of each direction) and the operator's verbs compiled for it.
     pub fn heap_bytes(&self) -> usize {
-        self.queue.capacity() * std::mem::size_of::<Expect>()
+        self.queue.heap_bytes()
             + self.client.heap_bytes()
             + self.server.heap_bytes()
             + self.policy_heap as usize
@@ -176,7 +270,7 @@ impl Session {
         // Nothing held will ever be emitted: free it.
         self.client = ClientState::default();
         self.server = ServerSide::default();
-        self.queue = VecDeque::new();
+        self.queue = ReplyQueue::default();
         out.reset = Some(reason);
         out.events.push(Event::Reset(reason));
     }
@@ -198,9 +292,6 @@ impl Session {
         if self.server.between_replies() {
             self.inject_due(out);
         }
-        if self.queue.is_empty() {
-            self.queue = VecDeque::new();
-        }
     }
 
     /// The injecting loop of [`Session::flush_injected`].
@@ -215,6 +306,65 @@ impl Session {
             ops::insert(&mut out.to_client, INJECTED_OK);
             out.events.push(Event::ReplyInjected);
             log::info!("smtp: injected 250 OK for a removed command");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn expect(n: u8) -> Expect {
+        match n % 3 {
+            0 => Expect::Greeting,
+            1 => Expect::Injected,
+            _ => Expect::Cmd(CmdKind::Other),
+        }
+    }
+
+    #[test]
+    fn few_replies_owed_allocate_nothing() {
+        let mut q = ReplyQueue::default();
+        for round in 0..3u8 {
+            for n in 0..QUEUE_INLINE as u8 {
+                q.push_back(expect(n + round));
+                assert_eq!(q.heap_bytes(), 0);
+            }
+            assert_eq!(q.len(), QUEUE_INLINE);
+            for n in 0..QUEUE_INLINE as u8 {
+                assert_eq!(q.pop_front(), Some(expect(n + round)));
+            }
+            assert_eq!((q.len(), q.front()), (0, None));
+        }
+        for n in 0..=QUEUE_INLINE as u8 {
+            q.push_back(expect(n));
+        }
+        assert!(
+            q.heap_bytes() > 0,
+            "past the inline ring, the entries spill"
+        );
+        while q.pop_front().is_some() {}
+        assert_eq!(q.heap_bytes(), 0, "an emptied queue frees its spill");
+    }
+
+    proptest! {
+        /// Pushes and pops in any order answer as a plain FIFO does.
+        #[test]
+        fn reply_queue_is_fifo(steps in proptest::collection::vec(0u8..8, 0..200)) {
+            let mut q = ReplyQueue::default();
+            let mut model = VecDeque::new();
+            for (i, s) in steps.into_iter().enumerate() {
+                if s < 4 {
+                    let e = expect(i as u8);
+                    q.push_back(e);
+                    model.push_back(e);
+                } else {
+                    prop_assert_eq!(q.pop_front(), model.pop_front());
+                }
+                prop_assert_eq!(q.len(), model.len());
+                prop_assert_eq!(q.front(), model.front());
+            }
         }
     }
 }

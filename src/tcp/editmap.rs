@@ -39,12 +39,20 @@ pub struct EditMapFull;
 
 /// Input ↔ output offsets of one direction (see the module docs).
 ///
-/// The records' storage is allocated when the first record is pushed and freed when
+/// The leading run: input from the base up to the first record kept (or to the consumed
+/// input when none is) maps linearly, byte `i` to output `i + base_out - base_in`. It stands
+/// for the record the linear edits there would have merged into, and is counted, trimmed
+/// and answered as that record would be; so a stream of copies and same-length replaces,
+/// the common case, keeps no record at all. Records are kept from the first delete or
+/// insert on. Their storage is allocated when the first one is pushed and freed when
 /// [`EditMap::trim`] forgets the last one (an idle connection holds none); the bound on
 /// records is not stored but passed to each edit by the caller.
 #[derive(Debug, Default)]
 pub struct EditMap {
-    segs: VecDeque<Seg>,
+    /// Boxed so that an idle map costs one pointer, not a ring header.
+    // The extra allocation is deliberate: it is made only while records are kept.
+    #[allow(clippy::box_collection)]
+    store: Option<Box<VecDeque<Seg>>>,
     base_in: u64,
     base_out: u64,
     in_end: u64,
@@ -57,9 +65,17 @@ impl EditMap {
         EditMap::default()
     }
 
+    /// The records kept (an empty ring while none is allocated).
+    fn segs(&self) -> &VecDeque<Seg> {
+        static NONE: VecDeque<Seg> = VecDeque::new();
+        self.store.as_deref().unwrap_or(&NONE)
+    }
+
     /// Heap bytes owned (O(1)): the records' storage.
     pub fn heap_bytes(&self) -> usize {
-        self.segs.capacity() * std::mem::size_of::<Seg>()
+        self.store.as_deref().map_or(0, |d| {
+            std::mem::size_of::<VecDeque<Seg>>() + d.capacity() * std::mem::size_of::<Seg>()
+        })
     }
 
     /// Input consumed by ops so far.
@@ -72,9 +88,24 @@ impl EditMap {
         self.out_end
     }
 
-    /// Records currently kept.
+    /// Records currently kept (the leading run counted as the record it stands for).
     pub fn records(&self) -> usize {
-        self.segs.len()
+        self.segs().len() + usize::from(self.has_run())
+    }
+
+    /// Input end of the leading run (see [`EditMap`]).
+    fn run_end(&self) -> u64 {
+        self.segs().front().map_or(self.in_end, |s| s.in_start)
+    }
+
+    /// The leading run is not empty.
+    fn has_run(&self) -> bool {
+        self.run_end() > self.base_in
+    }
+
+    /// Output position of input `i` inside the leading run (`base_in <= i <= run_end`).
+    fn run_out(&self, i: u64) -> u64 {
+        self.base_out + (i - self.base_in)
     }
 
     /// True when every input byte so far maps to the same output position (no length change
@@ -83,13 +114,24 @@ impl EditMap {
         self.in_end == self.out_end
             && self.base_in == self.base_out
             && self
-                .segs
+                .segs()
                 .iter()
                 .all(|s| s.linear() && s.in_start == s.out_start)
     }
 
     fn push(&mut self, in_len: u64, out_len: u64, max_segs: usize) -> Result<(), EditMapFull> {
         if in_len == 0 && out_len == 0 {
+            return Ok(());
+        }
+        let kept = self.records();
+        if in_len == out_len && self.segs().is_empty() {
+            // Extends the leading run: merged into the record it stands for, or that
+            // record started (which counts against the bound).
+            if kept == 0 && max_segs == 0 {
+                return Err(EditMapFull);
+            }
+            self.in_end += in_len;
+            self.out_end += out_len;
             return Ok(());
         }
         let new = Seg {
@@ -100,7 +142,7 @@ impl EditMap {
         };
         self.in_end += in_len;
         self.out_end += out_len;
-        if let Some(last) = self.segs.back_mut() {
+        if let Some(last) = self.store.as_deref_mut().and_then(VecDeque::back_mut) {
             let same_kind = (last.linear() && new.linear())
                 || (last.out_len == 0 && new.out_len == 0)
                 || (last.in_len == 0 && new.in_len == 0);
@@ -110,16 +152,15 @@ impl EditMap {
                 return Ok(());
             }
         }
-        if self.segs.len() >= max_segs {
+        if kept >= max_segs {
             self.in_end -= in_len;
             self.out_end -= out_len;
             return Err(EditMapFull);
         }
-        if self.segs.capacity() == 0 {
-            // Most exchanges need one record (a copy): start with room for one, not four.
-            self.segs.reserve_exact(1);
-        }
-        self.segs.push_back(new);
+        self.store
+            // The first record kept is often the only one: room for one, not four.
+            .get_or_insert_with(|| Box::new(VecDeque::with_capacity(1)))
+            .push_back(new);
         Ok(())
     }
 
@@ -148,9 +189,9 @@ impl EditMap {
             return self.base_out;
         }
         let i = i.min(self.in_end);
-        let k = self.segs.partition_point(|s| s.in_start < i);
-        let Some(s) = k.checked_sub(1).and_then(|k| self.segs.get(k)) else {
-            return self.base_out;
+        let k = self.segs().partition_point(|s| s.in_start < i);
+        let Some(s) = k.checked_sub(1).and_then(|k| self.segs().get(k)) else {
+            return self.run_out(i.min(self.run_end()));
         };
         if i >= s.in_end() {
             s.out_end()
@@ -170,8 +211,11 @@ impl EditMap {
         if i < self.base_in {
             return self.base_out;
         }
-        let k = self.segs.partition_point(|s| s.in_end() <= i);
-        match self.segs.get(k) {
+        if i < self.run_end() {
+            return self.run_out(i);
+        }
+        let k = self.segs().partition_point(|s| s.in_end() <= i);
+        match self.segs().get(k) {
             Some(s) if s.linear() => s.out_start + (i - s.in_start),
             Some(s) => s.out_start,
             None => self.out_end,
@@ -181,8 +225,8 @@ impl EditMap {
     /// The highest input position `i` (at most the consumed input) with `lower(i) <= o`:
     /// how far the sender may be acknowledged once the receiver acknowledged output `o`.
     pub fn ack_for(&self, o: u64) -> u64 {
-        let k = self.segs.partition_point(|s| s.out_start <= o);
-        for s in self.segs.range(..k).rev() {
+        let k = self.segs().partition_point(|s| s.out_start <= o);
+        for s in self.segs().range(..k).rev() {
             if s.in_len == 0 {
                 continue;
             }
@@ -192,22 +236,37 @@ impl EditMap {
                 s.in_end()
             };
         }
+        if self.has_run() && o >= self.base_out {
+            return self.run_end().min(self.base_in + (o - self.base_out));
+        }
         self.base_in
     }
 
     /// Forgets records wholly below input `in_below` and output `out_below` (both sides
     /// acknowledged); queries below the new base answer the base.
     pub fn trim(&mut self, in_below: u64, out_below: u64) {
-        while let Some(s) = self.segs.front() {
+        if self.has_run() {
+            let end = self.run_end();
+            let end_out = self.run_out(end);
+            if end > in_below || end_out > out_below {
+                return;
+            }
+            self.base_in = end;
+            self.base_out = end_out;
+        }
+        let Some(segs) = self.store.as_deref_mut() else {
+            return;
+        };
+        while let Some(s) = segs.front() {
             if s.in_end() > in_below || s.out_end() > out_below {
                 break;
             }
             self.base_in = s.in_end();
             self.base_out = s.out_end();
-            self.segs.pop_front();
+            segs.pop_front();
         }
-        if self.segs.is_empty() && self.segs.capacity() > 0 {
-            self.segs = VecDeque::new();
+        if segs.is_empty() {
+            self.store = None;
         }
     }
 }
@@ -258,6 +317,24 @@ mod tests {
         (lower, upper, out)
     }
 
+    /// Records the map stands for: the edits merged as each record absorbs the next one of
+    /// its kind (linear, delete or insert) that starts where it ends.
+    fn model_records(edits: &[E]) -> usize {
+        let mut kinds: Vec<u8> = Vec::new();
+        for e in edits {
+            let kind = match *e {
+                E::Lin(0) | E::Del(0) | E::Ins(0) => continue,
+                E::Lin(_) => 0,
+                E::Del(_) => 1,
+                E::Ins(_) => 2,
+            };
+            if kinds.last() != Some(&kind) {
+                kinds.push(kind);
+            }
+        }
+        kinds.len()
+    }
+
     fn build(edits: &[E]) -> EditMap {
         let mut m = EditMap::new();
         for e in edits {
@@ -297,6 +374,40 @@ mod tests {
     }
 
     #[test]
+    fn copies_keep_no_record() {
+        let mut m = EditMap::new();
+        m.linear(35, 1).unwrap();
+        m.linear(100, 1).unwrap();
+        assert_eq!(
+            (m.records(), m.heap_bytes()),
+            (1, 0),
+            "one run, nothing allocated"
+        );
+        assert_eq!((m.lower(10), m.upper(10), m.ack_for(20)), (10, 10, 20));
+        assert_eq!(
+            m.delete(4, 1),
+            Err(EditMapFull),
+            "the run counts against the bound"
+        );
+        m.delete(4, 2).unwrap();
+        m.linear(6, 3).unwrap();
+        assert_eq!(m.records(), 3);
+        assert_eq!(
+            (m.lower(137), m.upper(139), m.ack_for(138)),
+            (135, 135, 142)
+        );
+        m.trim(137, 135);
+        assert_eq!(
+            m.records(),
+            2,
+            "the run is trimmed like the record it stands for"
+        );
+        assert_eq!((m.lower(139), m.ack_for(135)), (135, 139));
+        m.trim(145, 141);
+        assert_eq!((m.records(), m.heap_bytes()), (0, 0));
+    }
+
+    #[test]
     fn bound_is_enforced() {
         let mut m = EditMap::new();
         let maxm = 2;
@@ -314,6 +425,7 @@ mod tests {
             let m = build(&edits);
             let (lower, upper, out_end) = model(&edits);
             prop_assert_eq!(m.produced(), out_end);
+            prop_assert_eq!(m.records(), model_records(&edits));
             for (i, (&lo, &up)) in lower.iter().zip(&upper).enumerate() {
                 let i = i as u64;
                 prop_assert_eq!(m.lower(i), lo, "lower({})", i);

@@ -9,13 +9,22 @@ use std::collections::VecDeque;
 #[derive(Debug, Default)]
 pub struct OutputLog {
     base: u64,
-    bytes: VecDeque<u8>,
+    /// Boxed so that an idle log costs one pointer, not a ring header.
+    // The extra allocation is deliberate: it is made only while records are kept.
+    #[allow(clippy::box_collection)]
+    store: Option<Box<VecDeque<u8>>>,
 }
 
 impl OutputLog {
     /// An empty log starting at offset 0.
     pub fn new() -> OutputLog {
         OutputLog::default()
+    }
+
+    /// The bytes kept (an empty ring while none is allocated).
+    fn bytes(&self) -> &VecDeque<u8> {
+        static NONE: VecDeque<u8> = VecDeque::new();
+        self.store.as_deref().unwrap_or(&NONE)
     }
 
     /// Lowest offset still kept.
@@ -25,38 +34,43 @@ impl OutputLog {
 
     /// Offset after the last byte appended.
     pub fn end(&self) -> u64 {
-        self.base + self.bytes.len() as u64
+        self.base + self.bytes().len() as u64
     }
 
     /// Bytes kept.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.bytes().len()
     }
 
     /// True when nothing is kept.
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.bytes().is_empty()
     }
 
     /// Heap bytes owned (O(1)): the ring's capacity.
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
+        self.store
+            .as_deref()
+            .map_or(0, |d| std::mem::size_of::<VecDeque<u8>>() + d.capacity())
     }
 
     /// Appends output bytes.
     pub fn append(&mut self, data: &[u8]) {
-        self.bytes.extend(data);
+        if data.is_empty() {
+            return;
+        }
+        self.store.get_or_insert_with(Box::default).extend(data);
     }
 
     /// Forgets bytes below `off` (acknowledged by the receiver).
     pub fn trim_to(&mut self, off: u64) {
-        let n = off.saturating_sub(self.base).min(self.bytes.len() as u64) as usize;
+        let n = off.saturating_sub(self.base).min(self.bytes().len() as u64) as usize;
         self.base += n as u64;
-        if n == self.bytes.len() {
+        if n == self.bytes().len() {
             // All acknowledged: release the ring, not just its contents.
-            self.bytes = VecDeque::new();
-        } else {
-            self.bytes.drain(..n);
+            self.store = None;
+        } else if let Some(d) = self.store.as_deref_mut() {
+            d.drain(..n);
         }
     }
 
@@ -65,7 +79,7 @@ impl OutputLog {
     pub fn range(&self, start: u64, end: u64) -> (u64, &[u8], &[u8]) {
         let s = start.clamp(self.base, self.end());
         let e = end.clamp(s, self.end());
-        let (a, b) = self.bytes.as_slices();
+        let (a, b) = self.bytes().as_slices();
         let lo = (s - self.base) as usize;
         let hi = (e - self.base) as usize;
         let part = |x: &'_ [u8], from: usize, to: usize| -> (usize, usize) {
