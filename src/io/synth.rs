@@ -2202,17 +2202,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn concurrent_sessions_all_open_before_any_closes() {
+    /// The frames of `sessions` sessions without mail, the first `concurrent` held open at once.
+    fn parked_capture(sessions: u64, concurrent: u64) -> Vec<Frame> {
         let opts = BulkOptions {
-            sessions: 30,
-            concurrent: 20,
+            sessions,
+            concurrent,
             parallel: 4,
             mails_per_session: 0,
             ..BulkOptions::default()
         };
         let mut frames: Vec<Frame> = Vec::new();
         write_bulk(&opts, &mut frames).unwrap();
+        frames
+    }
+
+    #[test]
+    fn concurrent_sessions_all_open_before_any_closes() {
+        let frames = parked_capture(30, 20);
         let mut first_fin = None;
         let mut banners_before_fin = 0;
         for (i, fr) in frames.iter().enumerate() {
@@ -2239,15 +2245,7 @@ mod tests {
     /// application to speak).
     #[test]
     fn parked_sessions_acknowledge_their_banner() {
-        let opts = BulkOptions {
-            sessions: 20,
-            concurrent: 20,
-            parallel: 4,
-            mails_per_session: 0,
-            ..BulkOptions::default()
-        };
-        let mut frames: Vec<Frame> = Vec::new();
-        write_bulk(&opts, &mut frames).unwrap();
+        let frames = parked_capture(20, 20);
         // Per client (address, port): (banner end as an ACK number, banner time); its ACK's time.
         type Client = ([u8; 4], u16);
         let mut banner: std::collections::HashMap<Client, (u32, u64)> = Default::default();
