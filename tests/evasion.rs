@@ -575,25 +575,9 @@ fn bare_lf_bare_cr_and_nul_in_command_lines() {
 fn leading_spaces_and_mixed_case() {
     for p in PROFILES {
         for v in VERBS {
-            let mixed: String = v
-                .chars()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i % 2 == 0 {
-                        c.to_ascii_lowercase()
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            let texts: Vec<Vec<u8>> = vec![
-                format!(" {v} root\r\n").into_bytes(),
-                format!("\t{v} root\r\n").into_bytes(),
-                format!("{mixed} root\r\n").into_bytes(),
-                format!("{} root\r\n", v.to_ascii_lowercase()).into_bytes(),
-                b"  NOOP\r\n".to_vec(),
-                b"nOoP\r\n".to_vec(),
-            ];
+            let mut texts = spacing_and_case_variants(v);
+            texts.push(b"  NOOP\r\n".to_vec());
+            texts.push(b"nOoP\r\n".to_vec());
             for text in texts {
                 let label = show(&text);
                 let (mut lab, base) = connected(p);

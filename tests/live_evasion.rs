@@ -576,23 +576,7 @@ fn bare_lf_cr_nul_in_command_lines(lab: &mut EvLab, p: Profile) -> Outcome {
 /// Row 16: leading spaces, a leading TAB, mixed and lower case.
 fn leading_spaces_and_mixed_case(lab: &mut EvLab, p: Profile) -> Outcome {
     for v in VERBS {
-        let mixed: String = v
-            .chars()
-            .enumerate()
-            .map(|(i, c)| {
-                if i % 2 == 0 {
-                    c.to_ascii_lowercase()
-                } else {
-                    c
-                }
-            })
-            .collect();
-        let texts: Vec<Vec<u8>> = vec![
-            format!(" {v} root\r\n").into_bytes(),
-            format!("\t{v} root\r\n").into_bytes(),
-            format!("{mixed} root\r\n").into_bytes(),
-            format!("{} root\r\n", v.to_ascii_lowercase()).into_bytes(),
-        ];
+        let texts = spacing_and_case_variants(v);
         for text in texts {
             let label = show(&text);
             let (mut a, base) = connected(lab)?;

@@ -156,16 +156,7 @@ impl RxRing {
             tp_frame_size: frame_size as libc::c_uint,
             tp_frame_nr: frames as libc::c_uint,
         };
-        // SAFETY: `req` lives for the call; the size matches.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&req as *const libc::tpacket_req).cast(),
-                std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        };
+        let rc = setsockopt_val(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req);
         if rc < 0 {
             return Err(os_error("PACKET_RX_RING"));
         }
@@ -284,14 +275,19 @@ impl Drop for PacketSocket {
 }
 
 fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> i32 {
-    // SAFETY: `value` lives for the call; the size matches.
+    setsockopt_val(fd, level, name, &value)
+}
+
+/// `setsockopt(2)` with `value` as the option's plain-data argument.
+fn setsockopt_val<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> i32 {
+    // SAFETY: `value` lives for the call; the size is that of `T`.
     unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     }
 }
@@ -365,16 +361,7 @@ impl PacketSocket {
         let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mreq.mr_ifindex = ifindex as libc::c_int;
         mreq.mr_type = libc::PACKET_MR_PROMISC as libc::c_ushort;
-        // SAFETY: `mreq` lives for the call; the size matches.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&mreq as *const libc::packet_mreq).cast(),
-                std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        };
+        let rc = setsockopt_val(fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq);
         if rc < 0 {
             return Err(os_error(&format!("promiscuous mode on {ifname}")));
         }

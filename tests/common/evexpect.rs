@@ -110,6 +110,27 @@ pub fn noop_like(verb: &str) -> Vec<u8> {
     l
 }
 
+/// `verb root` after a space, after a TAB, in alternating case and in lower case.
+pub fn spacing_and_case_variants(verb: &str) -> Vec<Vec<u8>> {
+    let mixed: String = verb
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_lowercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    vec![
+        format!(" {verb} root\r\n").into_bytes(),
+        format!("\t{verb} root\r\n").into_bytes(),
+        format!("{mixed} root\r\n").into_bytes(),
+        format!("{} root\r\n", verb.to_ascii_lowercase()).into_bytes(),
+    ]
+}
+
 /// Concatenation.
 pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
