@@ -33,6 +33,7 @@
 
 mod conn;
 mod half;
+mod index;
 pub mod policy;
 
 pub use policy::{Edit, Identity, Policy, PolicyFactory, Scripted, SessionFactory};
@@ -42,7 +43,8 @@ use crate::wire::{
     classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
 };
 use conn::{Conn, Ctx, State};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use index::TimeIndex;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -555,7 +557,8 @@ type FlowTable<P> = HashMap<FlowKey, Box<Slot<P>>, foldhash::fast::RandomState>;
 
 /// Fixed bytes charged per connection besides its table entry: its record (boxed, with
 /// the allocator's overhead) and its entries in the three ordered indices (B-tree nodes at
-/// half fill). What it allocates (buffers, the policy's) is `Conn::heap_bytes`.
+/// half fill, IPv6 keys whole). What it allocates (buffers, the policy's) is
+/// `Conn::heap_bytes`.
 fn fixed_charge<P: Policy>() -> usize {
     let record = std::mem::size_of::<Slot<P>>() + 16;
     let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
@@ -586,12 +589,6 @@ struct FlowKey {
 }
 
 impl FlowKey {
-    /// The least key (bounds ranges of the idle index).
-    const MIN: FlowKey = FlowKey {
-        client: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-        server: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-    };
-
     /// The greatest key (bounds ranges of the timer index).
     const MAX: FlowKey = FlowKey {
         client: (
@@ -657,12 +654,13 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     scratch: Vec<u8>,
     reports: Vec<ConnectionReport>,
     /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
-    timers: BTreeSet<(Time, FlowKey)>,
+    timers: TimeIndex,
     /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
     /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
-    expiries: BTreeSet<(Time, FlowKey)>,
-    /// Eviction candidates by class, then last activity (filed at or before the real one).
-    idle: BTreeSet<(EvictClass, Time, FlowKey)>,
+    expiries: TimeIndex,
+    /// Eviction candidates of each class (indexed by `EvictClass as usize`), by last
+    /// activity (filed at or before the real one).
+    idle: [TimeIndex; 3],
     /// Bytes charged to the connections now, besides the table (see [`Engine::memory`]).
     memory: usize,
     /// [`fixed_charge`] of this engine's connections.
@@ -691,9 +689,9 @@ impl<F: PolicyFactory> Engine<F> {
             out: Output::default(),
             scratch: Vec::new(),
             reports: Vec::new(),
-            timers: BTreeSet::new(),
-            expiries: BTreeSet::new(),
-            idle: BTreeSet::new(),
+            timers: TimeIndex::default(),
+            expiries: TimeIndex::default(),
+            idle: Default::default(),
             memory: 0,
             fixed_charge: fixed_charge::<F::Policy>(),
             slot_bytes: std::mem::size_of::<(FlowKey, Box<Slot<F::Policy>>)>(),
@@ -898,10 +896,10 @@ impl<F: PolicyFactory> Engine<F> {
         let rto = conn.rto_deadline();
         if conn.indexed_rto() != rto {
             if let Some(old) = conn.replace_indexed_rto(rto) {
-                self.timers.remove(&(old, key));
+                self.timers.remove(old, key);
             }
             if let Some(t) = rto {
-                self.timers.insert((t, key));
+                self.timers.insert(t, key);
             }
         }
         // Filed at or before the real expiry: an expiry that moves later (every segment moves
@@ -910,17 +908,17 @@ impl<F: PolicyFactory> Engine<F> {
         let exp = conn.expiry(&self.limits);
         if conn.indexed_exp().is_none_or(|old| exp < old) {
             if let Some(old) = conn.replace_indexed_exp(Some(exp)) {
-                self.expiries.remove(&(old, key));
+                self.expiries.remove(old, key);
             }
-            self.expiries.insert((exp, key));
+            self.expiries.insert(exp, key);
         }
         // The class is filed again at once (it changes at most a few times in a life), the
         // activity time lazily (see `evict_one`).
         let class = EvictClass::of(conn);
         if slot.idle_at.0 != class {
-            self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));
+            self.idle[slot.idle_at.0 as usize].remove(slot.idle_at.1, key);
             slot.idle_at = (class, conn.last_seen);
-            self.idle.insert((class, conn.last_seen, key));
+            self.idle[class as usize].insert(conn.last_seen, key);
         }
         let charge = self.fixed_charge + conn.heap_bytes();
         self.memory = self.memory.saturating_sub(slot.charged) + charge;
@@ -935,19 +933,16 @@ impl<F: PolicyFactory> Engine<F> {
         let grace = u64::try_from(self.limits.evict_grace.as_nanos()).unwrap_or(u64::MAX);
         let latest_active = Time(now.0.saturating_sub(grace));
         for class in EvictClass::ALL {
-            let from = (class, Time(0), FlowKey::MIN);
-            while let Some(&(c, filed, key)) = self.idle.range(from..).next() {
-                if c != class {
-                    break;
-                }
+            let c = class as usize;
+            while let Some((filed, key)) = self.idle[c].first() {
                 let Some(slot) = self.conns.get_mut(&key) else {
-                    self.idle.remove(&(c, filed, key));
+                    self.idle[c].remove(filed, key);
                     continue;
                 };
                 let real = (EvictClass::of(&slot.conn), slot.conn.last_seen);
-                if real != (c, filed) {
-                    self.idle.remove(&(c, filed, key));
-                    self.idle.insert((real.0, real.1, key));
+                if real != (class, filed) {
+                    self.idle[c].remove(filed, key);
+                    self.idle[real.0 as usize].insert(real.1, key);
                     slot.idle_at = real;
                     continue;
                 }
@@ -1038,7 +1033,7 @@ impl<F: PolicyFactory> Engine<F> {
     fn sweep(&mut self, now: Time, max: usize) {
         let mut forgotten = 0;
         while forgotten < max {
-            let Some(&(t, key)) = self.expiries.first() else {
+            let Some((t, key)) = self.expiries.first() else {
                 break;
             };
             if t > now {
@@ -1049,15 +1044,15 @@ impl<F: PolicyFactory> Engine<F> {
                     let real = slot.conn.expiry(&self.limits);
                     if real > now {
                         slot.conn.replace_indexed_exp(Some(real));
-                        self.expiries.remove(&(t, key));
-                        self.expiries.insert((real, key));
+                        self.expiries.remove(t, key);
+                        self.expiries.insert(real, key);
                     } else {
                         self.forget(key);
                         forgotten += 1;
                     }
                 }
                 None => {
-                    self.expiries.remove(&(t, key));
+                    self.expiries.remove(t, key);
                 }
             }
         }
@@ -1068,12 +1063,12 @@ impl<F: PolicyFactory> Engine<F> {
             let slot = *slot;
             let c = slot.conn;
             if let Some(t) = c.indexed_rto() {
-                self.timers.remove(&(t, key));
+                self.timers.remove(t, key);
             }
             if let Some(t) = c.indexed_exp() {
-                self.expiries.remove(&(t, key));
+                self.expiries.remove(t, key);
             }
-            self.idle.remove(&(slot.idle_at.0, slot.idle_at.1, key));
+            self.idle[slot.idle_at.0 as usize].remove(slot.idle_at.1, key);
             self.memory = self.memory.saturating_sub(slot.charged);
             self.retire(c);
         }
@@ -1109,7 +1104,7 @@ impl<F: PolicyFactory> Engine<F> {
             self.config.record_connections,
         );
         let idle_at = (EvictClass::of(&conn), now);
-        self.idle.insert((idle_at.0, idle_at.1, key));
+        self.idle[idle_at.0 as usize].insert(idle_at.1, key);
         let slot = Slot {
             conn,
             idle_at,
@@ -1142,17 +1137,13 @@ impl<F: PolicyFactory> Engine<F> {
     /// timers come, without a deadline of their own (a caller may still call
     /// `handle_timeout` at any time to sweep them).
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(t, _)| *t)
+        self.timers.first().map(|(t, _)| t)
     }
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
         let emitted_before = sink.len();
-        let due: Vec<FlowKey> = self
-            .timers
-            .range(..=(now, FlowKey::MAX))
-            .map(|(_, k)| *k)
-            .collect();
+        let due = self.timers.due(now);
         for key in due {
             let Some(conn) = self.conns.get_mut(&key).map(|s| &mut s.conn) else {
                 continue;
