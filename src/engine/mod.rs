@@ -35,6 +35,7 @@ mod conn;
 mod half;
 mod index;
 pub mod policy;
+mod table;
 
 pub use policy::{Edit, Identity, Policy, PolicyFactory, Scripted, SessionFactory};
 
@@ -44,10 +45,11 @@ use crate::wire::{
 };
 use conn::{Conn, Ctx, State};
 use index::TimeIndex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use table::{FlowTable, Keyed};
 
 /// Index of the client-to-server half of a connection.
 const IDX_C2S: usize = 0;
@@ -548,12 +550,18 @@ struct Slot<P: Policy> {
     charged: usize,
 }
 
-/// The flow table: hashed (one probe per lookup, no key comparisons down a tree). Nothing
-/// observable iterates it: timers, expiry and eviction go by the ordered indices, and
-/// reports are sorted by key. Connections are boxed: the table's entries stay small
-/// (key and pointer), so its spare buckets (up to 9/16 of them just after it doubled) cost
-/// 48 bytes each rather than a whole connection record.
-type FlowTable<P> = HashMap<FlowKey, Box<Slot<P>>, foldhash::fast::RandomState>;
+/// The flow table ([`table`]) files each slot under its connection's own addresses.
+/// Connections are boxed: the table's buckets stay small (a pointer), so its spare buckets
+/// (up to 9/16 of them just after it doubled) cost 8 bytes each rather than a whole
+/// connection record.
+impl<P: Policy> Keyed for Slot<P> {
+    fn key(&self) -> FlowKey {
+        FlowKey {
+            client: self.conn.client,
+            server: self.conn.server,
+        }
+    }
+}
 
 /// Fixed bytes charged per connection besides its table entry: its record (boxed, with
 /// the allocator's overhead) and its entries in the three ordered indices (B-tree nodes at
@@ -647,7 +655,7 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     stats: Stats,
     factory: F,
     limits: Limits,
-    conns: FlowTable<F::Policy>,
+    conns: FlowTable<Slot<F::Policy>>,
     out: Output,
     /// Input fed to a policy and not yet consumed, lent to each connection for one segment
     /// (connections hold no buffer of their own unless bytes stay undecided).
@@ -665,7 +673,7 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     memory: usize,
     /// [`fixed_charge`] of this engine's connections.
     fixed_charge: usize,
-    /// Bytes of one flow-table entry.
+    /// Bytes of one flow-table bucket.
     slot_bytes: usize,
 }
 
@@ -694,7 +702,7 @@ impl<F: PolicyFactory> Engine<F> {
             idle: Default::default(),
             memory: 0,
             fixed_charge: fixed_charge::<F::Policy>(),
-            slot_bytes: std::mem::size_of::<(FlowKey, Box<Slot<F::Policy>>)>(),
+            slot_bytes: FlowTable::<Slot<F::Policy>>::BUCKET_BYTES,
         }
     }
 
@@ -812,7 +820,7 @@ impl<F: PolicyFactory> Engine<F> {
             Some(_) => Verdict::Forward(ForwardReason::OtherPort),
             None => {
                 // Rare (a later fragment of a TCP datagram): a scan of the table.
-                let tracked = self.conns.keys().any(|k| {
+                let tracked = self.conns.values().map(Keyed::key).any(|k| {
                     (k.client.0 == f.src && k.server.0 == f.dst)
                         || (k.client.0 == f.dst && k.server.0 == f.src)
                 });
@@ -1110,7 +1118,8 @@ impl<F: PolicyFactory> Engine<F> {
             idle_at,
             charged: 0,
         };
-        self.conns.insert(key, Box::new(slot));
+        debug_assert!(slot.key() == key, "a connection is filed under its own key");
+        self.conns.insert(Box::new(slot));
         self.reindex(key);
         self.enforce_ceiling(now, Some(key), sink);
         self.stats.connections += 1;
@@ -1175,10 +1184,9 @@ impl<F: PolicyFactory> Engine<F> {
     pub fn take_connection_reports(&mut self, flush: bool) -> Vec<ConnectionReport> {
         if flush {
             // In key order, whatever the table's hash order.
-            let mut live: Vec<(&FlowKey, &mut Box<Slot<F::Policy>>)> =
-                self.conns.iter_mut().collect();
-            live.sort_unstable_by_key(|(k, _)| **k);
-            for (_, slot) in live {
+            let mut live: Vec<&mut Slot<F::Policy>> = self.conns.values_mut().collect();
+            live.sort_unstable_by_key(|s| s.key());
+            for slot in live {
                 if let Some(r) = &mut slot.conn.report {
                     self.reports.push(ConnectionReport {
                         client: r.client.clone(),
