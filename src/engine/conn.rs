@@ -48,9 +48,10 @@ fn side_idx(s: Side) -> usize {
 }
 
 /// A connection tracked because its SYN went to a filtered port.
+///
+/// Its addresses are not kept here: the engine's slot holds them, packed (the flow table
+/// files it under them), and the frame templates carry them for building frames.
 pub(super) struct Conn<P: Policy> {
-    pub client: (IpAddr, u16),
-    pub server: (IpAddr, u16),
     /// The interface the client's frames arrive on.
     pub client_side: Side,
     pub state: State,
@@ -195,8 +196,6 @@ impl<P: Policy> Conn<P> {
         record: bool,
     ) -> Conn<P> {
         let mut c = Conn {
-            client: (t.src, t.seg.src_port),
-            server: (t.dst, t.seg.dst_port),
             client_side,
             state: State::SynSent,
             halves: [Half::new(), Half::new()],
@@ -939,11 +938,15 @@ impl<P: Policy> Conn<P> {
         self.state = State::Reset;
         self.close_at(ctx.now);
         *ctx.stats.resets.entry(why).or_default() += 1;
-        log::info!(
-            "reset {} -> {}: {why}",
-            sock(self.client.0, self.client.1),
-            sock(self.server.0, self.server.1)
-        );
+        if let Some(t) = self.tpl.get(IDX_C2S) {
+            log::info!(
+                "reset {} -> {}: {why}",
+                sock(t.src, t.src_port),
+                sock(t.dst, t.dst_port)
+            );
+        } else {
+            log::info!("reset: {why}");
+        }
         self.action(format!("reset by filter: {why}"));
     }
 
@@ -1147,7 +1150,7 @@ mod tests {
         );
         assert!(half <= 224, "Half is {half} bytes");
         assert!(session <= 288, "Session is {session} bytes");
-        assert!(conn <= 928, "Conn<Session> is {conn} bytes");
+        assert!(conn <= 888, "Conn<Session> is {conn} bytes");
     }
 
     fn endpoint(last: u8, port: u16, isn: u32) -> Endpoint {

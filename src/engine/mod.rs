@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use table::{FlowTable, Keyed};
+use table::{FlowTable, Keyed, StoredKey};
 
 /// Index of the client-to-server half of a connection.
 const IDX_C2S: usize = 0;
@@ -543,11 +543,23 @@ impl EvictClass {
 /// A tracked connection with the engine's bookkeeping of it.
 struct Slot<P: Policy> {
     conn: Conn<P>,
-    /// Class and last activity under which the idle index files it: the class always the
-    /// real one, the time at or before the real one (filed again lazily, see `evict_one`).
-    idle_at: (EvictClass, Time),
-    /// Bytes charged to the engine's memory account.
-    charged: usize,
+    /// The connection's addresses (the flow table files the slot under them).
+    key: StoredKey,
+    /// Last activity under which the idle index files it: at or before the real one
+    /// (filed again lazily, see `evict_one`).
+    idle_time: Time,
+    /// Bytes charged to the engine's memory account (a connection's buffers are bounded
+    /// far below 4 GiB; the account saturates rather than wraps).
+    charged: u32,
+    /// Class under which the idle index files it: always the real one.
+    idle_class: EvictClass,
+}
+
+impl<P: Policy> Slot<P> {
+    fn set_idle_at(&mut self, (class, time): (EvictClass, Time)) {
+        self.idle_class = class;
+        self.idle_time = time;
+    }
 }
 
 /// The flow table ([`table`]) files each slot under its connection's own addresses.
@@ -556,19 +568,16 @@ struct Slot<P: Policy> {
 /// connection record.
 impl<P: Policy> Keyed for Slot<P> {
     fn key(&self) -> FlowKey {
-        FlowKey {
-            client: self.conn.client,
-            server: self.conn.server,
-        }
+        self.key.get()
     }
 }
 
 /// Fixed bytes charged per connection besides its table entry: its record (boxed, with
-/// the allocator's overhead) and its entries in the three ordered indices (B-tree nodes at
-/// half fill, IPv6 keys whole). What it allocates (buffers, the policy's) is
-/// `Conn::heap_bytes`.
+/// the allocator's overhead, and its key if that is boxed) and its entries in the three
+/// ordered indices (B-tree nodes at half fill, counted as if keys were never packed). What
+/// it allocates (buffers, the policy's) is `Conn::heap_bytes`.
 fn fixed_charge<P: Policy>() -> usize {
-    let record = std::mem::size_of::<Slot<P>>() + 16;
+    let record = std::mem::size_of::<Slot<P>>() + 16 + StoredKey::MAX_HEAP;
     let index = 2 * std::mem::size_of::<(Time, FlowKey)>() * 2
         + 2 * std::mem::size_of::<(EvictClass, Time, FlowKey)>();
     record + index
@@ -923,13 +932,15 @@ impl<F: PolicyFactory> Engine<F> {
         // The class is filed again at once (it changes at most a few times in a life), the
         // activity time lazily (see `evict_one`).
         let class = EvictClass::of(conn);
-        if slot.idle_at.0 != class {
-            self.idle[slot.idle_at.0 as usize].remove(slot.idle_at.1, key);
-            slot.idle_at = (class, conn.last_seen);
-            self.idle[class as usize].insert(conn.last_seen, key);
+        if slot.idle_class != class {
+            self.idle[slot.idle_class as usize].remove(slot.idle_time, key);
+            let last_seen = conn.last_seen;
+            slot.set_idle_at((class, last_seen));
+            self.idle[class as usize].insert(last_seen, key);
         }
-        let charge = self.fixed_charge + conn.heap_bytes();
-        self.memory = self.memory.saturating_sub(slot.charged) + charge;
+        let charge = self.fixed_charge.saturating_add(slot.conn.heap_bytes());
+        let charge = u32::try_from(charge).unwrap_or(u32::MAX);
+        self.memory = self.memory.saturating_sub(slot.charged as usize) + charge as usize;
         slot.charged = charge;
     }
 
@@ -951,7 +962,7 @@ impl<F: PolicyFactory> Engine<F> {
                 if real != (class, filed) {
                     self.idle[c].remove(filed, key);
                     self.idle[real.0 as usize].insert(real.1, key);
-                    slot.idle_at = real;
+                    slot.set_idle_at(real);
                     continue;
                 }
                 let latest = match class {
@@ -1076,8 +1087,8 @@ impl<F: PolicyFactory> Engine<F> {
             if let Some(t) = c.indexed_exp() {
                 self.expiries.remove(t, key);
             }
-            self.idle[slot.idle_at.0 as usize].remove(slot.idle_at.1, key);
-            self.memory = self.memory.saturating_sub(slot.charged);
+            self.idle[slot.idle_class as usize].remove(slot.idle_time, key);
+            self.memory = self.memory.saturating_sub(slot.charged as usize);
             self.retire(c);
         }
     }
@@ -1115,8 +1126,10 @@ impl<F: PolicyFactory> Engine<F> {
         self.idle[idle_at.0 as usize].insert(idle_at.1, key);
         let slot = Slot {
             conn,
-            idle_at,
+            key: StoredKey::new(key),
+            idle_time: idle_at.1,
             charged: 0,
+            idle_class: idle_at.0,
         };
         debug_assert!(slot.key() == key, "a connection is filed under its own key");
         self.conns.insert(Box::new(slot));
