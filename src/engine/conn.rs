@@ -1149,8 +1149,8 @@ mod tests {
             size_of::<Option<Box<ConnectionReport>>>(),
         );
         assert!(half <= 224, "Half is {half} bytes");
-        assert!(session <= 288, "Session is {session} bytes");
-        assert!(conn <= 888, "Conn<Session> is {conn} bytes");
+        assert!(session <= 240, "Session is {session} bytes");
+        assert!(conn <= 840, "Conn<Session> is {conn} bytes");
     }
 
     fn endpoint(last: u8, port: u16, isn: u32) -> Endpoint {

@@ -2,6 +2,7 @@
 //! chunks, and what is dropped after STARTTLS.
 
 use super::data::DataLine;
+use super::held::HeldBuf;
 use super::ops;
 use super::policy::MAX_VERB;
 use super::session::{CmdKind, Expect, Session};
@@ -42,7 +43,7 @@ impl ClientState {
     /// Heap bytes owned (O(1)): a command line's held verb, freed once the verb is decided.
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
-            ClientState::Command(l) => l.head.capacity(),
+            ClientState::Command(l) => l.head.heap_bytes(),
             _ => 0,
         }
     }
@@ -292,7 +293,7 @@ impl AddrParse {
 #[derive(Debug, Default)]
 pub(crate) struct CmdLine {
     /// Held undecided bytes: the verb so far (at most [`MAX_VERB`] + 1 bytes).
-    head: Vec<u8>,
+    head: HeldBuf,
     /// Set once the verb is decided: how the rest streams.
     action: Option<LineAction>,
     /// Masking: a CR held until we know whether it ends the line.

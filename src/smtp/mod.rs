@@ -129,6 +129,7 @@
 
 pub(crate) mod client;
 mod data;
+mod held;
 mod ops;
 pub(crate) mod policy;
 pub(crate) mod server;

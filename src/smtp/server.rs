@@ -1,6 +1,7 @@
 //! The server-to-client direction: replies matched to commands in order, greeting masking,
 //! EHLO reply rewriting, and the reply codes that switch the client's state (354, 334, 220).
 
+use super::held::HeldBuf;
 use super::ops;
 use super::policy::pix40_banner;
 use super::session::{CmdKind, Expect, Session};
@@ -57,7 +58,7 @@ enum LineAction {
 #[derive(Debug, Default)]
 pub(crate) struct ServerSide {
     /// Held bytes of the current line (code, separator, maybe a keyword).
-    head: Vec<u8>,
+    head: HeldBuf,
     /// Bytes of the current line seen so far.
     pos: usize,
     action: Option<LineAction>,
@@ -65,7 +66,7 @@ pub(crate) struct ServerSide {
     sep: u8,
     reply: Option<Reply>,
     /// strict: the EHLO reply held whole.
-    held_reply: Vec<u8>,
+    held_reply: HeldBuf,
     /// A whole line was seen (the first line's code tells whether the server talks SMTP).
     seen_line: bool,
 }
@@ -82,7 +83,7 @@ impl ServerSide {
 
     /// Heap bytes owned (O(1)): the held line head and EHLO reply, both freed once decided.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.head.capacity() + self.held_reply.capacity()
+        self.head.heap_bytes() + self.held_reply.heap_bytes()
     }
 
     fn has_code(&self) -> bool {
@@ -309,7 +310,7 @@ impl Session {
         let kw = s.head.get(4..).unwrap_or(&[]);
         if kw.is_empty() || self.policy.ehlo_keyword_kept(kw) {
             ops::copy(&mut out.to_client, s.head.len());
-            s.head = Vec::new();
+            s.head = HeldBuf::default();
             s.action = Some(LineAction::Copy);
             return;
         }
@@ -365,7 +366,7 @@ impl Session {
         }
         s.pos = 0;
         s.action = None;
-        s.head = Vec::new();
+        s.head = HeldBuf::default();
         tail.to_vec()
     }
 
