@@ -71,8 +71,9 @@ pub(super) struct Half {
     pub ts: Option<(u32, u32)>,
     /// Retransmission deadline of the engine's own timer for unacknowledged output.
     rto_at: Opt64,
-    /// Consecutive timeouts without progress.
-    pub retries: u32,
+    /// Consecutive timeouts without progress (16 bits: with 15 others of a byte, a half
+    /// fits in 216 bytes rather than 224; a limit above `u16::MAX` acts as `u16::MAX`).
+    pub retries: u16,
 }
 
 impl Half {

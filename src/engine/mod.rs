@@ -1212,3 +1212,26 @@ impl<F: PolicyFactory> Engine<F> {
         std::mem::take(&mut self.reports)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::Session;
+    use std::mem::size_of;
+
+    /// What an idle connection costs the engine besides its buffers (none when idle): its
+    /// boxed slot, its flow-table bucket, its entries in the expiry and idle indices. Bounded
+    /// so that a regression shows (issue 6: state per idle connection).
+    #[test]
+    fn slot_layout_within_budget() {
+        let slot = size_of::<Slot<Session>>();
+        let bucket = FlowTable::<Slot<Session>>::BUCKET_BYTES;
+        eprintln!("size_of: Slot<Session> {slot}, table bucket {bucket}");
+        assert!(slot <= 856, "Slot<Session> is {slot} bytes");
+        assert_eq!(bucket, 8);
+        assert!(
+            fixed_charge::<Session>() >= slot + 16,
+            "the charge covers the record"
+        );
+    }
+}
