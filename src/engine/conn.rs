@@ -1149,8 +1149,8 @@ mod tests {
             size_of::<Option<Box<ConnectionReport>>>(),
         );
         assert!(half <= 216, "Half is {half} bytes");
-        assert!(session <= 240, "Session is {session} bytes");
-        assert!(conn <= 824, "Conn<Session> is {conn} bytes");
+        assert!(session <= 232, "Session is {session} bytes");
+        assert!(conn <= 808, "Conn<Session> is {conn} bytes");
     }
 
     fn endpoint(last: u8, port: u16, isn: u32) -> Endpoint {

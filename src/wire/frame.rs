@@ -407,7 +407,8 @@ pub enum TemplateIp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template {
     l2: [u8; 32],
-    l2_len: usize,
+    /// Bytes of `l2` used (at most 32, so a byte: the template is 80 bytes, not 88).
+    l2_len: u8,
     /// Source address.
     pub src: IpAddr,
     /// Destination address.
@@ -453,7 +454,7 @@ impl Template {
         }
         Some(Template {
             l2,
-            l2_len,
+            l2_len: u8::try_from(l2_len).ok()?,
             src: t.src,
             dst: t.dst,
             ip,
@@ -485,7 +486,7 @@ impl Template {
 
     /// Length of a frame carrying `tcp_len` bytes of TCP.
     pub fn frame_len(&self, tcp_len: usize) -> usize {
-        self.l2_len + self.ip_header_len() + tcp_len
+        usize::from(self.l2_len) + self.ip_header_len() + tcp_len
     }
 }
 
@@ -509,8 +510,8 @@ pub fn build_tcp_frame(
     if buf.len() != t.frame_len(tcp_len) || !options.len().is_multiple_of(4) || tcp_hdr_len > 60 {
         return None;
     }
-    let (l2, rest) = buf.split_at_mut(t.l2_len);
-    l2.copy_from_slice(t.l2.get(..t.l2_len)?);
+    let (l2, rest) = buf.split_at_mut(usize::from(t.l2_len));
+    l2.copy_from_slice(t.l2.get(..usize::from(t.l2_len))?);
     let (ip, tcp) = rest.split_at_mut(t.ip_header_len());
     match (t.ip, t.src, t.dst) {
         (TemplateIp::V4 { tos, ttl, df }, IpAddr::V4(s), IpAddr::V4(d)) => {
