@@ -83,11 +83,39 @@ struct BlockMasks {
     dot: u64,
 }
 
-/// The masks of `block`, 16 bytes per SSE2 compare.
+/// The masks of `block`, 16 bytes per compare with SSE2 (part of every x86-64 CPU).
 #[cfg(target_arch = "x86_64")]
 fn block_masks(block: &[u8; 64]) -> BlockMasks {
     // SAFETY: SSE2 is part of the x86-64 baseline: every CPU this code runs on has it.
     unsafe { block_masks_sse2(block) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_masks_avx2(block: &[u8; 64]) -> BlockMasks {
+    use std::arch::x86_64::_mm256_set1_epi8;
+    use std::arch::x86_64::{_mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8};
+    let (cr, lf, dot) = (
+        _mm256_set1_epi8(CR as i8),
+        _mm256_set1_epi8(LF as i8),
+        _mm256_set1_epi8(b'.' as i8),
+    );
+    let mut m = BlockMasks {
+        cr: 0,
+        lf: 0,
+        dot: 0,
+    };
+    for (k, chunk) in block.chunks_exact(32).enumerate() {
+        // SAFETY: `chunks_exact(32)` makes `chunk` 32 readable bytes; `loadu` needs no
+        // alignment.
+        let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+        let shift = 32 * k as u32;
+        // movemask gives one bit per byte in 32 bits: the cast to u32 drops nothing.
+        m.cr |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, cr)) as u32) << shift;
+        m.lf |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, lf)) as u32) << shift;
+        m.dot |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, dot)) as u32) << shift;
+    }
+    m
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -146,16 +174,36 @@ fn block_masks(block: &[u8; 64]) -> BlockMasks {
 /// complete in `rest`; those go through the byte loop of [`Session::data_bytes`].
 ///
 /// Bulk bodies are mostly such runs (base64 lines of 76 bytes), so this is the policy's hot
-/// loop. It looks at 64 bytes at a time with bit masks, one pass whatever the line length
-/// (a search per line cost a call per 76 bytes): line starts are the bits after LFs; a
-/// start on `.`, CR or LF ends the run, and under strict so does any CR not followed by LF
-/// or LF not preceded by CR (`(cr << 1) ^ lf`). The run ends at the last line start at or
-/// before the first such bit, or at the last line start in `rest` (a line not complete).
+/// loop. It looks at 64 bytes at a time with bit masks (AVX2 or SSE2 compares), one pass
+/// whatever the line length (a search per line cost a call per 76 bytes): line starts are
+/// the bits after LFs; a start on `.`, CR or LF ends the run, and under strict so does any
+/// CR not followed by LF or LF not preceded by CR (`(cr << 1) ^ lf`). The run ends at the
+/// last line start at or before the first such bit, or at the last line start in `rest`.
 fn ordinary_lines(rest: &[u8], strict: bool) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (just checked; the standard library caches the answer).
+        return unsafe { ordinary_lines_avx2(rest, strict) };
+    }
+    scan_lines(rest, strict, block_masks)
+}
+
+/// [`ordinary_lines`] with AVX2: 32 bytes per compare, the whole loop compiled for it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn ordinary_lines_avx2(rest: &[u8], strict: bool) -> usize {
+    scan_lines(rest, strict, |b| block_masks_avx2(b))
+}
+
+/// The scan of [`ordinary_lines`], with the masks of each block from `masks`.
+#[inline(always)]
+fn scan_lines(rest: &[u8], strict: bool, masks: impl Fn(&[u8; 64]) -> BlockMasks) -> usize {
     // Position 0 is a line start; later, bit 0 of a block is one after an LF at bit 63.
     let mut start_carry = 1u64;
     let mut cr_carry = 0u64;
-    let mut last_start = 0usize;
+    // The latest block with a line start, as its offset and its starts: the position of
+    // the highest is worked out once at the end, not per block.
+    let mut last_starts = (0usize, 1u64);
     let mut base = 0usize;
     let mut padded = [0u8; 64];
     // One block past the last full one, zero-padded (zero is none of the bytes looked at),
@@ -172,28 +220,28 @@ fn ordinary_lines(rest: &[u8], strict: bool) -> usize {
                 &padded
             }
         };
-        let m = block_masks(block);
-        let starts = (m.lf << 1) | start_carry;
+        let m = masks(block);
+        let mut starts = (m.lf << 1) | start_carry;
         let mut bad = starts & (m.cr | m.lf | m.dot);
         if strict {
             bad |= ((m.cr << 1) | cr_carry) ^ m.lf;
         }
         if bad != 0 {
-            let first = bad.trailing_zeros();
-            let upto = starts & (u64::MAX >> (63 - first));
-            return match upto {
-                0 => last_start,
-                s => base + (63 - s.leading_zeros()) as usize,
-            };
+            // Only the starts at or before the first bad bit count.
+            starts &= u64::MAX >> (63 - bad.trailing_zeros());
         }
         if starts != 0 {
-            last_start = base + (63 - starts.leading_zeros()) as usize;
+            last_starts = (base, starts);
+        }
+        if bad != 0 {
+            break;
         }
         start_carry = m.lf >> 63;
         cr_carry = m.cr >> 63;
         base += 64;
     }
-    last_start.min(rest.len())
+    let (at, starts) = last_starts;
+    (at + (63 - starts.leading_zeros()) as usize).min(rest.len())
 }
 
 /// What one body byte did.
@@ -356,7 +404,9 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::{block_masks, block_masks_portable, ordinary_lines, CR, LF};
+    use super::{block_masks, block_masks_portable, ordinary_lines, scan_lines, CR, LF};
+    #[cfg(target_arch = "x86_64")]
+    use super::{block_masks_avx2, block_masks_sse2};
     use proptest::prelude::*;
 
     /// The reference model of one ordinary line (the scan before the block masks, one
@@ -459,13 +509,28 @@ mod tests {
             ),
             strict in any::<bool>(),
         ) {
-            prop_assert_eq!(ordinary_lines(&bytes, strict), reference_lines(&bytes, strict));
+            let want = reference_lines(&bytes, strict);
+            prop_assert_eq!(ordinary_lines(&bytes, strict), want);
+            // Whichever masks the CPU gets: the portable ones and SSE2's too.
+            prop_assert_eq!(scan_lines(&bytes, strict, block_masks_portable), want);
+            prop_assert_eq!(scan_lines(&bytes, strict, block_masks), want);
         }
 
         #[test]
         fn simd_and_portable_masks_agree(bytes in proptest::collection::vec(any::<u8>(), 64)) {
             let block: [u8; 64] = bytes.as_slice().try_into().unwrap_or([0; 64]);
             prop_assert_eq!(block_masks(&block), block_masks_portable(&block));
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: SSE2 is x86-64 baseline; AVX2 only where the CPU has it.
+                prop_assert_eq!(unsafe { block_masks_sse2(&block) }, block_masks_portable(&block));
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    prop_assert_eq!(
+                        unsafe { block_masks_avx2(&block) },
+                        block_masks_portable(&block)
+                    );
+                }
+            }
         }
 
         #[test]
