@@ -74,33 +74,174 @@ impl DataLine {
     }
 }
 
-/// The length of the complete line at the start of `rest` if it passes unchanged and ends
-/// nothing: it does not start with `.`, CR or LF (so it is neither the terminator nor the
-/// empty line ending the headers) and, under strict, its only CR is the one of its CRLF.
-/// `None` when the line is not complete in `rest` or needs the byte-by-byte path.
-fn ordinary_line(rest: &[u8], strict: bool) -> Option<usize> {
-    let (&first, tail) = rest.split_first()?;
-    if matches!(first, b'.' | CR | LF) {
-        return None;
-    }
-    if strict {
-        let at = memchr::memchr2(LF, CR, tail)? + 1;
-        (rest.get(at) == Some(&CR) && rest.get(at + 1) == Some(&LF)).then_some(at + 2)
-    } else {
-        Some(memchr::memchr(LF, tail)? + 2)
-    }
+/// Where each of the bytes the body scan looks at sits in one 64-byte block: bit `i` of a
+/// mask is set when byte `i` of the block is that byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockMasks {
+    cr: u64,
+    lf: u64,
+    dot: u64,
 }
 
-/// The length of the run of complete ordinary lines (see [`ordinary_line`]) at the start of
-/// `rest`: after one, the body is at a line start again, so the next is checked at once
-/// rather than through the byte loop of [`Session::data_bytes`] (bulk bodies are mostly runs
-/// of such lines).
-fn ordinary_lines(rest: &[u8], strict: bool) -> usize {
-    let mut n = 0;
-    while let Some(len) = rest.get(n..).and_then(|r| ordinary_line(r, strict)) {
-        n += len;
+/// The masks of `block`, 16 bytes per compare with SSE2 (part of every x86-64 CPU).
+#[cfg(target_arch = "x86_64")]
+fn block_masks(block: &[u8; 64]) -> BlockMasks {
+    // SAFETY: SSE2 is part of the x86-64 baseline: every CPU this code runs on has it.
+    unsafe { block_masks_sse2(block) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_masks_avx2(block: &[u8; 64]) -> BlockMasks {
+    use std::arch::x86_64::_mm256_set1_epi8;
+    use std::arch::x86_64::{_mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8};
+    let (cr, lf, dot) = (
+        _mm256_set1_epi8(CR as i8),
+        _mm256_set1_epi8(LF as i8),
+        _mm256_set1_epi8(b'.' as i8),
+    );
+    let mut m = BlockMasks {
+        cr: 0,
+        lf: 0,
+        dot: 0,
+    };
+    for (k, chunk) in block.chunks_exact(32).enumerate() {
+        // SAFETY: `chunks_exact(32)` makes `chunk` 32 readable bytes; `loadu` needs no
+        // alignment.
+        let v = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+        let shift = 32 * k as u32;
+        // movemask gives one bit per byte in 32 bits: the cast to u32 drops nothing.
+        m.cr |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, cr)) as u32) << shift;
+        m.lf |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, lf)) as u32) << shift;
+        m.dot |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, dot)) as u32) << shift;
     }
-    n
+    m
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let (cr, lf, dot) = (
+        _mm_set1_epi8(CR as i8),
+        _mm_set1_epi8(LF as i8),
+        _mm_set1_epi8(b'.' as i8),
+    );
+    let mut m = BlockMasks {
+        cr: 0,
+        lf: 0,
+        dot: 0,
+    };
+    for (k, chunk) in block.chunks_exact(16).enumerate() {
+        // SAFETY: `chunks_exact(16)` makes `chunk` 16 readable bytes; `loadu` needs no
+        // alignment.
+        let v = unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) };
+        let shift = 16 * k as u32;
+        // movemask sets only the low 16 bits: the cast to u16 drops nothing.
+        m.cr |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr)) as u16) << shift;
+        m.lf |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf)) as u16) << shift;
+        m.dot |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, dot)) as u16) << shift;
+    }
+    m
+}
+
+/// The masks of `block`, one byte at a time (targets without the SSE2 path).
+#[cfg(any(not(target_arch = "x86_64"), test))]
+fn block_masks_portable(block: &[u8; 64]) -> BlockMasks {
+    let mut m = BlockMasks {
+        cr: 0,
+        lf: 0,
+        dot: 0,
+    };
+    for (i, &b) in block.iter().enumerate() {
+        m.cr |= u64::from(b == CR) << i;
+        m.lf |= u64::from(b == LF) << i;
+        m.dot |= u64::from(b == b'.') << i;
+    }
+    m
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_masks(block: &[u8; 64]) -> BlockMasks {
+    block_masks_portable(block)
+}
+
+/// The length of the run of complete ordinary lines at the start of `rest`: lines that pass
+/// unchanged and end nothing, so that after one the body is at a line start again. An
+/// ordinary line does not start with `.`, CR or LF (so it is neither the terminator nor the
+/// empty line ending the headers), ends at its first LF and, under strict, its only CR is
+/// the one of its CRLF. The run stops before the first line that is not ordinary or not
+/// complete in `rest`; those go through the byte loop of [`Session::data_bytes`].
+///
+/// Bulk bodies are mostly such runs (base64 lines of 76 bytes), so this is the policy's hot
+/// loop. It looks at 64 bytes at a time with bit masks (AVX2 or SSE2 compares), one pass
+/// whatever the line length (a search per line cost a call per 76 bytes): line starts are
+/// the bits after LFs; a start on `.`, CR or LF ends the run, and under strict so does any
+/// CR not followed by LF or LF not preceded by CR (`(cr << 1) ^ lf`). The run ends at the
+/// last line start at or before the first such bit, or at the last line start in `rest`.
+fn ordinary_lines(rest: &[u8], strict: bool) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (just checked; the standard library caches the answer).
+        return unsafe { ordinary_lines_avx2(rest, strict) };
+    }
+    scan_lines(rest, strict, block_masks)
+}
+
+/// [`ordinary_lines`] with AVX2: 32 bytes per compare, the whole loop compiled for it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn ordinary_lines_avx2(rest: &[u8], strict: bool) -> usize {
+    scan_lines(rest, strict, |b| block_masks_avx2(b))
+}
+
+/// The scan of [`ordinary_lines`], with the masks of each block from `masks`.
+#[inline(always)]
+fn scan_lines(rest: &[u8], strict: bool, masks: impl Fn(&[u8; 64]) -> BlockMasks) -> usize {
+    // Position 0 is a line start; later, bit 0 of a block is one after an LF at bit 63.
+    let mut start_carry = 1u64;
+    let mut cr_carry = 0u64;
+    // The latest block with a line start, as its offset and its starts: the position of
+    // the highest is worked out once at the end, not per block.
+    let mut last_starts = (0usize, 1u64);
+    let mut base = 0usize;
+    let mut padded = [0u8; 64];
+    // One block past the last full one, zero-padded (zero is none of the bytes looked at),
+    // so that the position just after the last byte is looked at too.
+    while base <= rest.len() {
+        let block: &[u8; 64] = match rest.get(base..base + 64).and_then(|b| b.try_into().ok()) {
+            Some(b) => b,
+            None => {
+                let part = rest.get(base..).unwrap_or_default();
+                padded.fill(0);
+                if let Some(dst) = padded.get_mut(..part.len()) {
+                    dst.copy_from_slice(part);
+                }
+                &padded
+            }
+        };
+        let m = masks(block);
+        let mut starts = (m.lf << 1) | start_carry;
+        let mut bad = starts & (m.cr | m.lf | m.dot);
+        if strict {
+            bad |= ((m.cr << 1) | cr_carry) ^ m.lf;
+        }
+        if bad != 0 {
+            // Only the starts at or before the first bad bit count.
+            starts &= u64::MAX >> (63 - bad.trailing_zeros());
+        }
+        if starts != 0 {
+            last_starts = (base, starts);
+        }
+        if bad != 0 {
+            break;
+        }
+        start_carry = m.lf >> 63;
+        cr_carry = m.cr >> 63;
+        base += 64;
+    }
+    let (at, starts) = last_starts;
+    (at + (63 - starts.leading_zeros()) as usize).min(rest.len())
 }
 
 /// What one body byte did.
@@ -263,28 +404,53 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::{ordinary_line, ordinary_lines};
+    use super::{block_masks, block_masks_portable, ordinary_lines, scan_lines, CR, LF};
+    #[cfg(target_arch = "x86_64")]
+    use super::{block_masks_avx2, block_masks_sse2};
+    use proptest::prelude::*;
+
+    /// The reference model of one ordinary line (the scan before the block masks, one
+    /// memchr per line): its length if the line at the start of `rest` is ordinary and
+    /// complete.
+    fn ordinary_line(rest: &[u8], strict: bool) -> Option<usize> {
+        let (&first, tail) = rest.split_first()?;
+        if matches!(first, b'.' | CR | LF) {
+            return None;
+        }
+        if strict {
+            let at = memchr::memchr2(LF, CR, tail)? + 1;
+            (rest.get(at) == Some(&CR) && rest.get(at + 1) == Some(&LF)).then_some(at + 2)
+        } else {
+            Some(memchr::memchr(LF, tail)? + 2)
+        }
+    }
+
+    /// The reference model of a run: line after line.
+    fn reference_lines(rest: &[u8], strict: bool) -> usize {
+        let mut n = 0;
+        while let Some(len) = rest.get(n..).and_then(|r| ordinary_line(r, strict)) {
+            n += len;
+        }
+        n
+    }
 
     #[test]
     fn ordinary_lines_pass_whole_and_everything_else_goes_byte_by_byte() {
         // strict: a line whose only CR is its CRLF's.
-        assert_eq!(ordinary_line(b"abc\r\nnext", true), Some(5));
-        assert_eq!(ordinary_line(b"a\r\n", true), Some(3));
+        assert_eq!(ordinary_lines(b"abc\r\nnext", true), 5);
+        assert_eq!(ordinary_lines(b"a\r\n", true), 3);
         // strict: bare CR, bare LF, CR at the end of what we have: byte by byte.
-        assert_eq!(ordinary_line(b"ab\rc\r\n", true), None);
-        assert_eq!(ordinary_line(b"abc\nx", true), None);
-        assert_eq!(ordinary_line(b"abc\r", true), None);
+        assert_eq!(ordinary_lines(b"ab\rc\r\n", true), 0);
+        assert_eq!(ordinary_lines(b"abc\nx", true), 0);
+        assert_eq!(ordinary_lines(b"abc\r", true), 0);
         // Other profiles: any line up to its LF, a CR inside is just a byte.
-        assert_eq!(ordinary_line(b"ab\rc\n.", false), Some(5));
-        assert_eq!(ordinary_line(b"abc\r\n", false), Some(5));
+        assert_eq!(ordinary_lines(b"ab\rc\n.", false), 5);
+        assert_eq!(ordinary_lines(b"abc\r\n", false), 5);
         // Never the terminator, an empty line, or an incomplete line.
         for strict in [true, false] {
-            assert_eq!(ordinary_line(b".\r\n", strict), None);
-            assert_eq!(ordinary_line(b"..x\r\n", strict), None);
-            assert_eq!(ordinary_line(b"\r\n", strict), None);
-            assert_eq!(ordinary_line(b"\n", strict), None);
-            assert_eq!(ordinary_line(b"abc", strict), None);
-            assert_eq!(ordinary_line(b"", strict), None);
+            for line in [&b".\r\n"[..], b"..x\r\n", b"\r\n", b"\n", b"abc", b""] {
+                assert_eq!(ordinary_lines(line, strict), 0, "{line:?}");
+            }
         }
     }
 
@@ -298,5 +464,93 @@ mod tests {
         assert_eq!(ordinary_lines(b"abc\r\ndef", true), 5);
         assert_eq!(ordinary_lines(b"\r\nabc\r\n", true), 0);
         assert_eq!(ordinary_lines(b"", false), 0);
+    }
+
+    #[test]
+    fn runs_across_block_edges_match_the_line_by_line_model() {
+        // Base64-like lines of 76 bytes: CRLFs, starts and a CR/LF pair split at every
+        // offset around the 64-byte block edges.
+        let line = |n: usize| {
+            let mut l = vec![b'Q'; n];
+            l.extend_from_slice(b"\r\n");
+            l
+        };
+        for n in 1..140 {
+            for tail in [
+                &b""[..],
+                b"\r",
+                b"\r\n",
+                b".",
+                b".\r\n",
+                b"x\ry",
+                b"x\ny",
+                b"ab",
+            ] {
+                let mut body = line(n);
+                body.extend(line(76));
+                body.extend_from_slice(tail);
+                for strict in [true, false] {
+                    assert_eq!(
+                        ordinary_lines(&body, strict),
+                        reference_lines(&body, strict),
+                        "n {n} tail {tail:?} strict {strict}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn block_scan_equals_the_line_by_line_model(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(0u8)],
+                0..400,
+            ),
+            strict in any::<bool>(),
+        ) {
+            let want = reference_lines(&bytes, strict);
+            prop_assert_eq!(ordinary_lines(&bytes, strict), want);
+            // Whichever masks the CPU gets: the portable ones and SSE2's too.
+            prop_assert_eq!(scan_lines(&bytes, strict, block_masks_portable), want);
+            prop_assert_eq!(scan_lines(&bytes, strict, block_masks), want);
+        }
+
+        #[test]
+        fn simd_and_portable_masks_agree(bytes in proptest::collection::vec(any::<u8>(), 64)) {
+            let block: [u8; 64] = bytes.as_slice().try_into().unwrap_or([0; 64]);
+            prop_assert_eq!(block_masks(&block), block_masks_portable(&block));
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: SSE2 is x86-64 baseline; AVX2 only where the CPU has it.
+                prop_assert_eq!(unsafe { block_masks_sse2(&block) }, block_masks_portable(&block));
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    prop_assert_eq!(
+                        unsafe { block_masks_avx2(&block) },
+                        block_masks_portable(&block)
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn mostly_ordinary_bodies_equal_the_model(
+            lines in proptest::collection::vec((1usize..120, 0u8..12), 0..40),
+            strict in any::<bool>(),
+        ) {
+            // Long runs of ordinary lines with an occasional oddity, as real bodies are.
+            let mut body = Vec::new();
+            for (len, odd) in lines {
+                body.extend(std::iter::repeat_n(b'x', len));
+                body.extend_from_slice(match odd {
+                    0 => &b"\n"[..],
+                    1 => b"\r",
+                    2 => b"\r\n.",
+                    3 => b"\r\n\r\n",
+                    _ => b"\r\n",
+                });
+            }
+            prop_assert_eq!(ordinary_lines(&body, strict), reference_lines(&body, strict));
+        }
     }
 }
