@@ -760,6 +760,24 @@ fn strict_profile_over_a_bad_network_delivers_its_transform_for_every_seed() {
     sweep(Profile::Strict);
 }
 
+/// Seeds beyond the default sweep where strict once left a session stuck: a body segment
+/// ended with the CR of a CRLF, strict held that CR until the LF came, and the client
+/// (smoltcp, classic Nagle) held the LF and the rest of the body until the CR was
+/// acknowledged, which the server could not do. Strict now copies the CR at once.
+#[test]
+fn strict_never_stalls_a_nagle_client_on_a_held_cr() {
+    for seed in [2248, 4392, 4810] {
+        let run = run_engine(Scenario::random(Profile::Strict, seed));
+        let f = run.failures();
+        assert!(
+            f.is_empty(),
+            "seed {seed}: {}\n{}",
+            run.describe(),
+            f.join("\n")
+        );
+    }
+}
+
 /// The masking profiles keep lengths, except that asa and pix51 mask banners and asa
 /// rewrites the EHLO reply in place: beyond the three, for depth.
 #[test]

@@ -139,6 +139,43 @@ fn long_allowed_line_is_sent_before_its_line_end() {
     }
 }
 
+/// A message body is never held, whatever the chunking, under any profile: a chunk that
+/// ends with the CR of a CRLF (a segment boundary there is common, about one full segment in
+/// eighty of a body) reaches the server whole. Holding that CR would stall a classic-Nagle
+/// client (RFC 896): its next small segment waits for an ACK of the CR, which the server
+/// cannot give for a byte it never got. strict's bare CR / bare LF normalisation still
+/// applies, decided when the next byte comes.
+#[test]
+fn message_body_is_streamed_without_holding_a_byte() {
+    let body: &[u8] = b"Subject: x\r\n\r\nline one\r\nbare\rcr and bare\nlf\r\n..dot\r\n.\r\n";
+    for p in [Profile::Pix51, Profile::Asa, Profile::Strict] {
+        for size in [1, 2, 3, 5, 11] {
+            let mut d = Driver::open(p, Some(b"MAIL FROM:<a@x>\r\n"));
+            d.feed(C, b"RCPT TO:<b@x>\r\n", usize::MAX);
+            d.feed(S, b"250 ok\r\n", usize::MAX);
+            d.feed(C, b"DATA\r\n", usize::MAX);
+            d.feed(S, b"354 go\r\n", usize::MAX);
+            let before = d.to_server().len();
+            for chunk in body.chunks(size) {
+                d.feed(C, chunk, usize::MAX);
+                assert_eq!(d.session.held(C), 0, "{p} chunks of {size}");
+                assert_eq!(d.consumed(), d.input_c.len(), "{p} chunks of {size}");
+            }
+            let want: &[u8] = if p == Profile::Strict {
+                b"Subject: x\r\n\r\nline one\r\nbare\r\ncr and bare\r\nlf\r\n..dot\r\n.\r\n"
+            } else {
+                body
+            };
+            assert_eq!(
+                d.to_server().get(before..),
+                Some(want),
+                "{p} chunks of {size}"
+            );
+            assert!(d.events.contains(&Event::DataEnded), "{p} chunks of {size}");
+        }
+    }
+}
+
 /// A 600-byte line resets when byte 513 arrives; the 512 bytes before it have been sent.
 #[test]
 fn line_of_600_resets_at_byte_513() {

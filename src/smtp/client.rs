@@ -52,7 +52,6 @@ impl ClientState {
     pub(crate) fn held(&self) -> usize {
         match self {
             ClientState::Command(l) => l.head.len() + usize::from(l.pending_cr),
-            ClientState::Data(d) => usize::from(d.pending_cr()),
             _ => 0,
         }
     }
@@ -757,10 +756,7 @@ impl Session {
                     }
                 }
             }
-            ClientState::Data(d) if d.pending_cr() => {
-                ops::copy(&mut out.to_server, 1);
-                ops::insert(&mut out.to_server, b"\n");
-            }
+            ClientState::Data(d) if d.pending_cr() => ops::insert(&mut out.to_server, b"\n"),
             ClientState::StartTlsWait { dropped } if dropped > 0 => {
                 out.events.push(Event::DroppedAfterStartTls(dropped));
             }

@@ -35,7 +35,7 @@ pub(crate) struct DataLine {
     /// Bytes of the line so far, LF excluded.
     len: usize,
     last_cr: bool,
-    /// strict: a CR held until we know whether LF follows.
+    /// strict: the last byte was a CR (already copied); the next says whether it is bare.
     pending_cr: bool,
     /// Still in the header section (before the first empty line).
     in_headers: bool,
@@ -51,7 +51,8 @@ impl DataLine {
         }
     }
 
-    /// strict holds a CR until the next byte says whether it is bare.
+    /// strict: the last byte was a CR, and the next says whether it is bare (the CR itself
+    /// is already copied: an LF is inserted after it if it is).
     pub(crate) fn pending_cr(&self) -> bool {
         self.pending_cr
     }
@@ -348,11 +349,10 @@ impl Session {
         if d.pending_cr {
             d.pending_cr = false;
             if b == LF {
-                ops::copy(&mut out.to_server, 2);
+                ops::copy(&mut out.to_server, 1);
                 return self.body_line_end(out);
             }
             // A bare CR: CRLF instead, and `b` begins the next line.
-            ops::copy(&mut out.to_server, 1);
             ops::insert(&mut out.to_server, b"\n");
             if let Step::Ended = self.body_line_end(out) {
                 return Step::EndedBefore;
@@ -360,7 +360,14 @@ impl Session {
             return self.strict_body_byte(b, out);
         }
         match b {
-            CR => d.pending_cr = true,
+            // Copied at once: a CR stays a CR whether LF follows or not (a bare one gets an
+            // LF after it). Holding it would keep a classic-Nagle sender (RFC 896) whose
+            // segment ended with it from ever sending the rest: the receiver cannot
+            // acknowledge a byte it never got.
+            CR => {
+                ops::copy(&mut out.to_server, 1);
+                d.pending_cr = true;
+            }
             LF => {
                 ops::insert(&mut out.to_server, b"\r");
                 ops::copy(&mut out.to_server, 1);
