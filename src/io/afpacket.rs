@@ -110,24 +110,14 @@ fn interface_mtu(ifname: &str) -> io::Result<usize> {
 #[derive(Debug)]
 struct RxRing {
     base: *mut u8,
-    len: usize,
     frame_size: usize,
     frames: usize,
     head: usize,
 }
 
-// SAFETY: the mapping is owned by the ring alone and only touched through `&mut self` or
-// atomics; moving it to another thread is as safe as moving a Vec.
+// SAFETY: the slots are only touched through `&mut self` or atomics; the mapping they lie
+// in belongs to the same socket (`Mapping`) and outlives the ring.
 unsafe impl Send for RxRing {}
-
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are the mapping made in `RxRing::map`, unmapped once.
-        unsafe {
-            libc::munmap(self.base.cast(), self.len);
-        }
-    }
-}
 
 /// What a ring slot holds, read from its header.
 #[derive(Clone, Copy, Debug)]
@@ -145,60 +135,6 @@ struct SlotInfo {
 }
 
 impl RxRing {
-    /// Sets up a ring of [`RING_BYTES`] with slots for `mtu` on `fd` (TPACKET_V2 must be
-    /// set) and maps it.
-    fn map(fd: RawFd, mtu: usize) -> io::Result<RxRing> {
-        let frame_size = ring_frame_size(mtu);
-        let frames = RING_BYTES / frame_size;
-        let req = libc::tpacket_req {
-            tp_block_size: RING_BLOCK as libc::c_uint,
-            tp_block_nr: (RING_BYTES / RING_BLOCK) as libc::c_uint,
-            tp_frame_size: frame_size as libc::c_uint,
-            tp_frame_nr: frames as libc::c_uint,
-        };
-        let rc = setsockopt_val(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req);
-        if rc < 0 {
-            return Err(os_error("PACKET_RX_RING"));
-        }
-        // SAFETY: mapping the ring the kernel just allocated for `fd`, RING_BYTES long.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                RING_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
-                fd,
-                0,
-            )
-        };
-        let base = if base == libc::MAP_FAILED {
-            // MAP_LOCKED needs RLIMIT_MEMLOCK room; the ring works without it.
-            // SAFETY: as above.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    RING_BYTES,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            }
-        } else {
-            base
-        };
-        if base == libc::MAP_FAILED {
-            return Err(os_error("mmap of the receive ring"));
-        }
-        Ok(RxRing {
-            base: base.cast(),
-            len: RING_BYTES,
-            frame_size,
-            frames,
-            head: 0,
-        })
-    }
-
     /// The status word of slot `head`.
     fn status_word(&self) -> &AtomicU32 {
         let offset = (self.head % self.frames) * self.frame_size;
@@ -259,6 +195,161 @@ impl RxRing {
     }
 }
 
+/// Bytes of transmit ring per socket (512 slots of 2 KiB at MTU 1500: eight times what one
+/// batch of [`DEFAULT_BATCH`](super::backend::DEFAULT_BATCH) frames read can produce).
+pub const TX_RING_BYTES: usize = 1 << 20;
+
+/// Where the frame starts in a TPACKET_V2 transmit slot: right after the header, where the
+/// kernel looks when `PACKET_TX_HAS_OFF` is not set (`TPACKET2_HDRLEN - sizeof(sockaddr_ll)`).
+const TX_DATA_OFFSET: usize = 32;
+
+/// Status bits of a transmit slot the kernel still owns (queued, or handed to the driver).
+const TX_BUSY: u32 = libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING;
+
+/// How the transmit side of the AF_PACKET sockets is set up (both on by default; the
+/// options exist to measure each step and to fall back by hand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxOptions {
+    /// Write frames into a `PACKET_TX_RING` and hand each batch over with one `send`
+    /// (else `sendmmsg` from the per-side queues).
+    pub ring: bool,
+    /// `PACKET_QDISC_BYPASS`: hand frames to the driver directly, skipping the qdisc
+    /// layer (and the taps on it: a capture on the bridge's own ports no longer sees what
+    /// the bridge sends; the peers' captures do).
+    pub qdisc_bypass: bool,
+}
+
+impl Default for TxOptions {
+    fn default() -> TxOptions {
+        TxOptions {
+            ring: true,
+            qdisc_bypass: true,
+        }
+    }
+}
+
+/// One `mmap` of a socket's rings (receive ring first, then the transmit ring, as the
+/// kernel lays them out); unmapped when dropped.
+#[derive(Debug)]
+struct Mapping {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by one socket and touched only through the rings it holds,
+// which are used through `&mut self` or atomics; moving it to another thread is as safe
+// as moving a Vec.
+unsafe impl Send for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are a mapping made by `map_rings`, unmapped once.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+        }
+    }
+}
+
+/// A `PACKET_TX_RING` (TPACKET_V2): `frames` slots of `frame_size` bytes. Slots
+/// `tail..head` (`in_flight` of them) were handed to the kernel and not yet seen done;
+/// the kernel sends them in ring order, so they complete in that order too.
+#[derive(Debug)]
+struct TxRing {
+    base: *mut u8,
+    frame_size: usize,
+    frames: usize,
+    head: usize,
+    tail: usize,
+    in_flight: usize,
+    /// Slots filled since the last `send`.
+    unsent: usize,
+    /// The last `send` failed: the kernel left slots marked for sending, to retry.
+    refused: bool,
+    /// Longest frame the ring takes: the slot's room, and no more than the interface's
+    /// MTU plus an Ethernet header (the kernel's own limit; a longer frame would be
+    /// skipped unseen under `PACKET_LOSS`, so it takes the copy path and its error is
+    /// counted there).
+    max_len: usize,
+}
+
+// SAFETY: as for `Mapping`: the slots are only touched through `&mut self` or atomics.
+unsafe impl Send for TxRing {}
+
+impl TxRing {
+    /// The status word of slot `k`.
+    fn status_word(&self, k: usize) -> &AtomicU32 {
+        let offset = (k % self.frames) * self.frame_size;
+        // SAFETY: `offset` is a slot start inside the mapping; slots are 16-byte aligned
+        // and begin with the u32 `tp_status`, shared with the kernel (atomics).
+        unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    /// True when the ring takes frames of `len` bytes at all.
+    fn fits(&self, len: usize) -> bool {
+        (14..=self.max_len).contains(&len)
+    }
+
+    /// Copies `frame` into the next free slot and marks it for sending. False if the ring
+    /// is full (every slot still the kernel's) or the frame does not fit.
+    fn push(&mut self, frame: &[u8]) -> bool {
+        if !self.fits(frame.len()) || self.in_flight >= self.frames {
+            return false;
+        }
+        let status = self.status_word(self.head);
+        if status.load(Ordering::Acquire) & (TX_BUSY | libc::TP_STATUS_WRONG_FORMAT) != 0 {
+            return false;
+        }
+        let offset = (self.head % self.frames) * self.frame_size;
+        // SAFETY: the slot is ours (not busy, checked above with Acquire); the frame fits
+        // between TX_DATA_OFFSET and the slot's end (`max_len` <= frame_size - offset), and
+        // `tp_len` is the u32 at byte 4 of the slot header.
+        unsafe {
+            let slot = self.base.add(offset);
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), slot.add(TX_DATA_OFFSET), frame.len());
+            std::ptr::write_unaligned(slot.add(4).cast::<u32>(), frame.len() as u32);
+        }
+        status.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.head = (self.head + 1) % self.frames;
+        self.in_flight += 1;
+        self.unsent += 1;
+        true
+    }
+
+    /// The length written into slot `k`.
+    fn len_of(&self, k: usize) -> usize {
+        let offset = (k % self.frames) * self.frame_size + 4;
+        // SAFETY: byte 4..8 of a slot inside the mapping; the kernel does not write it.
+        unsafe { std::ptr::read_unaligned(self.base.add(offset).cast::<u32>()) as usize }
+    }
+
+    /// Slots from `tail` the kernel is done with, as their lengths, oldest first, without
+    /// taking them back (for counters read between flushes).
+    fn done(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.in_flight)
+            .map(move |k| (self.tail + k) % self.frames)
+            .take_while(move |&k| self.status_word(k).load(Ordering::Acquire) & TX_BUSY == 0)
+            .map(move |k| self.len_of(k))
+    }
+
+    /// Takes back the slots the kernel is done with, reporting each one's length.
+    fn reap(&mut self, mut sent: impl FnMut(usize)) {
+        while self.in_flight > 0 {
+            if self.status_word(self.tail).load(Ordering::Acquire) & TX_BUSY != 0 {
+                break;
+            }
+            sent(self.len_of(self.tail));
+            self.tail = (self.tail + 1) % self.frames;
+            self.in_flight -= 1;
+        }
+    }
+
+    /// True when slots wait for a `send`: filled since the last one, or left by a
+    /// `send` the kernel refused part of.
+    fn wants_send(&self) -> bool {
+        self.unsent > 0 || self.refused
+    }
+}
+
 /// One AF_PACKET socket bound to one interface.
 #[derive(Debug)]
 struct PacketSocket {
@@ -266,6 +357,10 @@ struct PacketSocket {
     /// The receive ring, unless it could not be set up (then frames are read one
     /// `recvmsg` at a time).
     ring: Option<RxRing>,
+    /// The transmit ring, if asked for and set up (else frames go out with `sendmmsg`).
+    tx: Option<TxRing>,
+    /// The rings' memory; declared last, so it is unmapped after the rings are gone.
+    map: Option<Mapping>,
 }
 
 impl Drop for PacketSocket {
@@ -308,8 +403,14 @@ fn interface_index(ifname: &str) -> io::Result<u32> {
 
 impl PacketSocket {
     /// Opens a raw socket on `ifname`, promiscuous, ignoring its own outgoing frames, and
-    /// joins fanout group `fanout` if given.
-    fn open(ifname: &str, fanout: Option<u16>, mtu: usize) -> io::Result<PacketSocket> {
+    /// joins fanout group `fanout` if given. Ring slots are sized for `mtu` (the larger of
+    /// both ports'); the transmit side is set up as `tx` asks.
+    fn open(
+        ifname: &str,
+        fanout: Option<u16>,
+        mtu: usize,
+        tx: TxOptions,
+    ) -> io::Result<PacketSocket> {
         check_interface_up(ifname)?;
         let ifindex = interface_index(ifname)?;
         // Protocol 0 at creation: nothing is queued before bind() picks the interface.
@@ -325,7 +426,12 @@ impl PacketSocket {
             }
             return Err(os_error("socket(AF_PACKET)"));
         }
-        let mut sock = PacketSocket { fd, ring: None };
+        let mut sock = PacketSocket {
+            fd,
+            ring: None,
+            tx: None,
+            map: None,
+        };
         if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1) < 0 {
             log::warn!(
                 "{ifname}: PACKET_IGNORE_OUTGOING unsupported ({}); skipping outgoing frames by type",
@@ -339,8 +445,24 @@ impl PacketSocket {
         // Bigger buffers absorb bursts; failure only costs drops under load.
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
-        // The ring before bind(), so that no frame is queued outside it.
-        sock.ring = open_ring(fd, ifname, mtu);
+        if tx.qdisc_bypass && setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1) < 0
+        {
+            log::warn!(
+                "{ifname}: PACKET_QDISC_BYPASS unsupported ({}); sending through the qdisc",
+                io::Error::last_os_error()
+            );
+        }
+        // The rings before bind(), so that no frame is queued outside them.
+        let tx_mtu = if tx.ring {
+            Some(interface_mtu(ifname)?)
+        } else {
+            None
+        };
+        if let Some((rx, txr, map)) = open_rings(fd, ifname, mtu, tx_mtu) {
+            sock.ring = Some(rx);
+            sock.tx = txr;
+            sock.map = Some(map);
+        }
         // SAFETY: sockaddr_ll is plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -483,9 +605,18 @@ impl PacketSocket {
     }
 }
 
-/// Sets up the receive ring of `fd` (TPACKET_V2, oversized frames through the socket's
-/// queue), or logs why not and returns `None` (the socket then reads with `recvmsg`).
-fn open_ring(fd: RawFd, ifname: &str, mtu: usize) -> Option<RxRing> {
+/// Sets up the rings of `fd` (TPACKET_V2): a receive ring with slots for `mtu`
+/// (oversized frames through the socket's queue) and, if `tx_mtu` (the interface's own
+/// MTU) is given, a transmit ring with slots of the same size after it in one mapping.
+/// `None` (logged) if the receive ring cannot be set up: the socket then reads with
+/// `recvmsg` and sends with `sendmmsg`. A transmit ring that cannot be set up is logged and
+/// left out.
+fn open_rings(
+    fd: RawFd,
+    ifname: &str,
+    mtu: usize,
+    tx_mtu: Option<usize>,
+) -> Option<(RxRing, Option<TxRing>, Mapping)> {
     let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
     if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_VERSION, version) < 0 {
         log::warn!(
@@ -502,13 +633,112 @@ fn open_ring(fd: RawFd, ifname: &str, mtu: usize) -> Option<RxRing> {
         );
         return None;
     }
-    match RxRing::map(fd, mtu) {
-        Ok(ring) => Some(ring),
+    let frame_size = ring_frame_size(mtu);
+    if let Err(e) = set_ring(fd, libc::PACKET_RX_RING, RING_BYTES, frame_size) {
+        log::warn!("{ifname}: no receive ring ({e}); reading one frame per system call");
+        return None;
+    }
+    let tx_bytes = tx_mtu.map_or(0, |_| open_tx_ring(fd, ifname, frame_size));
+    let map = match map_rings(fd, RING_BYTES + tx_bytes) {
+        Ok(map) => map,
         Err(e) => {
-            log::warn!("{ifname}: no receive ring ({e}); reading one frame per system call");
-            None
+            log::warn!("{ifname}: rings not mapped ({e}); reading one frame per system call");
+            // Rings the kernel fills but nobody reads would swallow every frame.
+            let _ = set_ring(fd, libc::PACKET_RX_RING, 0, frame_size);
+            let _ = set_ring(fd, libc::PACKET_TX_RING, 0, frame_size);
+            return None;
+        }
+    };
+    let rx = RxRing {
+        base: map.base,
+        frame_size,
+        frames: RING_BYTES / frame_size,
+        head: 0,
+    };
+    let tx = tx_mtu.filter(|_| tx_bytes > 0).map(|tx_mtu| TxRing {
+        // SAFETY: the transmit ring starts right after the receive ring in the mapping.
+        base: unsafe { map.base.add(RING_BYTES) },
+        frame_size,
+        frames: tx_bytes / frame_size,
+        head: 0,
+        tail: 0,
+        in_flight: 0,
+        unsent: 0,
+        refused: false,
+        max_len: (frame_size - TX_DATA_OFFSET).min(tx_mtu.saturating_add(14)),
+    });
+    Some((rx, tx, map))
+}
+
+/// Sets up `fd`'s transmit ring with slots of `frame_size`; returns its size in bytes, 0
+/// (logged) if it cannot be had. `PACKET_LOSS` first: without it a frame the kernel finds
+/// malformed stops the ring for good (`TP_STATUS_WRONG_FORMAT` at its head); with it the
+/// kernel skips the frame, so the ring takes only frames that pass the kernel's checks
+/// ([`TxRing::fits`]) and the others take the copy path, where a refusal is counted.
+fn open_tx_ring(fd: RawFd, ifname: &str, frame_size: usize) -> usize {
+    if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_LOSS, 1) < 0 {
+        log::warn!(
+            "{ifname}: PACKET_LOSS unsupported ({}); sending with sendmmsg",
+            io::Error::last_os_error()
+        );
+        return 0;
+    }
+    match set_ring(fd, libc::PACKET_TX_RING, TX_RING_BYTES, frame_size) {
+        Ok(()) => TX_RING_BYTES,
+        Err(e) => {
+            log::warn!("{ifname}: no transmit ring ({e}); sending with sendmmsg");
+            0
         }
     }
+}
+
+/// `PACKET_RX_RING`/`PACKET_TX_RING` of `bytes` (0: remove the ring) in slots of
+/// `frame_size`.
+fn set_ring(fd: RawFd, which: libc::c_int, bytes: usize, frame_size: usize) -> io::Result<()> {
+    let req = libc::tpacket_req {
+        tp_block_size: RING_BLOCK as libc::c_uint,
+        tp_block_nr: (bytes / RING_BLOCK) as libc::c_uint,
+        tp_frame_size: frame_size as libc::c_uint,
+        tp_frame_nr: (bytes / frame_size) as libc::c_uint,
+    };
+    if setsockopt_val(fd, libc::SOL_PACKET, which, &req) < 0 {
+        let name = if which == libc::PACKET_RX_RING {
+            "PACKET_RX_RING"
+        } else {
+            "PACKET_TX_RING"
+        };
+        return Err(os_error(name));
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of `fd`'s rings, locked in memory if the limits allow.
+fn map_rings(fd: RawFd, len: usize) -> io::Result<Mapping> {
+    let map = |flags| {
+        // SAFETY: mapping the rings the kernel allocated for `fd`, `len` bytes in all.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | flags,
+                fd,
+                0,
+            )
+        }
+    };
+    let mut base = map(libc::MAP_LOCKED | libc::MAP_POPULATE);
+    if base == libc::MAP_FAILED {
+        // MAP_LOCKED needs RLIMIT_MEMLOCK room; the rings work without it.
+        base = map(0);
+    }
+    if base == libc::MAP_FAILED {
+        return Err(os_error("mmap of the rings"));
+    }
+    Ok(Mapping {
+        base: base.cast(),
+        len,
+    })
 }
 
 /// Control buffer for one `tpacket_auxdata` message, in u64 words for alignment.
@@ -632,11 +862,21 @@ impl AfPacketBackend {
         inside: &str,
         fanout: Option<(u16, u16)>,
     ) -> io::Result<AfPacketBackend> {
+        Self::open_with(outside, inside, fanout, TxOptions::default())
+    }
+
+    /// [`AfPacketBackend::open`] with the transmit side set up as `tx` asks.
+    pub fn open_with(
+        outside: &str,
+        inside: &str,
+        fanout: Option<(u16, u16)>,
+        tx: TxOptions,
+    ) -> io::Result<AfPacketBackend> {
         // Both rings get slots for the larger MTU: a frame read on one port is written
         // to the other.
         let mtu = interface_mtu(outside)?.max(interface_mtu(inside)?);
-        let out = PacketSocket::open(outside, fanout.map(|f| f.0), mtu)?;
-        let ins = PacketSocket::open(inside, fanout.map(|f| f.1), mtu)?;
+        let out = PacketSocket::open(outside, fanout.map(|f| f.0), mtu, tx)?;
+        let ins = PacketSocket::open(inside, fanout.map(|f| f.1), mtu, tx)?;
         Ok(AfPacketBackend {
             socks: [out, ins],
             buf: vec![0; VLAN_ROOM + MAX_FRAME],
@@ -656,6 +896,11 @@ impl AfPacketBackend {
     /// True when both sockets read through a ring.
     pub fn uses_rings(&self) -> bool {
         self.socks.iter().all(|s| s.ring.is_some())
+    }
+
+    /// True when both sockets write through a transmit ring.
+    pub fn uses_tx_rings(&self) -> bool {
+        self.socks.iter().all(|s| s.tx.is_some())
     }
 
     /// Reads what is ready on side `i` into `batch`, at most `room` frames (ring or
@@ -875,6 +1120,9 @@ impl Backend for AfPacketBackend {
 
     fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
         let i = side_index(side);
+        if self.ring_send(i, frame) {
+            return Ok(());
+        }
         let Some(queue) = self.tx.get_mut(i) else {
             return Ok(());
         };
@@ -891,8 +1139,16 @@ impl Backend for AfPacketBackend {
         Ok(())
     }
 
+    /// The counters, with the frames the transmit rings have finished sending since the
+    /// last flush counted as sent.
     fn io_stats(&self) -> IoStats {
-        self.stats
+        let mut stats = self.stats;
+        for (i, sock) in self.socks.iter().enumerate() {
+            for len in sock.tx.iter().flat_map(TxRing::done) {
+                let _ = stats.count_tx(i, len, Ok(()));
+            }
+        }
+        stats
     }
 
     fn name(&self) -> &'static str {
@@ -901,8 +1157,82 @@ impl Backend for AfPacketBackend {
 }
 
 impl AfPacketBackend {
-    /// Writes side `i`'s queue and empties it; each frame's outcome is counted.
+    /// Puts `frame` for side `i` into its transmit ring; false if it must take the copy
+    /// path: no ring, frames already waiting on the copy path (they go first), a frame
+    /// the ring does not take, or a ring still full after a `send` (the kernel refuses
+    /// frames: the one behind it would most likely be refused too; counted in
+    /// [`IoStats::tx_copied`]).
+    fn ring_send(&mut self, i: usize, frame: &[u8]) -> bool {
+        if self.tx.get(i).is_none_or(|q| !q.is_empty()) {
+            return false;
+        }
+        let Some(ring) = self.socks.get_mut(i).and_then(|s| s.tx.as_mut()) else {
+            return false;
+        };
+        if !ring.fits(frame.len()) {
+            self.stats.tx_copied += 1;
+            return false;
+        }
+        if !ring.push(frame) {
+            self.kick_ring(i);
+            let pushed = self
+                .socks
+                .get_mut(i)
+                .and_then(|s| s.tx.as_mut())
+                .is_some_and(|r| r.push(frame));
+            if !pushed {
+                self.stats.tx_copied += 1;
+                return false;
+            }
+        }
+        if self
+            .socks
+            .get(i)
+            .and_then(|s| s.tx.as_ref())
+            .is_some_and(|r| r.unsent >= TX_BATCH)
+        {
+            self.kick_ring(i);
+        }
+        true
+    }
+
+    /// Hands side `i`'s marked transmit slots to the kernel with one `send`, then takes
+    /// back (and counts as sent) the slots it is done with. If the kernel refuses a frame
+    /// (the peer's queue is full: `ENOBUFS`; no socket buffer left; link down), that frame
+    /// and the ones after it stay marked, in order, and the next flush retries them; the
+    /// refusal is counted in [`IoStats::tx_retries`].
+    fn kick_ring(&mut self, i: usize) {
+        let Some(sock) = self.socks.get_mut(i) else {
+            return;
+        };
+        let fd = sock.fd;
+        let Some(ring) = sock.tx.as_mut() else {
+            return;
+        };
+        if ring.wants_send() {
+            // SAFETY: a send of no data: the kernel takes the frames from the ring.
+            let rc = unsafe { libc::send(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+            ring.unsent = 0;
+            ring.refused = rc < 0;
+            if rc < 0 {
+                self.stats.tx_retries += 1;
+                log::debug!(
+                    "{:?}: transmit ring send refused ({}); retried at the next flush",
+                    side_of(i),
+                    io::Error::last_os_error()
+                );
+            }
+        }
+        let stats = &mut self.stats;
+        ring.reap(|len| {
+            let _ = stats.count_tx(i, len, Ok(()));
+        });
+    }
+
+    /// Writes side `i`'s transmit ring, then its copy-path queue (frames queued after the
+    /// ring's), and empties the queue; each frame's outcome is counted.
     fn flush_side(&mut self, i: usize) {
+        self.kick_ring(i);
         let (Some(sock), Some(queue)) = (self.socks.get(i), self.tx.get_mut(i)) else {
             return;
         };
@@ -927,12 +1257,22 @@ pub fn open_workers(
     inside: &str,
     workers: usize,
 ) -> io::Result<Vec<AfPacketBackend>> {
+    open_workers_with(outside, inside, workers, TxOptions::default())
+}
+
+/// [`open_workers`] with the transmit side set up as `tx` asks.
+pub fn open_workers_with(
+    outside: &str,
+    inside: &str,
+    workers: usize,
+    tx: TxOptions,
+) -> io::Result<Vec<AfPacketBackend>> {
     let fanout = (workers > 1).then(|| {
         let base = (std::process::id() as u16 & 0x7fff) << 1;
         (base, base | 1)
     });
     (0..workers)
-        .map(|_| AfPacketBackend::open(outside, inside, fanout))
+        .map(|_| AfPacketBackend::open_with(outside, inside, fanout, tx))
         .collect()
 }
 
@@ -1138,6 +1478,8 @@ mod tests {
             PacketSocket {
                 fd: fds[0],
                 ring: None,
+                tx: None,
+                map: None,
             },
             fds[1],
         )
