@@ -84,6 +84,11 @@ pub fn ring_frame_size(mtu: usize) -> usize {
         .clamp(2048, RING_BLOCK)
 }
 
+/// How many frames one transmit ring holds for ports of `mtu` bytes.
+pub fn tx_ring_frames(mtu: usize) -> usize {
+    TX_RING_BYTES / ring_frame_size(mtu)
+}
+
 /// How many frames one receive ring holds for ports of `mtu` bytes.
 pub fn ring_frames(mtu: usize) -> usize {
     RING_BYTES / ring_frame_size(mtu)
@@ -359,6 +364,11 @@ struct PacketSocket {
     ring: Option<RxRing>,
     /// The transmit ring, if asked for and set up (else frames go out with `sendmmsg`).
     tx: Option<TxRing>,
+    /// With a transmit ring, a second socket for the copy path (`sendmmsg`): on a socket
+    /// with a transmit ring every send only hands over the ring's slots and ignores the
+    /// data passed, so frames the ring does not take need a socket without one. Bound
+    /// with protocol 0, it receives nothing. -1 without a transmit ring.
+    copy_fd: RawFd,
     /// The rings' memory; declared last, so it is unmapped after the rings are gone.
     map: Option<Mapping>,
 }
@@ -366,6 +376,7 @@ struct PacketSocket {
 impl Drop for PacketSocket {
     fn drop(&mut self) {
         close_fd(self.fd);
+        close_fd(self.copy_fd);
     }
 }
 
@@ -430,6 +441,7 @@ impl PacketSocket {
             fd,
             ring: None,
             tx: None,
+            copy_fd: -1,
             map: None,
         };
         if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1) < 0 {
@@ -454,7 +466,18 @@ impl PacketSocket {
         }
         // The rings before bind(), so that no frame is queued outside them.
         let tx_mtu = if tx.ring {
-            Some(interface_mtu(ifname)?)
+            match open_copy_socket(ifname, ifindex, tx.qdisc_bypass) {
+                Ok(copy_fd) => {
+                    sock.copy_fd = copy_fd;
+                    Some(interface_mtu(ifname)?)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{ifname}: no socket for the copy path ({e}); sending with sendmmsg"
+                    );
+                    None
+                }
+            }
         } else {
             None
         };
@@ -462,6 +485,10 @@ impl PacketSocket {
             sock.ring = Some(rx);
             sock.tx = txr;
             sock.map = Some(map);
+        }
+        if sock.tx.is_none() {
+            close_fd(sock.copy_fd);
+            sock.copy_fd = -1;
         }
         // SAFETY: sockaddr_ll is plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -563,7 +590,12 @@ impl PacketSocket {
                 // SAFETY: `rest` holds `rest.len()` initialised headers, each pointing at
                 // one iovec over a frame that outlives the call.
                 let rc = unsafe {
-                    libc::sendmmsg(self.fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0)
+                    libc::sendmmsg(
+                        self.send_fd(),
+                        rest.as_mut_ptr(),
+                        rest.len() as libc::c_uint,
+                        0,
+                    )
                 };
                 let len_of = |k: usize| iovs.get(k).map_or(0, |v| v.iov_len);
                 if rc > 0 {
@@ -581,6 +613,16 @@ impl PacketSocket {
                     start += 1;
                 }
             }
+        }
+    }
+
+    /// The descriptor `sendmmsg` writes to: the copy-path socket if there is a transmit
+    /// ring (see `copy_fd`), else the socket itself.
+    fn send_fd(&self) -> RawFd {
+        if self.tx.is_some() {
+            self.copy_fd
+        } else {
+            self.fd
         }
     }
 
@@ -603,6 +645,39 @@ impl PacketSocket {
         }
         (err != 0).then(|| io::Error::from_raw_os_error(err))
     }
+}
+
+/// A send-only packet socket on interface `ifindex` for the copy path next to a transmit
+/// ring: bound with protocol 0, so nothing is queued on it to read.
+fn open_copy_socket(ifname: &str, ifindex: u32, qdisc_bypass: bool) -> io::Result<RawFd> {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_error("socket(AF_PACKET)"));
+    }
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+    if qdisc_bypass {
+        let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    }
+    // SAFETY: sockaddr_ll is plain old data.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = 0;
+    sll.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: `sll` is a valid sockaddr_ll for the call.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        let e = os_error(&format!("bind to {ifname}"));
+        close_fd(fd);
+        return Err(e);
+    }
+    Ok(fd)
 }
 
 /// Sets up the rings of `fd` (TPACKET_V2): a receive ring with slots for `mtu`
@@ -634,6 +709,8 @@ fn open_rings(
         return None;
     }
     let frame_size = ring_frame_size(mtu);
+    // PACKET_LOSS is refused (EBUSY) once any ring exists: before the receive ring.
+    let tx_mtu = tx_mtu.filter(|_| set_tx_loss(fd, ifname));
     if let Err(e) = set_ring(fd, libc::PACKET_RX_RING, RING_BYTES, frame_size) {
         log::warn!("{ifname}: no receive ring ({e}); reading one frame per system call");
         return None;
@@ -670,19 +747,25 @@ fn open_rings(
     Some((rx, tx, map))
 }
 
-/// Sets up `fd`'s transmit ring with slots of `frame_size`; returns its size in bytes, 0
-/// (logged) if it cannot be had. `PACKET_LOSS` first: without it a frame the kernel finds
-/// malformed stops the ring for good (`TP_STATUS_WRONG_FORMAT` at its head); with it the
-/// kernel skips the frame, so the ring takes only frames that pass the kernel's checks
-/// ([`TxRing::fits`]) and the others take the copy path, where a refusal is counted.
-fn open_tx_ring(fd: RawFd, ifname: &str, frame_size: usize) -> usize {
+/// `PACKET_LOSS` on `fd`, which a transmit ring needs: without it a frame the kernel
+/// finds malformed stops the ring for good (`TP_STATUS_WRONG_FORMAT` at its head); with it
+/// the kernel skips the frame unseen, so the ring takes only frames that pass the
+/// kernel's checks ([`TxRing::fits`]) and the others take the copy path, where a refusal
+/// is counted. False (logged) if the kernel refuses it.
+fn set_tx_loss(fd: RawFd, ifname: &str) -> bool {
     if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_LOSS, 1) < 0 {
         log::warn!(
             "{ifname}: PACKET_LOSS unsupported ({}); sending with sendmmsg",
             io::Error::last_os_error()
         );
-        return 0;
+        return false;
     }
+    true
+}
+
+/// Sets up `fd`'s transmit ring with slots of `frame_size` (after [`set_tx_loss`]);
+/// returns its size in bytes, 0 (logged) if it cannot be had.
+fn open_tx_ring(fd: RawFd, ifname: &str, frame_size: usize) -> usize {
     match set_ring(fd, libc::PACKET_TX_RING, TX_RING_BYTES, frame_size) {
         Ok(()) => TX_RING_BYTES,
         Err(e) => {
@@ -1158,18 +1241,15 @@ impl Backend for AfPacketBackend {
 
 impl AfPacketBackend {
     /// Puts `frame` for side `i` into its transmit ring; false if it must take the copy
-    /// path: no ring, frames already waiting on the copy path (they go first), a frame
-    /// the ring does not take, or a ring still full after a `send` (the kernel refuses
-    /// frames: the one behind it would most likely be refused too; counted in
-    /// [`IoStats::tx_copied`]).
+    /// path: no ring, frames already waiting on the copy path (they go first, so this
+    /// one queues behind them), a frame the ring does not take, or a ring still full after
+    /// a `send` (the kernel refuses frames: the one behind would most likely be refused
+    /// too). With a ring, each of these is counted in [`IoStats::tx_copied`].
     fn ring_send(&mut self, i: usize, frame: &[u8]) -> bool {
-        if self.tx.get(i).is_none_or(|q| !q.is_empty()) {
-            return false;
-        }
         let Some(ring) = self.socks.get_mut(i).and_then(|s| s.tx.as_mut()) else {
             return false;
         };
-        if !ring.fits(frame.len()) {
+        if self.tx.get(i).is_none_or(|q| !q.is_empty()) || !ring.fits(frame.len()) {
             self.stats.tx_copied += 1;
             return false;
         }
@@ -1479,6 +1559,7 @@ mod tests {
                 fd: fds[0],
                 ring: None,
                 tx: None,
+                copy_fd: -1,
                 map: None,
             },
             fds[1],
