@@ -28,7 +28,8 @@
 #   bridge` row, e.g. "--busy-poll-us 0"; the rows mg1-off-bp0/bp200 set it themselves),
 #   BENCH_LIVE_LOADS (replaces every row's loads, e.g. "latency" for latency rows only),
 #   BENCH_TX_STEPS (non-empty: also rows mg1-off-sendmmsg and mg1-off-bypass, the bridge's
-#   transmit side without its ring and qdisc bypass, for before/after in one run).
+#   transmit side without its ring and qdisc bypass, for before/after in one run),
+#   BENCH_LIVE_ROWS (comma-separated row labels to run, e.g. "kernel,mg1-off"; default all).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
 # Every load is bounded in time (timeout); everything created is torn down on exit.
@@ -442,6 +443,7 @@ live_latency() {
 live_forwarder() {
   local label=$1 loads=${BENCH_LIVE_LOADS:-$2}
   shift 2
+  case ",${BENCH_LIVE_ROWS:-$label}," in *",$label,"*) ;; *) return 0 ;; esac
   if ! fwd_start "$@"; then
     put "live.$label.failed" 1
     fwd_stop
