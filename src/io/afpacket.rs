@@ -28,10 +28,37 @@
 //!   blocks, on a timer at light load (milliseconds of added latency); V2 frees every
 //!   frame as soon as it is written and `poll` wakes per frame. If the ring cannot be set
 //!   up (memory limits, an old kernel), the socket falls back to one `recvmsg` per frame.
-//! - **Send**: [`Backend::send`] queues the frame per side; [`Backend::flush`] (the worker
-//!   calls it after each batch) writes each queue with `sendmmsg`, up to [`TX_BATCH`]
-//!   frames per call. A frame the kernel refuses is counted in [`IoStats::tx_errors`] and
-//!   skipped; the rest of the queue is still sent, in order.
+//! - **Send, transmit ring** (default; [`TxOptions`]): a `PACKET_TX_RING` per socket,
+//!   TPACKET_V2, [`TX_RING_BYTES`], slots the size of the receive ring's. [`Backend::send`]
+//!   copies the frame into the next free slot and marks it; one `send(2)` of no data hands
+//!   every marked slot to the kernel, every [`TX_BATCH`] frames and at each
+//!   [`Backend::flush`] (the worker calls it after each batch). Slots are taken back, and
+//!   counted sent, once the kernel marks them available again. Choices where the kernel
+//!   leaves room:
+//!   - a frame the kernel *refuses* (peer queue full: `ENOBUFS`; link down) stays in its
+//!     slot, with those behind it, and is retried in order at the next flush (the kernel
+//!     offers no way to skip it); each refused `send` is counted in
+//!     [`IoStats::tx_retries`]. The `sendmmsg` path instead drops such a frame;
+//!   - `PACKET_LOSS` is set (a malformed frame would otherwise stop the ring for good), so
+//!     the ring only takes frames the kernel cannot find malformed: 14 bytes up to the
+//!     sending port's MTU (read at start) plus the Ethernet header;
+//!   - the *copy path* (`sendmmsg` from a queue per side, through a second, send-only
+//!     socket: a socket with a transmit ring ignores the data of any send) takes longer
+//!     frames, and every frame while the ring is still full after a `send` (the kernel is
+//!     refusing frames). Once a side's copy queue holds a frame, the side's later frames
+//!     join it until the flush, which writes the ring first: the wire order is the order
+//!     sent. Counted in [`IoStats::tx_copied`]; a frame the kernel refuses there is counted
+//!     in [`IoStats::tx_errors`] and skipped, the rest still sent, in order.
+//!   - no zero-copy forwarding from a receive slot into a transmit slot: the engine reads
+//!     each frame from the batch the receive side copied it into (about 1 % of the
+//!     worker); doing it would need a `Backend` that lends slots across the engine call.
+//!   - without a receive ring, or with `--no-tx-ring`, every frame takes the copy path
+//!     (on the socket itself).
+//! - **Qdisc bypass** (default): `PACKET_QDISC_BYPASS` hands frames straight to the driver.
+//!   Traffic control on the ports is not applied to the bridge's output, and a capture on
+//!   the bridge's own ports sees only what it receives (the peers' captures see all). A
+//!   driver that cannot take a frame makes the kernel refuse it (counted as above) instead
+//!   of queueing it.
 //! - **Offloads**: [`OffloadGuard`] turns GRO, LRO, GSO, TSO and tx checksumming off on the
 //!   bridged ports (legacy `SIOCETHTOOL` get/set calls) and restores what it changed when
 //!   dropped. The *peers'* tx-checksum offload cannot be changed from here: on veth labs
@@ -346,6 +373,16 @@ impl TxRing {
             self.tail = (self.tail + 1) % self.frames;
             self.in_flight -= 1;
         }
+    }
+
+    /// True when the slot filled last is still marked for sending.
+    fn newest_marked(&self) -> bool {
+        self.in_flight > 0
+            && self
+                .status_word(self.head + self.frames - 1)
+                .load(Ordering::Acquire)
+                & libc::TP_STATUS_SEND_REQUEST
+                != 0
     }
 
     /// True when slots wait for a `send`: filled since the last one, or left by a
@@ -1293,13 +1330,16 @@ impl AfPacketBackend {
             // SAFETY: a send of no data: the kernel takes the frames from the ring.
             let rc = unsafe { libc::send(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
             ring.unsent = 0;
-            ring.refused = rc < 0;
-            if rc < 0 {
+            // The kernel works through the marked slots in order and stops at the first it
+            // cannot send (a refusal, or a partial send when the socket buffer is full):
+            // if the newest is still marked, slots are left to retry.
+            let error = (rc < 0).then(io::Error::last_os_error);
+            ring.refused = error.is_some() || ring.newest_marked();
+            if ring.refused {
                 self.stats.tx_retries += 1;
                 log::debug!(
-                    "{:?}: transmit ring send refused ({}); retried at the next flush",
+                    "{:?}: transmit ring send refused in part ({error:?}); retried at the next flush",
                     side_of(i),
-                    io::Error::last_os_error()
                 );
             }
         }

@@ -50,8 +50,9 @@ pub struct IoStats {
     /// Frames read with a checksum left to offload (a local peer's tx checksum offload is
     /// on: turn it off, their checksums are not valid on the wire).
     pub rx_csum_partial: u64,
-    /// Transmit-ring sends the kernel refused in part (peer's queue full, link down): the
-    /// refused frames stay queued in order and are retried at the next flush.
+    /// Transmit-ring sends the kernel refused in part (peer's queue full, link down, socket
+    /// buffer full): the frames left stay queued in order and are retried at the next
+    /// flush.
     pub tx_retries: u64,
     /// Frames a backend with a transmit ring sent through its copy path instead (ring
     /// still full after a send, or a frame longer than the ring takes).
