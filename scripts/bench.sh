@@ -474,10 +474,6 @@ live_forwarder() {
     live_smtp "$label" smtp 4 1000000
     ;;
   esac
-  # Let the iperf3 server see its last test's streams close before the forwarder goes:
-  # cut off mid-teardown it stays "busy running a test" for every later row (seen with
-  # BENCH_RPS=1, where the server's receive work is deferred to the other CPU).
-  sleep 1
   fwd_stop
 }
 
