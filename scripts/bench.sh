@@ -29,9 +29,7 @@
 #   BENCH_LIVE_LOADS (replaces every row's loads, e.g. "latency" for latency rows only),
 #   BENCH_TX_STEPS (non-empty: also rows mg1-off-sendmmsg and mg1-off-bypass, the bridge's
 #   transmit side without its ring and qdisc bypass, for before/after in one run),
-#   BENCH_LIVE_ROWS (comma-separated row labels to run, e.g. "kernel,mg1-off"; default all),
-#   BENCH_RPS (non-empty: the hosts' receive processing steered to the load CPU with RPS,
-#   for every forwarder alike; an additional configuration, labelled in the report).
+#   BENCH_LIVE_ROWS (comma-separated row labels to run, e.g. "kernel,mg1-off"; default all).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
 # Every load is bounded in time (timeout); everything created is torn down on exit.
@@ -293,18 +291,6 @@ lab_up() {
   mac_i=$(ip -n "$NS_IN" -o link show "${P}i0" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
   ip -n "$NS_OUT" neigh replace "$SERVER" lladdr "$mac_i" dev "${P}o0" nud permanent
   ip -n "$NS_IN" neigh replace "$CLIENT" lladdr "$mac_o" dev "${P}i0" nud permanent
-  # BENCH_RPS=1: an additional lab configuration, the same for every forwarder. RPS on the
-  # hosts' veth ends steers their receive processing (TCP for every data frame and ACK) to
-  # the load generators' CPU; without it veth runs it on whichever CPU sent the frame, i.e.
-  # on the forwarder's core for a userspace forwarder and on the sender's core for the
-  # kernel bridge. See scripts/bench/notes.md.
-  if [ -n "${BENCH_RPS:-}" ]; then
-    local mask
-    mask=$(printf '%x' $((1 << LOAD_CPU)))
-    ip netns exec "$NS_OUT" sh -c "echo $mask > /sys/class/net/${P}o0/queues/rx-0/rps_cpus"
-    ip netns exec "$NS_IN" sh -c "echo $mask > /sys/class/net/${P}i0/queues/rx-0/rps_cpus"
-    put live.config "RPS: the hosts' receive processing steered to CPU $LOAD_CPU (BENCH_RPS=1)"
-  fi
   ip netns exec "$NS_IN" "$SMTP_SINK" -u nobody -h sink.bench.example "$SERVER:2525" 64 \
     >>"$LOG" 2>&1 &
   PIDS+=($!)

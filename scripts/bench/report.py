@@ -247,11 +247,6 @@ class Report:
                "bytes the server's interface received per second); latency: "
                f"`{r.get('cmd.latency', 'smtp-pingpong')}`.")
         self.w()
-        if "live.config" in r:
-            self.w(f"**Additional lab configuration in this run, for every forwarder alike: "
-                   f"{r['live.config']}.** Not the default lab; compare only with runs made "
-                   "the same way (scripts/bench/notes.md, transmit ring section).")
-            self.w()
         self.w("iperf3's stream is not SMTP: under pix51 or strict its first line is X-ed "
                "(or the connection reset), as a PIX would do, so iperf3 measures the bridge "
                "under `off` (frames classified and forwarded) and SMTP traffic measures it "
