@@ -41,7 +41,10 @@
 //!     [`IoStats::tx_retries`]. The `sendmmsg` path instead drops such a frame;
 //!   - `PACKET_LOSS` is set (a malformed frame would otherwise stop the ring for good), so
 //!     the ring only takes frames the kernel cannot find malformed: 14 bytes up to the
-//!     sending port's MTU (read at start) plus the Ethernet header;
+//!     sending port's MTU plus the Ethernet header (and an 802.1Q tag). The MTU is read at
+//!     start: if it is lowered while the bridge runs, frames between the new and the old
+//!     limit are skipped by the kernel unseen but counted sent (restart the bridge);
+//!     a raised MTU only sends the longer frames through the copy path;
 //!   - the *copy path* (`sendmmsg` from a queue per side, through a second, send-only
 //!     socket: a socket with a transmit ring ignores the data of any send) takes longer
 //!     frames, and every frame while the ring is still full after a `send` (the kernel is
@@ -297,11 +300,13 @@ struct TxRing {
     unsent: usize,
     /// The last `send` failed: the kernel left slots marked for sending, to retry.
     refused: bool,
-    /// Longest frame the ring takes: the slot's room, and no more than the interface's
-    /// MTU plus an Ethernet header (the kernel's own limit; a longer frame would be
-    /// skipped unseen under `PACKET_LOSS`, so it takes the copy path and its error is
-    /// counted there).
+    /// Longest untagged frame the ring takes: the interface's MTU (read at start) plus an
+    /// Ethernet header, the kernel's own limit (a longer frame would be skipped unseen
+    /// under `PACKET_LOSS`, so it takes the copy path and its error is counted there).
+    /// 802.1Q-tagged frames may be 4 bytes longer, as the kernel allows.
     max_len: usize,
+    /// The slot's room for a frame.
+    room: usize,
 }
 
 // SAFETY: as for `Mapping`: the slots are only touched through `&mut self` or atomics.
@@ -316,15 +321,18 @@ impl TxRing {
         unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
     }
 
-    /// True when the ring takes frames of `len` bytes at all.
-    fn fits(&self, len: usize) -> bool {
-        (14..=self.max_len).contains(&len)
+    /// True when the ring takes `frame`: at least an Ethernet header, within the slot,
+    /// and within the kernel's length limit for it.
+    fn fits(&self, frame: &[u8]) -> bool {
+        let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+        let limit = self.max_len.saturating_add(if tagged { 4 } else { 0 });
+        (14..=limit.min(self.room)).contains(&frame.len())
     }
 
     /// Copies `frame` into the next free slot and marks it for sending. False if the ring
     /// is full (every slot still the kernel's) or the frame does not fit.
     fn push(&mut self, frame: &[u8]) -> bool {
-        if !self.fits(frame.len()) || self.in_flight >= self.frames {
+        if !self.fits(frame) || self.in_flight >= self.frames {
             return false;
         }
         let status = self.status_word(self.head);
@@ -333,7 +341,7 @@ impl TxRing {
         }
         let offset = (self.head % self.frames) * self.frame_size;
         // SAFETY: the slot is ours (not busy, checked above with Acquire); the frame fits
-        // between TX_DATA_OFFSET and the slot's end (`max_len` <= frame_size - offset), and
+        // between TX_DATA_OFFSET and the slot's end (`room` = frame_size - offset), and
         // `tp_len` is the u32 at byte 4 of the slot header.
         unsafe {
             let slot = self.base.add(offset);
@@ -779,7 +787,8 @@ fn open_rings(
         in_flight: 0,
         unsent: 0,
         refused: false,
-        max_len: (frame_size - TX_DATA_OFFSET).min(tx_mtu.saturating_add(14)),
+        max_len: tx_mtu.saturating_add(14),
+        room: frame_size - TX_DATA_OFFSET,
     });
     Some((rx, tx, map))
 }
@@ -1286,7 +1295,7 @@ impl AfPacketBackend {
         let Some(ring) = self.socks.get_mut(i).and_then(|s| s.tx.as_mut()) else {
             return false;
         };
-        if self.tx.get(i).is_none_or(|q| !q.is_empty()) || !ring.fits(frame.len()) {
+        if self.tx.get(i).is_none_or(|q| !q.is_empty()) || !ring.fits(frame) {
             self.stats.tx_copied += 1;
             return false;
         }
@@ -1682,6 +1691,7 @@ mod tests {
             unsent: 0,
             refused: false,
             max_len: 1514,
+            room: 2048 - TX_DATA_OFFSET,
         }
     }
 
@@ -1704,12 +1714,25 @@ mod tests {
     }
 
     #[test]
-    fn tx_ring_takes_frames_of_14_bytes_to_mtu_plus_header_only() {
+    fn tx_ring_takes_frames_of_14_bytes_to_mtu_plus_header_only_and_within_the_slot() {
         let mut memory = vec![0u64; 4 * 2048 / 8];
         let mut ring = memory_ring(&mut memory, 4);
-        assert!(!ring.fits(13) && ring.fits(14) && ring.fits(1514) && !ring.fits(1515));
+        assert!(!ring.fits(&frame(13)) && ring.fits(&frame(14)));
+        assert!(ring.fits(&frame(1514)) && !ring.fits(&frame(1515)));
         assert!(!ring.push(&frame(13)));
         assert!(!ring.push(&frame(1515)));
+        // An 802.1Q tag may add 4 bytes (the kernel allows it), an 802.1ad one may not.
+        let tagged = |len: usize, tpid: [u8; 2]| {
+            let mut f = frame(len);
+            f[12..14].copy_from_slice(&tpid);
+            f
+        };
+        assert!(ring.fits(&tagged(1518, [0x81, 0x00])));
+        assert!(!ring.fits(&tagged(1519, [0x81, 0x00])));
+        assert!(!ring.fits(&tagged(1518, [0x88, 0xa8])));
+        // Never more than the slot holds, whatever the MTU.
+        ring.max_len = 9014;
+        assert!(ring.fits(&frame(2016)) && !ring.fits(&frame(2017)));
         assert_eq!((ring.in_flight, ring.unsent), (0, 0));
     }
 
