@@ -596,6 +596,33 @@ mod tests {
     }
 
     #[test]
+    fn transmit_ring_and_qdisc_bypass_are_on_unless_turned_off() {
+        let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
+        assert!(!a.no_tx_ring && !a.no_qdisc_bypass);
+        let a = parse(&[
+            "--outside",
+            "a0",
+            "--inside",
+            "b0",
+            "--no-tx-ring",
+            "--no-qdisc-bypass",
+        ])
+        .expect("parse");
+        assert!(a.no_tx_ring && a.no_qdisc_bypass);
+        let io = IoStats {
+            tx_errors: 1,
+            tx_retries: 2,
+            tx_copied: 3,
+            ..IoStats::default()
+        };
+        let line = stats_line(&Stats::default(), &io);
+        assert!(
+            line.ends_with("| truncated=0 tx-errors=1 tx-retries=2 tx-copied=3"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn busy_poll_defaults_and_is_bounded() {
         let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
         assert_eq!(a.busy_poll_us, DEFAULT_BUSY_POLL_US);
