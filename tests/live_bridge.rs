@@ -711,11 +711,12 @@ fn tap_devices_are_created_and_sigint_stops_cleanly() {
 }
 
 /// The afpacket bridge logged that it reads through receive rings (not the `recvmsg`
-/// fallback), so the ring tests below test the ring.
+/// fallback) and writes through transmit rings (not `sendmmsg`), so the ring tests below
+/// test the rings.
 fn assert_ring_path(test: &str, err: &str) {
     assert!(
-        err.contains("afpacket: receive rings (TPACKET_V2)"),
-        "{test}: the bridge did not read through its rings: {err}"
+        err.contains("afpacket: receive rings (TPACKET_V2), transmit rings (TPACKET_V2)"),
+        "{test}: the bridge did not read and write through its rings: {err}"
     );
 }
 

@@ -82,6 +82,17 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_POLL_US))]
     pub busy_poll_us: u64,
+    /// afpacket: send with `sendmmsg` from a queue per side instead of writing frames into
+    /// a transmit ring (`PACKET_TX_RING`) handed over with one `send` per batch. Ignored
+    /// by tap.
+    #[arg(long)]
+    pub no_tx_ring: bool,
+    /// afpacket: send through the interfaces' qdisc instead of straight to the driver
+    /// (`PACKET_QDISC_BYPASS`, the default, skips traffic control and the taps on it: a
+    /// capture on the bridge's own ports then shows only what it receives). Ignored by
+    /// tap.
+    #[arg(long)]
+    pub no_qdisc_bypass: bool,
 }
 
 /// Default of `--busy-poll-us`: 50 µs took the added median latency of a request/response
@@ -209,19 +220,32 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
 /// Opens the AF_PACKET ports of every worker, with `--busy-poll-us`.
 fn open_afpacket(args: &Args) -> Result<Vec<afpacket::AfPacketBackend>, CliError> {
-    let mut backends =
-        afpacket::open_workers(&args.outside, &args.inside, args.workers).map_err(io_error)?;
+    let tx = afpacket::TxOptions {
+        ring: !args.no_tx_ring,
+        qdisc_bypass: !args.no_qdisc_bypass,
+    };
+    let mut backends = afpacket::open_workers_with(&args.outside, &args.inside, args.workers, tx)
+        .map_err(io_error)?;
     for b in &mut backends {
         b.set_busy_poll(Duration::from_micros(args.busy_poll_us));
     }
-    let rings = backends.iter().all(|b| b.uses_rings());
+    let rx = if backends.iter().all(|b| b.uses_rings()) {
+        "receive rings (TPACKET_V2)"
+    } else {
+        "recvmsg per frame (no ring)"
+    };
+    let send = if backends.iter().all(|b| b.uses_tx_rings()) {
+        "transmit rings (TPACKET_V2)"
+    } else {
+        "sendmmsg"
+    };
+    let qdisc = if tx.qdisc_bypass {
+        "qdisc bypass"
+    } else {
+        "through the qdisc"
+    };
     log::info!(
-        "afpacket: {}, busy-poll {} us",
-        if rings {
-            "receive rings (TPACKET_V2), sendmmsg"
-        } else {
-            "recvmsg per frame (no ring), sendmmsg"
-        },
+        "afpacket: {rx}, {send}, {qdisc}, busy-poll {} us",
         args.busy_poll_us
     );
     Ok(backends)
@@ -385,7 +409,7 @@ fn stats_line(stats: &Stats, io: &IoStats) -> String {
     let blocked: u64 = stats.blocked.values().sum();
     let resets: u64 = stats.resets.values().sum();
     format!(
-        "rx out={} in={} | tx out={} in={} | forwarded={} rewritten={} dropped={} originated={} | smtp conns={} blocked={} banners={} injected={} resets={} | truncated={} tx-errors={}",
+        "rx out={} in={} | tx out={} in={} | forwarded={} rewritten={} dropped={} originated={} | smtp conns={} blocked={} banners={} injected={} resets={} | truncated={} tx-errors={} tx-retries={} tx-copied={}",
         io.rx_frames[0],
         io.rx_frames[1],
         io.tx_frames[0],
@@ -401,6 +425,8 @@ fn stats_line(stats: &Stats, io: &IoStats) -> String {
         resets,
         io.rx_truncated,
         io.tx_errors,
+        io.tx_retries,
+        io.tx_copied,
     )
 }
 
@@ -567,6 +593,33 @@ mod tests {
         );
         assert_eq!(a.policy.profile, crate::cli::ProfileArg::Pix40);
         assert!(parse(&["--outside", "a0"]).is_err());
+    }
+
+    #[test]
+    fn transmit_ring_and_qdisc_bypass_are_on_unless_turned_off() {
+        let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
+        assert!(!a.no_tx_ring && !a.no_qdisc_bypass);
+        let a = parse(&[
+            "--outside",
+            "a0",
+            "--inside",
+            "b0",
+            "--no-tx-ring",
+            "--no-qdisc-bypass",
+        ])
+        .expect("parse");
+        assert!(a.no_tx_ring && a.no_qdisc_bypass);
+        let io = IoStats {
+            tx_errors: 1,
+            tx_retries: 2,
+            tx_copied: 3,
+            ..IoStats::default()
+        };
+        let line = stats_line(&Stats::default(), &io);
+        assert!(
+            line.ends_with("| truncated=0 tx-errors=1 tx-retries=2 tx-copied=3"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -28,10 +28,40 @@
 //!   blocks, on a timer at light load (milliseconds of added latency); V2 frees every
 //!   frame as soon as it is written and `poll` wakes per frame. If the ring cannot be set
 //!   up (memory limits, an old kernel), the socket falls back to one `recvmsg` per frame.
-//! - **Send**: [`Backend::send`] queues the frame per side; [`Backend::flush`] (the worker
-//!   calls it after each batch) writes each queue with `sendmmsg`, up to [`TX_BATCH`]
-//!   frames per call. A frame the kernel refuses is counted in [`IoStats::tx_errors`] and
-//!   skipped; the rest of the queue is still sent, in order.
+//! - **Send, transmit ring** (default; [`TxOptions`]): a `PACKET_TX_RING` per socket,
+//!   TPACKET_V2, [`TX_RING_BYTES`], slots the size of the receive ring's. [`Backend::send`]
+//!   copies the frame into the next free slot and marks it; one `send(2)` of no data hands
+//!   every marked slot to the kernel, every [`TX_BATCH`] frames and at each
+//!   [`Backend::flush`] (the worker calls it after each batch). Slots are taken back, and
+//!   counted sent, once the kernel marks them available again. Choices where the kernel
+//!   leaves room:
+//!   - a frame the kernel *refuses* (peer queue full: `ENOBUFS`; link down) stays in its
+//!     slot, with those behind it, and is retried in order at the next flush (the kernel
+//!     offers no way to skip it); each refused `send` is counted in
+//!     [`IoStats::tx_retries`]. The `sendmmsg` path instead drops such a frame;
+//!   - `PACKET_LOSS` is set (a malformed frame would otherwise stop the ring for good), so
+//!     the ring only takes frames the kernel cannot find malformed: 14 bytes up to the
+//!     sending port's MTU plus the Ethernet header (and an 802.1Q tag). The MTU is read at
+//!     start: if it is lowered while the bridge runs, frames between the new and the old
+//!     limit are skipped by the kernel unseen but counted sent (restart the bridge);
+//!     a raised MTU only sends the longer frames through the copy path;
+//!   - the *copy path* (`sendmmsg` from a queue per side, through a second, send-only
+//!     socket: a socket with a transmit ring ignores the data of any send) takes longer
+//!     frames, and every frame while the ring is still full after a `send` (the kernel is
+//!     refusing frames). Once a side's copy queue holds a frame, the side's later frames
+//!     join it until the flush, which writes the ring first: the wire order is the order
+//!     sent. Counted in [`IoStats::tx_copied`]; a frame the kernel refuses there is counted
+//!     in [`IoStats::tx_errors`] and skipped, the rest still sent, in order.
+//!   - no zero-copy forwarding from a receive slot into a transmit slot: the engine reads
+//!     each frame from the batch the receive side copied it into (about 1 % of the
+//!     worker); doing it would need a `Backend` that lends slots across the engine call.
+//!   - without a receive ring, or with `--no-tx-ring`, every frame takes the copy path
+//!     (on the socket itself).
+//! - **Qdisc bypass** (default): `PACKET_QDISC_BYPASS` hands frames straight to the driver.
+//!   Traffic control on the ports is not applied to the bridge's output, and a capture on
+//!   the bridge's own ports sees only what it receives (the peers' captures see all). A
+//!   driver that cannot take a frame makes the kernel refuse it (counted as above) instead
+//!   of queueing it.
 //! - **Offloads**: [`OffloadGuard`] turns GRO, LRO, GSO, TSO and tx checksumming off on the
 //!   bridged ports (legacy `SIOCETHTOOL` get/set calls) and restores what it changed when
 //!   dropped. The *peers'* tx-checksum offload cannot be changed from here: on veth labs
@@ -84,6 +114,11 @@ pub fn ring_frame_size(mtu: usize) -> usize {
         .clamp(2048, RING_BLOCK)
 }
 
+/// How many frames one transmit ring holds for ports of `mtu` bytes.
+pub fn tx_ring_frames(mtu: usize) -> usize {
+    TX_RING_BYTES / ring_frame_size(mtu)
+}
+
 /// How many frames one receive ring holds for ports of `mtu` bytes.
 pub fn ring_frames(mtu: usize) -> usize {
     RING_BYTES / ring_frame_size(mtu)
@@ -110,24 +145,14 @@ fn interface_mtu(ifname: &str) -> io::Result<usize> {
 #[derive(Debug)]
 struct RxRing {
     base: *mut u8,
-    len: usize,
     frame_size: usize,
     frames: usize,
     head: usize,
 }
 
-// SAFETY: the mapping is owned by the ring alone and only touched through `&mut self` or
-// atomics; moving it to another thread is as safe as moving a Vec.
+// SAFETY: the slots are only touched through `&mut self` or atomics; the mapping they lie
+// in belongs to the same socket (`Mapping`) and outlives the ring.
 unsafe impl Send for RxRing {}
-
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are the mapping made in `RxRing::map`, unmapped once.
-        unsafe {
-            libc::munmap(self.base.cast(), self.len);
-        }
-    }
-}
 
 /// What a ring slot holds, read from its header.
 #[derive(Clone, Copy, Debug)]
@@ -145,60 +170,6 @@ struct SlotInfo {
 }
 
 impl RxRing {
-    /// Sets up a ring of [`RING_BYTES`] with slots for `mtu` on `fd` (TPACKET_V2 must be
-    /// set) and maps it.
-    fn map(fd: RawFd, mtu: usize) -> io::Result<RxRing> {
-        let frame_size = ring_frame_size(mtu);
-        let frames = RING_BYTES / frame_size;
-        let req = libc::tpacket_req {
-            tp_block_size: RING_BLOCK as libc::c_uint,
-            tp_block_nr: (RING_BYTES / RING_BLOCK) as libc::c_uint,
-            tp_frame_size: frame_size as libc::c_uint,
-            tp_frame_nr: frames as libc::c_uint,
-        };
-        let rc = setsockopt_val(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req);
-        if rc < 0 {
-            return Err(os_error("PACKET_RX_RING"));
-        }
-        // SAFETY: mapping the ring the kernel just allocated for `fd`, RING_BYTES long.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                RING_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
-                fd,
-                0,
-            )
-        };
-        let base = if base == libc::MAP_FAILED {
-            // MAP_LOCKED needs RLIMIT_MEMLOCK room; the ring works without it.
-            // SAFETY: as above.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    RING_BYTES,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            }
-        } else {
-            base
-        };
-        if base == libc::MAP_FAILED {
-            return Err(os_error("mmap of the receive ring"));
-        }
-        Ok(RxRing {
-            base: base.cast(),
-            len: RING_BYTES,
-            frame_size,
-            frames,
-            head: 0,
-        })
-    }
-
     /// The status word of slot `head`.
     fn status_word(&self) -> &AtomicU32 {
         let offset = (self.head % self.frames) * self.frame_size;
@@ -259,6 +230,176 @@ impl RxRing {
     }
 }
 
+/// Bytes of transmit ring per socket (512 slots of 2 KiB at MTU 1500: eight times what one
+/// batch of [`DEFAULT_BATCH`](super::backend::DEFAULT_BATCH) frames read can produce).
+pub const TX_RING_BYTES: usize = 1 << 20;
+
+/// Where the frame starts in a TPACKET_V2 transmit slot: right after the header, where the
+/// kernel looks when `PACKET_TX_HAS_OFF` is not set (`TPACKET2_HDRLEN - sizeof(sockaddr_ll)`).
+const TX_DATA_OFFSET: usize = 32;
+
+/// Status bits of a transmit slot the kernel still owns (queued, or handed to the driver).
+const TX_BUSY: u32 = libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING;
+
+/// How the transmit side of the AF_PACKET sockets is set up (both on by default; the
+/// options exist to measure each step and to fall back by hand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxOptions {
+    /// Write frames into a `PACKET_TX_RING` and hand each batch over with one `send`
+    /// (else `sendmmsg` from the per-side queues).
+    pub ring: bool,
+    /// `PACKET_QDISC_BYPASS`: hand frames to the driver directly, skipping the qdisc
+    /// layer (and the taps on it: a capture on the bridge's own ports no longer sees what
+    /// the bridge sends; the peers' captures do).
+    pub qdisc_bypass: bool,
+}
+
+impl Default for TxOptions {
+    fn default() -> TxOptions {
+        TxOptions {
+            ring: true,
+            qdisc_bypass: true,
+        }
+    }
+}
+
+/// One `mmap` of a socket's rings (receive ring first, then the transmit ring, as the
+/// kernel lays them out); unmapped when dropped.
+#[derive(Debug)]
+struct Mapping {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by one socket and touched only through the rings it holds,
+// which are used through `&mut self` or atomics; moving it to another thread is as safe
+// as moving a Vec.
+unsafe impl Send for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are a mapping made by `map_rings`, unmapped once.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+        }
+    }
+}
+
+/// A `PACKET_TX_RING` (TPACKET_V2): `frames` slots of `frame_size` bytes. Slots
+/// `tail..head` (`in_flight` of them) were handed to the kernel and not yet seen done;
+/// the kernel sends them in ring order, so they complete in that order too.
+#[derive(Debug)]
+struct TxRing {
+    base: *mut u8,
+    frame_size: usize,
+    frames: usize,
+    head: usize,
+    tail: usize,
+    in_flight: usize,
+    /// Slots filled since the last `send`.
+    unsent: usize,
+    /// The last `send` failed: the kernel left slots marked for sending, to retry.
+    refused: bool,
+    /// Longest untagged frame the ring takes: the interface's MTU (read at start) plus an
+    /// Ethernet header, the kernel's own limit (a longer frame would be skipped unseen
+    /// under `PACKET_LOSS`, so it takes the copy path and its error is counted there).
+    /// 802.1Q-tagged frames may be 4 bytes longer, as the kernel allows.
+    max_len: usize,
+    /// The slot's room for a frame.
+    room: usize,
+}
+
+// SAFETY: as for `Mapping`: the slots are only touched through `&mut self` or atomics.
+unsafe impl Send for TxRing {}
+
+impl TxRing {
+    /// The status word of slot `k`.
+    fn status_word(&self, k: usize) -> &AtomicU32 {
+        let offset = (k % self.frames) * self.frame_size;
+        // SAFETY: `offset` is a slot start inside the mapping; slots are 16-byte aligned
+        // and begin with the u32 `tp_status`, shared with the kernel (atomics).
+        unsafe { AtomicU32::from_ptr(self.base.add(offset).cast()) }
+    }
+
+    /// True when the ring takes `frame`: at least an Ethernet header, within the slot,
+    /// and within the kernel's length limit for it.
+    fn fits(&self, frame: &[u8]) -> bool {
+        let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+        let limit = self.max_len.saturating_add(if tagged { 4 } else { 0 });
+        (14..=limit.min(self.room)).contains(&frame.len())
+    }
+
+    /// Copies `frame` into the next free slot and marks it for sending. False if the ring
+    /// is full (every slot still the kernel's) or the frame does not fit.
+    fn push(&mut self, frame: &[u8]) -> bool {
+        if !self.fits(frame) || self.in_flight >= self.frames {
+            return false;
+        }
+        let status = self.status_word(self.head);
+        if status.load(Ordering::Acquire) & (TX_BUSY | libc::TP_STATUS_WRONG_FORMAT) != 0 {
+            return false;
+        }
+        let offset = (self.head % self.frames) * self.frame_size;
+        // SAFETY: the slot is ours (not busy, checked above with Acquire); the frame fits
+        // between TX_DATA_OFFSET and the slot's end (`room` = frame_size - offset), and
+        // `tp_len` is the u32 at byte 4 of the slot header.
+        unsafe {
+            let slot = self.base.add(offset);
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), slot.add(TX_DATA_OFFSET), frame.len());
+            std::ptr::write_unaligned(slot.add(4).cast::<u32>(), frame.len() as u32);
+        }
+        status.store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.head = (self.head + 1) % self.frames;
+        self.in_flight += 1;
+        self.unsent += 1;
+        true
+    }
+
+    /// The length written into slot `k`.
+    fn len_of(&self, k: usize) -> usize {
+        let offset = (k % self.frames) * self.frame_size + 4;
+        // SAFETY: byte 4..8 of a slot inside the mapping; the kernel does not write it.
+        unsafe { std::ptr::read_unaligned(self.base.add(offset).cast::<u32>()) as usize }
+    }
+
+    /// Slots from `tail` the kernel is done with, as their lengths, oldest first, without
+    /// taking them back (for counters read between flushes).
+    fn done(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.in_flight)
+            .map(move |k| (self.tail + k) % self.frames)
+            .take_while(move |&k| self.status_word(k).load(Ordering::Acquire) & TX_BUSY == 0)
+            .map(move |k| self.len_of(k))
+    }
+
+    /// Takes back the slots the kernel is done with, reporting each one's length.
+    fn reap(&mut self, mut sent: impl FnMut(usize)) {
+        while self.in_flight > 0 {
+            if self.status_word(self.tail).load(Ordering::Acquire) & TX_BUSY != 0 {
+                break;
+            }
+            sent(self.len_of(self.tail));
+            self.tail = (self.tail + 1) % self.frames;
+            self.in_flight -= 1;
+        }
+    }
+
+    /// True when the slot filled last is still marked for sending.
+    fn newest_marked(&self) -> bool {
+        self.in_flight > 0
+            && self
+                .status_word(self.head + self.frames - 1)
+                .load(Ordering::Acquire)
+                & libc::TP_STATUS_SEND_REQUEST
+                != 0
+    }
+
+    /// True when slots wait for a `send`: filled since the last one, or left by a
+    /// `send` the kernel refused part of.
+    fn wants_send(&self) -> bool {
+        self.unsent > 0 || self.refused
+    }
+}
+
 /// One AF_PACKET socket bound to one interface.
 #[derive(Debug)]
 struct PacketSocket {
@@ -266,11 +407,21 @@ struct PacketSocket {
     /// The receive ring, unless it could not be set up (then frames are read one
     /// `recvmsg` at a time).
     ring: Option<RxRing>,
+    /// The transmit ring, if asked for and set up (else frames go out with `sendmmsg`).
+    tx: Option<TxRing>,
+    /// With a transmit ring, a second socket for the copy path (`sendmmsg`): on a socket
+    /// with a transmit ring every send only hands over the ring's slots and ignores the
+    /// data passed, so frames the ring does not take need a socket without one. Bound
+    /// with protocol 0, it receives nothing. -1 without a transmit ring.
+    copy_fd: RawFd,
+    /// The rings' memory; declared last, so it is unmapped after the rings are gone.
+    map: Option<Mapping>,
 }
 
 impl Drop for PacketSocket {
     fn drop(&mut self) {
         close_fd(self.fd);
+        close_fd(self.copy_fd);
     }
 }
 
@@ -308,8 +459,14 @@ fn interface_index(ifname: &str) -> io::Result<u32> {
 
 impl PacketSocket {
     /// Opens a raw socket on `ifname`, promiscuous, ignoring its own outgoing frames, and
-    /// joins fanout group `fanout` if given.
-    fn open(ifname: &str, fanout: Option<u16>, mtu: usize) -> io::Result<PacketSocket> {
+    /// joins fanout group `fanout` if given. Ring slots are sized for `mtu` (the larger of
+    /// both ports'); the transmit side is set up as `tx` asks.
+    fn open(
+        ifname: &str,
+        fanout: Option<u16>,
+        mtu: usize,
+        tx: TxOptions,
+    ) -> io::Result<PacketSocket> {
         check_interface_up(ifname)?;
         let ifindex = interface_index(ifname)?;
         // Protocol 0 at creation: nothing is queued before bind() picks the interface.
@@ -325,7 +482,13 @@ impl PacketSocket {
             }
             return Err(os_error("socket(AF_PACKET)"));
         }
-        let mut sock = PacketSocket { fd, ring: None };
+        let mut sock = PacketSocket {
+            fd,
+            ring: None,
+            tx: None,
+            copy_fd: -1,
+            map: None,
+        };
         if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1) < 0 {
             log::warn!(
                 "{ifname}: PACKET_IGNORE_OUTGOING unsupported ({}); skipping outgoing frames by type",
@@ -339,8 +502,39 @@ impl PacketSocket {
         // Bigger buffers absorb bursts; failure only costs drops under load.
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
-        // The ring before bind(), so that no frame is queued outside it.
-        sock.ring = open_ring(fd, ifname, mtu);
+        if tx.qdisc_bypass && setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1) < 0
+        {
+            log::warn!(
+                "{ifname}: PACKET_QDISC_BYPASS unsupported ({}); sending through the qdisc",
+                io::Error::last_os_error()
+            );
+        }
+        // The rings before bind(), so that no frame is queued outside them.
+        let tx_mtu = if tx.ring {
+            match open_copy_socket(ifname, ifindex, tx.qdisc_bypass) {
+                Ok(copy_fd) => {
+                    sock.copy_fd = copy_fd;
+                    Some(interface_mtu(ifname)?)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{ifname}: no socket for the copy path ({e}); sending with sendmmsg"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some((rx, txr, map)) = open_rings(fd, ifname, mtu, tx_mtu) {
+            sock.ring = Some(rx);
+            sock.tx = txr;
+            sock.map = Some(map);
+        }
+        if sock.tx.is_none() {
+            close_fd(sock.copy_fd);
+            sock.copy_fd = -1;
+        }
         // SAFETY: sockaddr_ll is plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -441,7 +635,12 @@ impl PacketSocket {
                 // SAFETY: `rest` holds `rest.len()` initialised headers, each pointing at
                 // one iovec over a frame that outlives the call.
                 let rc = unsafe {
-                    libc::sendmmsg(self.fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0)
+                    libc::sendmmsg(
+                        self.send_fd(),
+                        rest.as_mut_ptr(),
+                        rest.len() as libc::c_uint,
+                        0,
+                    )
                 };
                 let len_of = |k: usize| iovs.get(k).map_or(0, |v| v.iov_len);
                 if rc > 0 {
@@ -459,6 +658,16 @@ impl PacketSocket {
                     start += 1;
                 }
             }
+        }
+    }
+
+    /// The descriptor `sendmmsg` writes to: the copy-path socket if there is a transmit
+    /// ring (see `copy_fd`), else the socket itself.
+    fn send_fd(&self) -> RawFd {
+        if self.tx.is_some() {
+            self.copy_fd
+        } else {
+            self.fd
         }
     }
 
@@ -483,9 +692,51 @@ impl PacketSocket {
     }
 }
 
-/// Sets up the receive ring of `fd` (TPACKET_V2, oversized frames through the socket's
-/// queue), or logs why not and returns `None` (the socket then reads with `recvmsg`).
-fn open_ring(fd: RawFd, ifname: &str, mtu: usize) -> Option<RxRing> {
+/// A send-only packet socket on interface `ifindex` for the copy path next to a transmit
+/// ring: bound with protocol 0, so nothing is queued on it to read.
+fn open_copy_socket(ifname: &str, ifindex: u32, qdisc_bypass: bool) -> io::Result<RawFd> {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_error("socket(AF_PACKET)"));
+    }
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+    if qdisc_bypass {
+        let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    }
+    // SAFETY: sockaddr_ll is plain old data.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = 0;
+    sll.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: `sll` is a valid sockaddr_ll for the call.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        let e = os_error(&format!("bind to {ifname}"));
+        close_fd(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Sets up the rings of `fd` (TPACKET_V2): a receive ring with slots for `mtu`
+/// (oversized frames through the socket's queue) and, if `tx_mtu` (the interface's own
+/// MTU) is given, a transmit ring with slots of the same size after it in one mapping.
+/// `None` (logged) if the receive ring cannot be set up: the socket then reads with
+/// `recvmsg` and sends with `sendmmsg`. A transmit ring that cannot be set up is logged and
+/// left out.
+fn open_rings(
+    fd: RawFd,
+    ifname: &str,
+    mtu: usize,
+    tx_mtu: Option<usize>,
+) -> Option<(RxRing, Option<TxRing>, Mapping)> {
     let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
     if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_VERSION, version) < 0 {
         log::warn!(
@@ -502,13 +753,121 @@ fn open_ring(fd: RawFd, ifname: &str, mtu: usize) -> Option<RxRing> {
         );
         return None;
     }
-    match RxRing::map(fd, mtu) {
-        Ok(ring) => Some(ring),
+    let frame_size = ring_frame_size(mtu);
+    // PACKET_LOSS is refused (EBUSY) once any ring exists: before the receive ring.
+    let tx_mtu = tx_mtu.filter(|_| set_tx_loss(fd, ifname));
+    if let Err(e) = set_ring(fd, libc::PACKET_RX_RING, RING_BYTES, frame_size) {
+        log::warn!("{ifname}: no receive ring ({e}); reading one frame per system call");
+        return None;
+    }
+    let tx_bytes = tx_mtu.map_or(0, |_| open_tx_ring(fd, ifname, frame_size));
+    let map = match map_rings(fd, RING_BYTES + tx_bytes) {
+        Ok(map) => map,
         Err(e) => {
-            log::warn!("{ifname}: no receive ring ({e}); reading one frame per system call");
-            None
+            log::warn!("{ifname}: rings not mapped ({e}); reading one frame per system call");
+            // Rings the kernel fills but nobody reads would swallow every frame.
+            let _ = set_ring(fd, libc::PACKET_RX_RING, 0, frame_size);
+            let _ = set_ring(fd, libc::PACKET_TX_RING, 0, frame_size);
+            return None;
+        }
+    };
+    let rx = RxRing {
+        base: map.base,
+        frame_size,
+        frames: RING_BYTES / frame_size,
+        head: 0,
+    };
+    let tx = tx_mtu.filter(|_| tx_bytes > 0).map(|tx_mtu| TxRing {
+        // SAFETY: the transmit ring starts right after the receive ring in the mapping.
+        base: unsafe { map.base.add(RING_BYTES) },
+        frame_size,
+        frames: tx_bytes / frame_size,
+        head: 0,
+        tail: 0,
+        in_flight: 0,
+        unsent: 0,
+        refused: false,
+        max_len: tx_mtu.saturating_add(14),
+        room: frame_size - TX_DATA_OFFSET,
+    });
+    Some((rx, tx, map))
+}
+
+/// `PACKET_LOSS` on `fd`, which a transmit ring needs: without it a frame the kernel
+/// finds malformed stops the ring for good (`TP_STATUS_WRONG_FORMAT` at its head); with it
+/// the kernel skips the frame unseen, so the ring takes only frames that pass the
+/// kernel's checks ([`TxRing::fits`]) and the others take the copy path, where a refusal
+/// is counted. False (logged) if the kernel refuses it.
+fn set_tx_loss(fd: RawFd, ifname: &str) -> bool {
+    if setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_LOSS, 1) < 0 {
+        log::warn!(
+            "{ifname}: PACKET_LOSS unsupported ({}); sending with sendmmsg",
+            io::Error::last_os_error()
+        );
+        return false;
+    }
+    true
+}
+
+/// Sets up `fd`'s transmit ring with slots of `frame_size` (after [`set_tx_loss`]);
+/// returns its size in bytes, 0 (logged) if it cannot be had.
+fn open_tx_ring(fd: RawFd, ifname: &str, frame_size: usize) -> usize {
+    match set_ring(fd, libc::PACKET_TX_RING, TX_RING_BYTES, frame_size) {
+        Ok(()) => TX_RING_BYTES,
+        Err(e) => {
+            log::warn!("{ifname}: no transmit ring ({e}); sending with sendmmsg");
+            0
         }
     }
+}
+
+/// `PACKET_RX_RING`/`PACKET_TX_RING` of `bytes` (0: remove the ring) in slots of
+/// `frame_size`.
+fn set_ring(fd: RawFd, which: libc::c_int, bytes: usize, frame_size: usize) -> io::Result<()> {
+    let req = libc::tpacket_req {
+        tp_block_size: RING_BLOCK as libc::c_uint,
+        tp_block_nr: (bytes / RING_BLOCK) as libc::c_uint,
+        tp_frame_size: frame_size as libc::c_uint,
+        tp_frame_nr: (bytes / frame_size) as libc::c_uint,
+    };
+    if setsockopt_val(fd, libc::SOL_PACKET, which, &req) < 0 {
+        let name = if which == libc::PACKET_RX_RING {
+            "PACKET_RX_RING"
+        } else {
+            "PACKET_TX_RING"
+        };
+        return Err(os_error(name));
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of `fd`'s rings, locked in memory if the limits allow.
+fn map_rings(fd: RawFd, len: usize) -> io::Result<Mapping> {
+    let map = |flags| {
+        // SAFETY: mapping the rings the kernel allocated for `fd`, `len` bytes in all.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | flags,
+                fd,
+                0,
+            )
+        }
+    };
+    let mut base = map(libc::MAP_LOCKED | libc::MAP_POPULATE);
+    if base == libc::MAP_FAILED {
+        // MAP_LOCKED needs RLIMIT_MEMLOCK room; the rings work without it.
+        base = map(0);
+    }
+    if base == libc::MAP_FAILED {
+        return Err(os_error("mmap of the rings"));
+    }
+    Ok(Mapping {
+        base: base.cast(),
+        len,
+    })
 }
 
 /// Control buffer for one `tpacket_auxdata` message, in u64 words for alignment.
@@ -632,11 +991,21 @@ impl AfPacketBackend {
         inside: &str,
         fanout: Option<(u16, u16)>,
     ) -> io::Result<AfPacketBackend> {
+        Self::open_with(outside, inside, fanout, TxOptions::default())
+    }
+
+    /// [`AfPacketBackend::open`] with the transmit side set up as `tx` asks.
+    pub fn open_with(
+        outside: &str,
+        inside: &str,
+        fanout: Option<(u16, u16)>,
+        tx: TxOptions,
+    ) -> io::Result<AfPacketBackend> {
         // Both rings get slots for the larger MTU: a frame read on one port is written
         // to the other.
         let mtu = interface_mtu(outside)?.max(interface_mtu(inside)?);
-        let out = PacketSocket::open(outside, fanout.map(|f| f.0), mtu)?;
-        let ins = PacketSocket::open(inside, fanout.map(|f| f.1), mtu)?;
+        let out = PacketSocket::open(outside, fanout.map(|f| f.0), mtu, tx)?;
+        let ins = PacketSocket::open(inside, fanout.map(|f| f.1), mtu, tx)?;
         Ok(AfPacketBackend {
             socks: [out, ins],
             buf: vec![0; VLAN_ROOM + MAX_FRAME],
@@ -656,6 +1025,11 @@ impl AfPacketBackend {
     /// True when both sockets read through a ring.
     pub fn uses_rings(&self) -> bool {
         self.socks.iter().all(|s| s.ring.is_some())
+    }
+
+    /// True when both sockets write through a transmit ring.
+    pub fn uses_tx_rings(&self) -> bool {
+        self.socks.iter().all(|s| s.tx.is_some())
     }
 
     /// Reads what is ready on side `i` into `batch`, at most `room` frames (ring or
@@ -875,6 +1249,9 @@ impl Backend for AfPacketBackend {
 
     fn send(&mut self, side: Side, frame: &[u8]) -> io::Result<()> {
         let i = side_index(side);
+        if self.ring_send(i, frame) {
+            return Ok(());
+        }
         let Some(queue) = self.tx.get_mut(i) else {
             return Ok(());
         };
@@ -891,8 +1268,16 @@ impl Backend for AfPacketBackend {
         Ok(())
     }
 
+    /// The counters, with the frames the transmit rings have finished sending since the
+    /// last flush counted as sent.
     fn io_stats(&self) -> IoStats {
-        self.stats
+        let mut stats = self.stats;
+        for (i, sock) in self.socks.iter().enumerate() {
+            for len in sock.tx.iter().flat_map(TxRing::done) {
+                let _ = stats.count_tx(i, len, Ok(()));
+            }
+        }
+        stats
     }
 
     fn name(&self) -> &'static str {
@@ -901,8 +1286,82 @@ impl Backend for AfPacketBackend {
 }
 
 impl AfPacketBackend {
-    /// Writes side `i`'s queue and empties it; each frame's outcome is counted.
+    /// Puts `frame` for side `i` into its transmit ring; false if it must take the copy
+    /// path: no ring, frames already waiting on the copy path (they go first, so this
+    /// one queues behind them), a frame the ring does not take, or a ring still full after
+    /// a `send` (the kernel refuses frames: the one behind would most likely be refused
+    /// too). With a ring, each of these is counted in [`IoStats::tx_copied`].
+    fn ring_send(&mut self, i: usize, frame: &[u8]) -> bool {
+        let Some(ring) = self.socks.get_mut(i).and_then(|s| s.tx.as_mut()) else {
+            return false;
+        };
+        if self.tx.get(i).is_none_or(|q| !q.is_empty()) || !ring.fits(frame) {
+            self.stats.tx_copied += 1;
+            return false;
+        }
+        if !ring.push(frame) {
+            self.kick_ring(i);
+            let pushed = self
+                .socks
+                .get_mut(i)
+                .and_then(|s| s.tx.as_mut())
+                .is_some_and(|r| r.push(frame));
+            if !pushed {
+                self.stats.tx_copied += 1;
+                return false;
+            }
+        }
+        if self
+            .socks
+            .get(i)
+            .and_then(|s| s.tx.as_ref())
+            .is_some_and(|r| r.unsent >= TX_BATCH)
+        {
+            self.kick_ring(i);
+        }
+        true
+    }
+
+    /// Hands side `i`'s marked transmit slots to the kernel with one `send`, then takes
+    /// back (and counts as sent) the slots it is done with. If the kernel refuses a frame
+    /// (the peer's queue is full: `ENOBUFS`; no socket buffer left; link down), that frame
+    /// and the ones after it stay marked, in order, and the next flush retries them; the
+    /// refusal is counted in [`IoStats::tx_retries`].
+    fn kick_ring(&mut self, i: usize) {
+        let Some(sock) = self.socks.get_mut(i) else {
+            return;
+        };
+        let fd = sock.fd;
+        let Some(ring) = sock.tx.as_mut() else {
+            return;
+        };
+        if ring.wants_send() {
+            // SAFETY: a send of no data: the kernel takes the frames from the ring.
+            let rc = unsafe { libc::send(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+            ring.unsent = 0;
+            // The kernel works through the marked slots in order and stops at the first it
+            // cannot send (a refusal, or a partial send when the socket buffer is full):
+            // if the newest is still marked, slots are left to retry.
+            let error = (rc < 0).then(io::Error::last_os_error);
+            ring.refused = error.is_some() || ring.newest_marked();
+            if ring.refused {
+                self.stats.tx_retries += 1;
+                log::debug!(
+                    "{:?}: transmit ring send refused in part ({error:?}); retried at the next flush",
+                    side_of(i),
+                );
+            }
+        }
+        let stats = &mut self.stats;
+        ring.reap(|len| {
+            let _ = stats.count_tx(i, len, Ok(()));
+        });
+    }
+
+    /// Writes side `i`'s transmit ring, then its copy-path queue (frames queued after the
+    /// ring's), and empties the queue; each frame's outcome is counted.
     fn flush_side(&mut self, i: usize) {
+        self.kick_ring(i);
         let (Some(sock), Some(queue)) = (self.socks.get(i), self.tx.get_mut(i)) else {
             return;
         };
@@ -927,12 +1386,22 @@ pub fn open_workers(
     inside: &str,
     workers: usize,
 ) -> io::Result<Vec<AfPacketBackend>> {
+    open_workers_with(outside, inside, workers, TxOptions::default())
+}
+
+/// [`open_workers`] with the transmit side set up as `tx` asks.
+pub fn open_workers_with(
+    outside: &str,
+    inside: &str,
+    workers: usize,
+    tx: TxOptions,
+) -> io::Result<Vec<AfPacketBackend>> {
     let fanout = (workers > 1).then(|| {
         let base = (std::process::id() as u16 & 0x7fff) << 1;
         (base, base | 1)
     });
     (0..workers)
-        .map(|_| AfPacketBackend::open(outside, inside, fanout))
+        .map(|_| AfPacketBackend::open_with(outside, inside, fanout, tx))
         .collect()
 }
 
@@ -1138,6 +1607,9 @@ mod tests {
             PacketSocket {
                 fd: fds[0],
                 ring: None,
+                tx: None,
+                copy_fd: -1,
+                map: None,
             },
             fds[1],
         )
@@ -1203,6 +1675,131 @@ mod tests {
             ]
         );
         close_fd(peer);
+    }
+
+    /// A transmit ring over plain memory, `frames` slots of 2 KiB, for driving the ring's
+    /// bookkeeping without a kernel (the test plays the kernel by writing status words).
+    fn memory_ring(memory: &mut [u64], frames: usize) -> TxRing {
+        assert!(memory.len() * 8 >= frames * 2048);
+        TxRing {
+            base: memory.as_mut_ptr().cast(),
+            frame_size: 2048,
+            frames,
+            head: 0,
+            tail: 0,
+            in_flight: 0,
+            unsent: 0,
+            refused: false,
+            max_len: 1514,
+            room: 2048 - TX_DATA_OFFSET,
+        }
+    }
+
+    /// What "the kernel" finds in slot `k`: status, `tp_len` and the frame.
+    fn slot(memory: &[u64], k: usize) -> (u32, usize, Vec<u8>) {
+        let bytes: Vec<u8> = memory.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let at = k * 2048;
+        let word = |o: usize| u32::from_ne_bytes(bytes[at + o..at + o + 4].try_into().unwrap());
+        let len = word(4) as usize;
+        let data = bytes[at + TX_DATA_OFFSET..at + TX_DATA_OFFSET + len].to_vec();
+        (word(0), len, data)
+    }
+
+    /// "The kernel" marks slot `k` with `status`.
+    fn set_status(memory: &mut [u64], k: usize, status: u32) {
+        let word = &mut memory[k * 2048 / 8];
+        let mut b = word.to_ne_bytes();
+        b[..4].copy_from_slice(&status.to_ne_bytes());
+        *word = u64::from_ne_bytes(b);
+    }
+
+    #[test]
+    fn tx_ring_takes_frames_of_14_bytes_to_mtu_plus_header_only_and_within_the_slot() {
+        let mut memory = vec![0u64; 4 * 2048 / 8];
+        let mut ring = memory_ring(&mut memory, 4);
+        assert!(!ring.fits(&frame(13)) && ring.fits(&frame(14)));
+        assert!(ring.fits(&frame(1514)) && !ring.fits(&frame(1515)));
+        assert!(!ring.push(&frame(13)));
+        assert!(!ring.push(&frame(1515)));
+        // An 802.1Q tag may add 4 bytes (the kernel allows it), an 802.1ad one may not.
+        let tagged = |len: usize, tpid: [u8; 2]| {
+            let mut f = frame(len);
+            f[12..14].copy_from_slice(&tpid);
+            f
+        };
+        assert!(ring.fits(&tagged(1518, [0x81, 0x00])));
+        assert!(!ring.fits(&tagged(1519, [0x81, 0x00])));
+        assert!(!ring.fits(&tagged(1518, [0x88, 0xa8])));
+        // Never more than the slot holds, whatever the MTU.
+        ring.max_len = 9014;
+        assert!(ring.fits(&frame(2016)) && !ring.fits(&frame(2017)));
+        assert_eq!((ring.in_flight, ring.unsent), (0, 0));
+    }
+
+    #[test]
+    fn tx_ring_fills_reaps_in_order_and_wraps_with_the_bytes_intact() {
+        let frames = 4;
+        let mut memory = vec![0u64; frames * 2048 / 8];
+        let mut ring = memory_ring(&mut memory, frames);
+        let mut next = 0usize;
+        let mut sent = Vec::new();
+        // Ten turns of the ring: fill it, check what the kernel would read, complete two
+        // or all slots, reap.
+        for turn in 0..10 {
+            while ring.push(&frame(60 + next)) {
+                next += 1;
+            }
+            assert_eq!(ring.in_flight, frames, "full on turn {turn}");
+            assert!(ring.newest_marked());
+            for k in 0..frames {
+                let (status, len, data) = slot(&memory, k);
+                assert_eq!(status, libc::TP_STATUS_SEND_REQUEST);
+                assert_eq!(data, frame(len));
+            }
+            // The kernel sends in ring order: complete the oldest `done` slots.
+            let done = if turn % 2 == 0 { 2 } else { frames };
+            for j in 0..done {
+                set_status(
+                    &mut memory,
+                    (ring.tail + j) % frames,
+                    libc::TP_STATUS_AVAILABLE,
+                );
+            }
+            let lens: Vec<usize> = ring.done().collect();
+            assert_eq!(lens.len(), done, "done() counts without taking back");
+            assert_eq!(ring.in_flight, frames);
+            ring.reap(|len| sent.push(len));
+            assert_eq!(ring.in_flight, frames - done);
+        }
+        // Every frame reaped once, in the order pushed.
+        let want: Vec<usize> = (0..sent.len()).map(|i| 60 + i).collect();
+        assert_eq!(sent, want);
+    }
+
+    #[test]
+    fn tx_ring_does_not_overwrite_a_slot_the_kernel_still_holds() {
+        let frames = 2;
+        let mut memory = vec![0u64; frames * 2048 / 8];
+        let mut ring = memory_ring(&mut memory, frames);
+        assert!(ring.push(&frame(60)) && ring.push(&frame(61)));
+        assert!(!ring.push(&frame(62)), "full");
+        // Slot 0 handed to the driver, not done: nothing to reap, still full.
+        set_status(&mut memory, 0, libc::TP_STATUS_SENDING);
+        let mut reaped = 0;
+        ring.reap(|_| reaped += 1);
+        assert_eq!(reaped, 0);
+        assert!(!ring.push(&frame(62)));
+        // Slot 1 done before slot 0 (cannot happen on one queue, but must not be taken
+        // back out of order).
+        set_status(&mut memory, 1, libc::TP_STATUS_AVAILABLE);
+        ring.reap(|_| reaped += 1);
+        assert_eq!(reaped, 0);
+        set_status(&mut memory, 0, libc::TP_STATUS_AVAILABLE);
+        ring.reap(|_| reaped += 1);
+        assert_eq!(reaped, 2);
+        assert!(!ring.newest_marked());
+        assert!(ring.push(&frame(62)));
+        assert_eq!(slot(&memory, 0).2, frame(62));
     }
 
     fn tpid_or_8100(status: u32, tpid: u16) -> u16 {

@@ -50,6 +50,13 @@ pub struct IoStats {
     /// Frames read with a checksum left to offload (a local peer's tx checksum offload is
     /// on: turn it off, their checksums are not valid on the wire).
     pub rx_csum_partial: u64,
+    /// Transmit-ring sends the kernel refused in part (peer's queue full, link down, socket
+    /// buffer full): the frames left stay queued in order and are retried at the next
+    /// flush.
+    pub tx_retries: u64,
+    /// Frames a backend with a transmit ring sent through its copy path instead (ring
+    /// still full after a send, or a frame longer than the ring takes).
+    pub tx_copied: u64,
 }
 
 impl IoStats {
@@ -65,6 +72,8 @@ impl IoStats {
         self.rx_own_outgoing += other.rx_own_outgoing;
         self.tx_errors += other.tx_errors;
         self.rx_csum_partial += other.rx_csum_partial;
+        self.tx_retries += other.tx_retries;
+        self.tx_copied += other.tx_copied;
     }
 }
 
@@ -327,6 +336,8 @@ mod tests {
             rx_own_outgoing: 10,
             tx_errors: 11,
             rx_csum_partial: 12,
+            tx_retries: 13,
+            tx_copied: 14,
         };
         let mut sum = a;
         sum.merge(&a);
@@ -337,6 +348,7 @@ mod tests {
             (18, 20, 22)
         );
         assert_eq!(sum.rx_csum_partial, 24);
+        assert_eq!((sum.tx_retries, sum.tx_copied), (26, 28));
     }
 
     #[test]
