@@ -460,8 +460,11 @@ pub struct Limits {
     /// Acknowledge bytes the policy holds undecided once their sender has retransmitted them
     /// twice with nothing new (it is stalled: a congestion window full of one-byte segments,
     /// or Nagle). Off by default: DESIGN.md §3.4 forbids acknowledging input whose output
-    /// the receiver has not acknowledged, and a policy that holds only a line's undecided
-    /// prefix (a few bytes) never stalls a sender.
+    /// the receiver has not acknowledged. The policies hold only what is undecided (a
+    /// command line's verb, a masked line's last CR, a reply line's head, an EHLO reply
+    /// being rewritten; nothing of a message body), so a sender stalls only when one of
+    /// its segments ends inside such a part and classic Nagle (RFC 896) keeps the rest
+    /// back until that segment is acknowledged.
     pub ack_held_when_stalled: bool,
 }
 
