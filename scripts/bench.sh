@@ -27,8 +27,8 @@
 #   to, default the last one), BENCH_BRIDGE_FLAGS (more options for every `mailguard
 #   bridge` row, e.g. "--busy-poll-us 0"; the rows mg1-off-bp0/bp200 set it themselves),
 #   BENCH_LIVE_LOADS (replaces every row's loads, e.g. "latency" for latency rows only),
-#   BENCH_TX_STEPS (non-empty: also rows mg1-off-sendmmsg and mg1-off-bypass, the bridge's
-#   transmit side without its ring and qdisc bypass, for before/after in one run),
+#   BENCH_TX_STEPS (non-empty: also rows mg1-off-bypass and mg1-off-txring, the bridge's
+#   transmit side with qdisc bypass, then also its transmit ring, for comparison in one run),
 #   BENCH_LIVE_ROWS (comma-separated row labels to run, e.g. "kernel,mg1-off"; default all).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
@@ -481,11 +481,11 @@ if want live; then
       # SMTP traffic (smtp-source) measures it under strict.
       live_forwarder mg1-off iperf,smtp mailguard 1 off
       # The transmit side step by step (BENCH_TX_STEPS=1): the same binary sending with
-      # sendmmsg through the qdisc (the path before the transmit ring), and with sendmmsg
-      # but qdisc bypass; mg1-off above is transmit ring + qdisc bypass.
-      if [ -n "${BENCH_TX_STEPS:-}" ] && "$MG" bridge --help 2>/dev/null | grep -q -- '--no-tx-ring'; then
-        live_forwarder mg1-off-sendmmsg iperf,smtp mailguard 1 off --no-tx-ring --no-qdisc-bypass
-        live_forwarder mg1-off-bypass iperf,smtp mailguard 1 off --no-tx-ring
+      # sendmmsg but qdisc bypass, and through transmit rings with qdisc bypass; mg1-off
+      # above is the default, sendmmsg through the qdisc.
+      if [ -n "${BENCH_TX_STEPS:-}" ] && "$MG" bridge --help 2>/dev/null | grep -q -- '--tx-ring'; then
+        live_forwarder mg1-off-bypass iperf,smtp mailguard 1 off --qdisc-bypass
+        live_forwarder mg1-off-txring iperf,smtp mailguard 1 off --tx-ring --qdisc-bypass
       fi
       # Busy-poll (afpacket; default 50 us): latency at light load without it and longer.
       if "$MG" bridge --help 2>/dev/null | grep -q -- '--busy-poll-us'; then

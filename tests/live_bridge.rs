@@ -568,7 +568,7 @@ fn vlan_crosses(backend: &'static str) {
     if backend == "afpacket" {
         // The tag came back from the ring slot's header, not the recvmsg fallback.
         let (_, _, err) = lab.stop_bridge().expect("bridge was running");
-        assert_ring_path(&test, &err);
+        assert_ring_path(&test, &err, false);
     }
 }
 
@@ -711,13 +711,25 @@ fn tap_devices_are_created_and_sigint_stops_cleanly() {
 }
 
 /// The afpacket bridge logged that it reads through receive rings (not the `recvmsg`
-/// fallback) and writes through transmit rings (not `sendmmsg`), so the ring tests below
-/// test the rings.
-fn assert_ring_path(test: &str, err: &str) {
+/// fallback) and writes through transmit rings (`tx_ring`, `--tx-ring`) or `sendmmsg`
+/// (the default), so the ring tests below test the path they mean to.
+fn assert_ring_path(test: &str, err: &str, tx_ring: bool) {
+    let send = if tx_ring {
+        "transmit rings (TPACKET_V2)"
+    } else {
+        "sendmmsg"
+    };
     assert!(
-        err.contains("afpacket: receive rings (TPACKET_V2), transmit rings (TPACKET_V2)"),
-        "{test}: the bridge did not read and write through its rings: {err}"
+        err.contains(&format!("afpacket: receive rings (TPACKET_V2), {send}")),
+        "{test}: the bridge did not read through its rings and send by {send}: {err}"
     );
+}
+
+/// A one-worker strict afpacket bridge sending through transmit rings with qdisc bypass.
+fn tx_ring_spec() -> BridgeSpec {
+    let mut spec = BridgeSpec::new("afpacket", 1, "strict");
+    spec.extra = vec!["--tx-ring".into(), "--qdisc-bypass".into()];
+    spec
 }
 
 /// Byte `i` of the stream the ring test sends.
@@ -736,7 +748,7 @@ fn afpacket_ring_wraps_many_times_under_a_bounded_load() {
     }
     let _guard = serial();
     let mut lab = Lab::up("afpacket");
-    lab.start_bridge(&BridgeSpec::new("afpacket", 1, "strict"));
+    lab.start_bridge(&tx_ring_spec());
     let slots = mailguard::io::afpacket::ring_frames(1500) as u64;
     // Full-MSS segments of 1448 bytes: 12 ring turns of data frames at the least.
     let len: u64 = slots * 12 * 1448;
@@ -785,7 +797,7 @@ fn afpacket_ring_wraps_many_times_under_a_bounded_load() {
     assert_eq!((sent, got, wrong), (len, len, 0), "{test}: stream damaged");
     let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
     assert!(status.success(), "{test}: {summary}{err}");
-    assert_ring_path(test, &err);
+    assert_ring_path(test, &err, true);
     let counts = frame_counts(&summary);
     assert!(
         counts[0] >= 10 * slots,
@@ -805,7 +817,7 @@ fn afpacket_frames_longer_than_a_ring_slot_cross_whole() {
     }
     let _guard = serial();
     let mut lab = Lab::up("afpacket");
-    lab.start_bridge(&BridgeSpec::new("afpacket", 1, "strict"));
+    lab.start_bridge(&tx_ring_spec());
     let slot = mailguard::io::afpacket::ring_frame_size(1500);
     set_mtu(&lab, "afpacket", "9000");
     // 8000 bytes of ICMP, don't fragment: 8042-byte frames, four times a 2 KiB slot.
@@ -831,7 +843,7 @@ fn afpacket_frames_longer_than_a_ring_slot_cross_whole() {
     other_tcp_port_crosses(&lab, test);
     let (status, summary, err) = lab.stop_bridge().expect("bridge was running");
     assert!(status.success(), "{test}: {summary}{err}");
-    assert_ring_path(test, &err);
+    assert_ring_path(test, &err, true);
     assert_forwarded_only(test, &summary);
 }
 
@@ -856,7 +868,7 @@ fn afpacket_busy_poll_forwards_and_stops_cleanly() {
         err.contains("busy-poll 100000 us"),
         "{test}: option not in effect: {err}"
     );
-    assert_ring_path(test, &err);
+    assert_ring_path(test, &err, false);
     assert!(
         summary.contains("mailguard bridge: stopped after"),
         "{test}: {summary}"

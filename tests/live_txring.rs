@@ -14,6 +14,12 @@ mod lab;
 use lab::{serial, should_skip, Host, Lab};
 use mailguard::engine::Side;
 use mailguard::io::afpacket::{tx_ring_frames, AfPacketBackend, TxOptions};
+
+/// The transmit ring with qdisc bypass (`--tx-ring --qdisc-bypass`).
+const RING: TxOptions = TxOptions {
+    ring: true,
+    qdisc_bypass: true,
+};
 use mailguard::io::backend::{Backend, IoStats};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -133,7 +139,7 @@ fn link_set(lab: &Lab, host: Host, link: &str, state: &str) {
 }
 
 /// Three turns and a bit of the ring, flushed every 50 frames: everything arrives in order
-/// and byte for byte; then the same frames through the copy path (`--no-tx-ring`) arrive
+/// and byte for byte; then the same frames through the copy path (the default, `sendmmsg`) arrive
 /// identical to the ring's.
 #[test]
 fn tx_ring_wraps_and_sends_the_same_frames_as_the_copy_path() {
@@ -148,7 +154,7 @@ fn tx_ring_wraps_and_sends_the_same_frames_as_the_copy_path() {
     let frames: Vec<Vec<u8>> = (0..n as u32).map(|s| frame(s, length(s))).collect();
     let fd = reader(&lab, Host::Out, &client);
 
-    let (stats, ring) = send_through(&lab, TxOptions::default(), frames.clone(), 50);
+    let (stats, ring) = send_through(&lab, RING, frames.clone(), 50);
     assert!(ring, "{test}: no transmit ring");
     let via_ring = read_frames(fd, n);
     assert_eq!(via_ring.len(), n, "{test}: ring frames lost");
@@ -170,7 +176,7 @@ fn tx_ring_wraps_and_sends_the_same_frames_as_the_copy_path() {
         qdisc_bypass: false,
     };
     let (stats, ring) = send_through(&lab, copy, frames.clone(), 50);
-    assert!(!ring, "{test}: --no-tx-ring still used a ring");
+    assert!(!ring, "{test}: the copy path still used a ring");
     let via_copy = read_frames(fd, n);
     assert_eq!(via_copy.len(), n, "{test}: copy-path frames lost");
     assert!(
@@ -207,8 +213,7 @@ fn a_full_tx_ring_keeps_its_frames_in_order_and_falls_back() {
         let frames = frames.clone();
         let ns_out = lab.ns(Host::Out);
         lab.in_ns(Host::Bridge, move || {
-            let mut b = AfPacketBackend::open_with(&outside, &inside, None, TxOptions::default())
-                .expect("open");
+            let mut b = AfPacketBackend::open_with(&outside, &inside, None, RING).expect("open");
             assert!(b.uses_tx_rings());
             for chunk in frames.get(..slots + extra).unwrap_or_default().chunks(64) {
                 for f in chunk {
@@ -290,8 +295,7 @@ fn frames_the_tx_ring_does_not_take_go_the_copy_path_in_order() {
         let link = lab.ns(Host::Out);
         let (o1, i1) = (outside.clone(), inside.clone());
         lab.in_ns(Host::Bridge, move || {
-            let mut b =
-                AfPacketBackend::open_with(&o1, &i1, None, TxOptions::default()).expect("open");
+            let mut b = AfPacketBackend::open_with(&o1, &i1, None, RING).expect("open");
             assert!(b.uses_tx_rings());
             for (ns, dev) in [(None, &o1), (Some(&link), &client)] {
                 let mut cmd = std::process::Command::new("ip");

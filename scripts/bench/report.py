@@ -260,8 +260,8 @@ class Report:
         self.w()
         fwds = [("kernel", "kernel bridge"), ("netsniff", "netsniff-ng"),
                 ("mg1-off", "mailguard off, 1 worker"),
-                ("mg1-off-sendmmsg", "mailguard off, 1 worker, --no-tx-ring --no-qdisc-bypass"),
-                ("mg1-off-bypass", "mailguard off, 1 worker, --no-tx-ring"),
+                ("mg1-off-bypass", "mailguard off, 1 worker, --qdisc-bypass"),
+                ("mg1-off-txring", "mailguard off, 1 worker, --tx-ring --qdisc-bypass"),
                 ("mg1-strict", "mailguard strict, 1 worker"),
                 ("mg2-strict", "mailguard strict, 2 workers")]
         loads = [("single", "iperf3, 1 stream"), ("parallel4", "iperf3, 4 streams"),

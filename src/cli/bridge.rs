@@ -82,17 +82,17 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_BUSY_POLL_US, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=MAX_BUSY_POLL_US))]
     pub busy_poll_us: u64,
-    /// afpacket: send with `sendmmsg` from a queue per side instead of writing frames into
-    /// a transmit ring (`PACKET_TX_RING`) handed over with one `send` per batch. Ignored
-    /// by tap.
+    /// afpacket: write frames into a transmit ring (`PACKET_TX_RING`) handed over with one
+    /// `send` per batch, instead of `sendmmsg` from a queue per side. Off by default: on
+    /// veth it measured slower (the kernel copies every ring frame again into the peer
+    /// namespace; scripts/bench/notes.md). Ignored by tap.
     #[arg(long)]
-    pub no_tx_ring: bool,
-    /// afpacket: send through the interfaces' qdisc instead of straight to the driver
-    /// (`PACKET_QDISC_BYPASS`, the default, skips traffic control and the taps on it: a
-    /// capture on the bridge's own ports then shows only what it receives). Ignored by
-    /// tap.
+    pub tx_ring: bool,
+    /// afpacket: send straight to the driver (`PACKET_QDISC_BYPASS`) instead of through
+    /// the interfaces' qdisc: skips traffic control and the taps on it (a capture on the
+    /// bridge's own ports then shows only what it receives). Ignored by tap.
     #[arg(long)]
-    pub no_qdisc_bypass: bool,
+    pub qdisc_bypass: bool,
 }
 
 /// Default of `--busy-poll-us`: 50 µs took the added median latency of a request/response
@@ -221,8 +221,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 /// Opens the AF_PACKET ports of every worker, with `--busy-poll-us`.
 fn open_afpacket(args: &Args) -> Result<Vec<afpacket::AfPacketBackend>, CliError> {
     let tx = afpacket::TxOptions {
-        ring: !args.no_tx_ring,
-        qdisc_bypass: !args.no_qdisc_bypass,
+        ring: args.tx_ring,
+        qdisc_bypass: args.qdisc_bypass,
     };
     let mut backends = afpacket::open_workers_with(&args.outside, &args.inside, args.workers, tx)
         .map_err(io_error)?;
@@ -596,19 +596,19 @@ mod tests {
     }
 
     #[test]
-    fn transmit_ring_and_qdisc_bypass_are_on_unless_turned_off() {
+    fn transmit_ring_and_qdisc_bypass_are_off_unless_asked_for() {
         let a = parse(&["--outside", "a0", "--inside", "b0"]).expect("parse");
-        assert!(!a.no_tx_ring && !a.no_qdisc_bypass);
+        assert!(!a.tx_ring && !a.qdisc_bypass);
         let a = parse(&[
             "--outside",
             "a0",
             "--inside",
             "b0",
-            "--no-tx-ring",
-            "--no-qdisc-bypass",
+            "--tx-ring",
+            "--qdisc-bypass",
         ])
         .expect("parse");
-        assert!(a.no_tx_ring && a.no_qdisc_bypass);
+        assert!(a.tx_ring && a.qdisc_bypass);
         let io = IoStats {
             tx_errors: 1,
             tx_retries: 2,

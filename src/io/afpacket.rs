@@ -28,7 +28,12 @@
 //!   blocks, on a timer at light load (milliseconds of added latency); V2 frees every
 //!   frame as soon as it is written and `poll` wakes per frame. If the ring cannot be set
 //!   up (memory limits, an old kernel), the socket falls back to one `recvmsg` per frame.
-//! - **Send, transmit ring** (default; [`TxOptions`]): a `PACKET_TX_RING` per socket,
+//! - **Send, `sendmmsg`** (default): frames queue per side and go out in `sendmmsg`
+//!   batches at each [`Backend::flush`]. On the veth lab this measured faster than the
+//!   transmit ring below (4 alternated runs on a quiet machine, scripts/bench/notes.md):
+//!   veth copies a ring frame into fresh pages when it crosses into the peer's namespace
+//!   (`skb_copy_ubufs`), a copy a NIC's DMA from the ring would not need.
+//! - **Send, transmit ring** (`--tx-ring`; [`TxOptions`]): a `PACKET_TX_RING` per socket,
 //!   TPACKET_V2, [`TX_RING_BYTES`], slots the size of the receive ring's. [`Backend::send`]
 //!   copies the frame into the next free slot and marks it; one `send(2)` of no data hands
 //!   every marked slot to the kernel, every [`TX_BATCH`] frames and at each
@@ -55,9 +60,9 @@
 //!   - no zero-copy forwarding from a receive slot into a transmit slot: the engine reads
 //!     each frame from the batch the receive side copied it into (about 1 % of the
 //!     worker); doing it would need a `Backend` that lends slots across the engine call.
-//!   - without a receive ring, or with `--no-tx-ring`, every frame takes the copy path
+//!   - without a receive ring, or without `--tx-ring`, every frame takes the copy path
 //!     (on the socket itself).
-//! - **Qdisc bypass** (default): `PACKET_QDISC_BYPASS` hands frames straight to the driver.
+//! - **Qdisc bypass** (`--qdisc-bypass`): `PACKET_QDISC_BYPASS` hands frames straight to the driver.
 //!   Traffic control on the ports is not applied to the bridge's output, and a capture on
 //!   the bridge's own ports sees only what it receives (the peers' captures see all). A
 //!   driver that cannot take a frame makes the kernel refuse it (counted as above) instead
@@ -241,9 +246,9 @@ const TX_DATA_OFFSET: usize = 32;
 /// Status bits of a transmit slot the kernel still owns (queued, or handed to the driver).
 const TX_BUSY: u32 = libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING;
 
-/// How the transmit side of the AF_PACKET sockets is set up (both on by default; the
-/// options exist to measure each step and to fall back by hand).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the transmit side of the AF_PACKET sockets is set up (both off by default: on the
+/// veth lab `sendmmsg` through the qdisc measured fastest; see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxOptions {
     /// Write frames into a `PACKET_TX_RING` and hand each batch over with one `send`
     /// (else `sendmmsg` from the per-side queues).
@@ -252,15 +257,6 @@ pub struct TxOptions {
     /// layer (and the taps on it: a capture on the bridge's own ports no longer sees what
     /// the bridge sends; the peers' captures do).
     pub qdisc_bypass: bool,
-}
-
-impl Default for TxOptions {
-    fn default() -> TxOptions {
-        TxOptions {
-            ring: true,
-            qdisc_bypass: true,
-        }
-    }
 }
 
 /// One `mmap` of a socket's rings (receive ring first, then the transmit ring, as the
