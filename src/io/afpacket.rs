@@ -531,22 +531,7 @@ impl PacketSocket {
             close_fd(sock.copy_fd);
             sock.copy_fd = -1;
         }
-        // SAFETY: sockaddr_ll is plain old data.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as libc::c_int;
-        // SAFETY: `sll` is a valid sockaddr_ll for the call.
-        let rc = unsafe {
-            libc::bind(
-                fd,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(os_error(&format!("bind to {ifname}")));
-        }
+        bind_ll(fd, ifname, ifindex, (libc::ETH_P_ALL as u16).to_be())?;
         // SAFETY: packet_mreq is plain old data.
         let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mreq.mr_ifindex = ifindex as libc::c_int;
@@ -700,10 +685,20 @@ fn open_copy_socket(ifname: &str, ifindex: u32, qdisc_bypass: bool) -> io::Resul
     if qdisc_bypass {
         let _ = setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
     }
+    if let Err(e) = bind_ll(fd, ifname, ifindex, 0) {
+        close_fd(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Binds packet socket `fd` to interface `ifindex` for `protocol` (network byte order;
+/// 0: receive nothing).
+fn bind_ll(fd: RawFd, ifname: &str, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as libc::c_ushort;
-    sll.sll_protocol = 0;
+    sll.sll_protocol = protocol;
     sll.sll_ifindex = ifindex as libc::c_int;
     // SAFETY: `sll` is a valid sockaddr_ll for the call.
     let rc = unsafe {
@@ -714,11 +709,9 @@ fn open_copy_socket(ifname: &str, ifindex: u32, qdisc_bypass: bool) -> io::Resul
         )
     };
     if rc < 0 {
-        let e = os_error(&format!("bind to {ifname}"));
-        close_fd(fd);
-        return Err(e);
+        return Err(os_error(&format!("bind to {ifname}")));
     }
-    Ok(fd)
+    Ok(())
 }
 
 /// Sets up the rings of `fd` (TPACKET_V2): a receive ring with slots for `mtu`
