@@ -171,12 +171,9 @@ fn tx_ring_wraps_and_sends_the_same_frames_as_the_copy_path() {
         "{test}: {stats:?}"
     );
 
-    let copy = TxOptions {
-        ring: false,
-        qdisc_bypass: false,
-    };
-    let (stats, ring) = send_through(&lab, copy, frames.clone(), 50);
-    assert!(!ring, "{test}: the copy path still used a ring");
+    // The default options are the copy path (`sendmmsg`, no `--tx-ring`).
+    let (stats, ring) = send_through(&lab, TxOptions::default(), frames.clone(), 50);
+    assert!(!ring, "{test}: the default options used a transmit ring");
     let via_copy = read_frames(fd, n);
     assert_eq!(via_copy.len(), n, "{test}: copy-path frames lost");
     assert!(
