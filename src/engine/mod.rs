@@ -543,6 +543,76 @@ impl EvictClass {
     }
 }
 
+/// The engine's ordered indices of its connections and its memory account: everything
+/// that files a connection besides the flow table, kept apart from it so that a slot
+/// borrowed from the table is filed without a second lookup ([`Books::file`]).
+struct Books {
+    /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
+    timers: TimeIndex,
+    /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
+    /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
+    expiries: TimeIndex,
+    /// At or before the earliest time filed in `expiries` (`u64::MAX` when it is empty):
+    /// lowered by every insertion, raised to the real first entry by `Engine::sweep`, so a
+    /// sweep before it returns at once without walking the index (removals only raise the
+    /// real first time, so a floor stays valid).
+    expiry_floor: Time,
+    /// Eviction candidates of each class (indexed by `EvictClass as usize`), by last
+    /// activity (filed at or before the real one).
+    idle: [TimeIndex; 3],
+    /// Bytes charged to the connections now, besides the table (see [`Engine::memory`]).
+    memory: usize,
+    /// [`fixed_charge`] of this engine's connections.
+    fixed_charge: usize,
+}
+
+impl Books {
+    /// Files `(t, key)` in the expiry index.
+    fn file_expiry(&mut self, t: Time, key: FlowKey) {
+        self.expiries.insert(t, key);
+        self.expiry_floor = self.expiry_floor.min(t);
+    }
+
+    /// Files the connection of `slot` (under `key`) in the timer and expiry indices under
+    /// its current times, and in the idle index under its class. Charges it to the memory
+    /// account under its current size.
+    fn file<P: Policy>(&mut self, slot: &mut Slot<P>, key: FlowKey, limits: &Limits) {
+        let conn = &mut slot.conn;
+        let rto = conn.rto_deadline();
+        if conn.indexed_rto() != rto {
+            if let Some(old) = conn.replace_indexed_rto(rto) {
+                self.timers.remove(old, key);
+            }
+            if let Some(t) = rto {
+                self.timers.insert(t, key);
+            }
+        }
+        // Filed at or before the real expiry: an expiry that moves later (every segment moves
+        // the idle deadline) leaves the entry where it is, and `sweep` looks at the real one
+        // when the entry comes due. Only an earlier expiry (a close) files it again.
+        let exp = conn.expiry(limits);
+        if conn.indexed_exp().is_none_or(|old| exp < old) {
+            if let Some(old) = conn.replace_indexed_exp(Some(exp)) {
+                self.expiries.remove(old, key);
+            }
+            self.file_expiry(exp, key);
+        }
+        // The class is filed again at once (it changes at most a few times in a life), the
+        // activity time lazily (see `evict_one`).
+        let class = EvictClass::of(conn);
+        if slot.idle_class != class {
+            self.idle[slot.idle_class as usize].remove(slot.idle_time, key);
+            let last_seen = conn.last_seen;
+            slot.set_idle_at((class, last_seen));
+            self.idle[class as usize].insert(last_seen, key);
+        }
+        let charge = self.fixed_charge.saturating_add(slot.conn.heap_bytes());
+        let charge = u32::try_from(charge).unwrap_or(u32::MAX);
+        self.memory = self.memory.saturating_sub(slot.charged as usize) + charge as usize;
+        slot.charged = charge;
+    }
+}
+
 /// A tracked connection with the engine's bookkeeping of it.
 struct Slot<P: Policy> {
     conn: Conn<P>,
@@ -673,18 +743,9 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     /// (connections hold no buffer of their own unless bytes stay undecided).
     scratch: Vec<u8>,
     reports: Vec<ConnectionReport>,
-    /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
-    timers: TimeIndex,
-    /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
-    /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
-    expiries: TimeIndex,
-    /// Eviction candidates of each class (indexed by `EvictClass as usize`), by last
-    /// activity (filed at or before the real one).
-    idle: [TimeIndex; 3],
-    /// Bytes charged to the connections now, besides the table (see [`Engine::memory`]).
-    memory: usize,
-    /// [`fixed_charge`] of this engine's connections.
-    fixed_charge: usize,
+    /// The time indices and the memory account (apart from the table, so that a slot
+    /// borrowed from the table can be filed without looking it up again).
+    books: Books,
     /// Bytes of one flow-table bucket.
     slot_bytes: usize,
 }
@@ -709,11 +770,14 @@ impl<F: PolicyFactory> Engine<F> {
             out: Output::default(),
             scratch: Vec::new(),
             reports: Vec::new(),
-            timers: TimeIndex::default(),
-            expiries: TimeIndex::default(),
-            idle: Default::default(),
-            memory: 0,
-            fixed_charge: fixed_charge::<F::Policy>(),
+            books: Books {
+                timers: TimeIndex::default(),
+                expiries: TimeIndex::default(),
+                expiry_floor: Time(u64::MAX),
+                idle: Default::default(),
+                memory: 0,
+                fixed_charge: fixed_charge::<F::Policy>(),
+            },
             slot_bytes: FlowTable::<Slot<F::Policy>>::BUCKET_BYTES,
         }
     }
@@ -738,7 +802,8 @@ impl<F: PolicyFactory> Engine<F> {
     /// flow table's allocation (records inline, at its current capacity), and per
     /// connection its index entries and its buffers (`Conn::heap_bytes`).
     pub fn memory(&self) -> usize {
-        self.memory
+        self.books
+            .memory
             .saturating_add(table_bytes(self.conns.capacity(), self.slot_bytes))
     }
 
@@ -874,17 +939,17 @@ impl<F: PolicyFactory> Engine<F> {
         }
         // One lookup for the client's segments, two for the server's (the client's key first,
         // as a flow between two filtered ports may be tracked both ways).
-        let (key, d, conn) = match self.conns.get_mut(&as_client) {
-            Some(slot) => (as_client, IDX_C2S, &mut slot.conn),
+        let (key, d, slot) = match self.conns.get_mut(&as_client) {
+            Some(slot) => (as_client, IDX_C2S, slot),
             None => match self.conns.get_mut(&as_server) {
-                Some(slot) => (as_server, IDX_S2C, &mut slot.conn),
+                Some(slot) => (as_server, IDX_S2C, slot),
                 None => return self.untracked(t),
             },
         };
         let expected_side = if d == IDX_C2S {
-            conn.client_side
+            slot.conn.client_side
         } else {
-            conn.client_side.other()
+            slot.conn.client_side.other()
         };
         if side != expected_side {
             // The same flow seen on the wrong interface: not something a bump in the wire
@@ -900,8 +965,8 @@ impl<F: PolicyFactory> Engine<F> {
             scratch: &mut self.scratch,
             pushed: [0; 2],
         };
-        let v = conn.on_segment(&mut ctx, d, frame, t);
-        self.reindex(key);
+        let v = slot.conn.on_segment(&mut ctx, d, frame, t);
+        self.books.file(slot, key, &self.limits);
         self.enforce_ceiling(now, Some(key), sink);
         v
     }
@@ -909,42 +974,9 @@ impl<F: PolicyFactory> Engine<F> {
     /// Files connection `key` in the timer and expiry indices under its current times.
     /// Charges it to the memory account under its current size.
     fn reindex(&mut self, key: FlowKey) {
-        let Some(slot) = self.conns.get_mut(&key) else {
-            return;
-        };
-        let conn = &mut slot.conn;
-        let rto = conn.rto_deadline();
-        if conn.indexed_rto() != rto {
-            if let Some(old) = conn.replace_indexed_rto(rto) {
-                self.timers.remove(old, key);
-            }
-            if let Some(t) = rto {
-                self.timers.insert(t, key);
-            }
+        if let Some(slot) = self.conns.get_mut(&key) {
+            self.books.file(slot, key, &self.limits);
         }
-        // Filed at or before the real expiry: an expiry that moves later (every segment moves
-        // the idle deadline) leaves the entry where it is, and `sweep` looks at the real one
-        // when the entry comes due. Only an earlier expiry (a close) files it again.
-        let exp = conn.expiry(&self.limits);
-        if conn.indexed_exp().is_none_or(|old| exp < old) {
-            if let Some(old) = conn.replace_indexed_exp(Some(exp)) {
-                self.expiries.remove(old, key);
-            }
-            self.expiries.insert(exp, key);
-        }
-        // The class is filed again at once (it changes at most a few times in a life), the
-        // activity time lazily (see `evict_one`).
-        let class = EvictClass::of(conn);
-        if slot.idle_class != class {
-            self.idle[slot.idle_class as usize].remove(slot.idle_time, key);
-            let last_seen = conn.last_seen;
-            slot.set_idle_at((class, last_seen));
-            self.idle[class as usize].insert(last_seen, key);
-        }
-        let charge = self.fixed_charge.saturating_add(slot.conn.heap_bytes());
-        let charge = u32::try_from(charge).unwrap_or(u32::MAX);
-        self.memory = self.memory.saturating_sub(slot.charged as usize) + charge as usize;
-        slot.charged = charge;
     }
 
     /// Evicts the connection idle longest of the lowest class that was not active within
@@ -956,15 +988,15 @@ impl<F: PolicyFactory> Engine<F> {
         let latest_active = Time(now.0.saturating_sub(grace));
         for class in EvictClass::ALL {
             let c = class as usize;
-            while let Some((filed, key)) = self.idle[c].first() {
+            while let Some((filed, key)) = self.books.idle[c].first() {
                 let Some(slot) = self.conns.get_mut(&key) else {
-                    self.idle[c].remove(filed, key);
+                    self.books.idle[c].remove(filed, key);
                     continue;
                 };
                 let real = (EvictClass::of(&slot.conn), slot.conn.last_seen);
                 if real != (class, filed) {
-                    self.idle[c].remove(filed, key);
-                    self.idle[real.0 as usize].insert(real.1, key);
+                    self.books.idle[c].remove(filed, key);
+                    self.books.idle[real.0 as usize].insert(real.1, key);
                     slot.set_idle_at(real);
                     continue;
                 }
@@ -1007,10 +1039,11 @@ impl<F: PolicyFactory> Engine<F> {
                 table_bytes(cap.saturating_mul(2).max(len + 1), self.slot_bytes)
             };
             let need = self
+                .books
                 .memory
                 .saturating_add(table)
                 .saturating_add(grown)
-                .saturating_add(self.fixed_charge);
+                .saturating_add(self.books.fixed_charge);
             if len < self.limits.max_connections && need <= budget {
                 // While it grows, the old and the new table are both allocated.
                 self.stats.peak_memory = self.stats.peak_memory.max(need as u64);
@@ -1053,12 +1086,18 @@ impl<F: PolicyFactory> Engine<F> {
     /// Forgets up to `max` connections whose expiry is due at `now`; a connection filed
     /// early (active since) is filed again at its real expiry, without counting.
     fn sweep(&mut self, now: Time, max: usize) {
+        if now < self.books.expiry_floor {
+            // Nothing is filed before the floor: nothing is due (the common case, O(1)).
+            return;
+        }
         let mut forgotten = 0;
         while forgotten < max {
-            let Some((t, key)) = self.expiries.first() else {
+            let Some((t, key)) = self.books.expiries.first() else {
+                self.books.expiry_floor = Time(u64::MAX);
                 break;
             };
             if t > now {
+                self.books.expiry_floor = t;
                 break;
             }
             match self.conns.get_mut(&key) {
@@ -1066,15 +1105,15 @@ impl<F: PolicyFactory> Engine<F> {
                     let real = slot.conn.expiry(&self.limits);
                     if real > now {
                         slot.conn.replace_indexed_exp(Some(real));
-                        self.expiries.remove(t, key);
-                        self.expiries.insert(real, key);
+                        self.books.expiries.remove(t, key);
+                        self.books.file_expiry(real, key);
                     } else {
                         self.forget(key);
                         forgotten += 1;
                     }
                 }
                 None => {
-                    self.expiries.remove(t, key);
+                    self.books.expiries.remove(t, key);
                 }
             }
         }
@@ -1085,13 +1124,13 @@ impl<F: PolicyFactory> Engine<F> {
             let slot = *slot;
             let c = slot.conn;
             if let Some(t) = c.indexed_rto() {
-                self.timers.remove(t, key);
+                self.books.timers.remove(t, key);
             }
             if let Some(t) = c.indexed_exp() {
-                self.expiries.remove(t, key);
+                self.books.expiries.remove(t, key);
             }
-            self.idle[slot.idle_class as usize].remove(slot.idle_time, key);
-            self.memory = self.memory.saturating_sub(slot.charged as usize);
+            self.books.idle[slot.idle_class as usize].remove(slot.idle_time, key);
+            self.books.memory = self.books.memory.saturating_sub(slot.charged as usize);
             self.retire(c);
         }
     }
@@ -1126,7 +1165,7 @@ impl<F: PolicyFactory> Engine<F> {
             self.config.record_connections,
         );
         let idle_at = (EvictClass::of(&conn), now);
-        self.idle[idle_at.0 as usize].insert(idle_at.1, key);
+        self.books.idle[idle_at.0 as usize].insert(idle_at.1, key);
         let slot = Slot {
             conn,
             key: StoredKey::new(key),
@@ -1162,13 +1201,13 @@ impl<F: PolicyFactory> Engine<F> {
     /// timers come, without a deadline of their own (a caller may still call
     /// `handle_timeout` at any time to sweep them).
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(t, _)| t)
+        self.books.timers.first().map(|(t, _)| t)
     }
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
     pub fn handle_timeout(&mut self, now: Time, sink: &mut FrameSink) {
         let emitted_before = sink.len();
-        let due = self.timers.due(now);
+        let due = self.books.timers.due(now);
         for key in due {
             let Some(conn) = self.conns.get_mut(&key).map(|s| &mut s.conn) else {
                 continue;
