@@ -772,6 +772,21 @@ impl<P: Policy> Conn<P> {
         off: u64,
         payload: &[u8],
     ) -> Result<(), MustReset> {
+        if self.nothing_to_feed(ctx.limits, d, payload) {
+            // What a call with no input and no ops leaves behind.
+            for h in &mut self.halves {
+                h.last_ops_copy_only = true;
+            }
+            return Ok(());
+        }
+        let h = &mut self.halves[d];
+        if h.pending.is_empty() && !payload.is_empty() && !h.finished {
+            if let Some(fresh) = h.reasm.take_in_order(off, payload) {
+                let r = self.feed_fresh(ctx, d, fresh);
+                self.free_empty_pending();
+                return r;
+            }
+        }
         let lend = self.halves[d].pending.is_empty();
         if lend {
             ctx.scratch.clear();
@@ -787,12 +802,56 @@ impl<P: Policy> Conn<P> {
             own.clear();
             *ctx.scratch = own;
         }
+        self.free_empty_pending();
+        r
+    }
+
+    /// Frees the held-input buffers left empty (an idle direction owns none).
+    fn free_empty_pending(&mut self) {
         for h in &mut self.halves {
             if h.pending.is_empty() {
                 h.pending = Vec::new();
             }
         }
-        r
+    }
+
+    /// True when feeding direction `d` this (clipped) payload would feed the policy
+    /// nothing, tell it nothing (no FIN becomes in order), and leave no ops to apply and
+    /// nothing held: a pure ACK, or bytes after the policy was told the stream ended.
+    /// `take_input` then only records that the latest (empty) ops were all copies.
+    fn nothing_to_feed(&self, limits: &Limits, d: usize, payload: &[u8]) -> bool {
+        let h = &self.halves[d];
+        let fed = !payload.is_empty() && !h.finished;
+        let finishes = !h.finished && h.fin_at() == Some(h.reasm.next());
+        !fed && !finishes
+            && self
+                .halves
+                .iter()
+                .all(|h| h.pending.is_empty() && h.log.len() <= limits.max_log_bytes)
+    }
+
+    /// Feeds the policy `fresh`, direction `d`'s input that just became in order while
+    /// nothing was held (the common case), and applies its output. The ops read their input
+    /// from `fresh` itself: only bytes the policy leaves undecided are copied, into the
+    /// direction's `pending` buffer, exactly what `feed` would leave there (see
+    /// `apply_output`).
+    fn feed_fresh(&mut self, ctx: &mut Ctx<'_>, d: usize, fresh: &[u8]) -> Result<(), MustReset> {
+        let dir = dir_of(d);
+        ctx.out.clear();
+        let Conn { halves, policy, .. } = self;
+        let h = &mut halves[d];
+        if !fresh.is_empty() {
+            if policy.is_passthrough() {
+                ctx.out.ops_mut(dir).push(Op::Copy(fresh.len()));
+            } else {
+                policy.feed(dir, fresh, ctx.out);
+            }
+        }
+        if !h.finished && h.fin_at() == Some(h.reasm.next()) {
+            h.finished = true;
+            policy.finish(dir, ctx.out);
+        }
+        self.apply_output(ctx, Some((d, fresh)))
     }
 
     /// Feeds the policy what became in order and applies its output (see `take_input`).
@@ -803,11 +862,7 @@ impl<P: Policy> Conn<P> {
         off: u64,
         payload: &[u8],
     ) -> Result<(), MustReset> {
-        let dir = if d == IDX_C2S {
-            Dir::ClientToServer
-        } else {
-            Dir::ServerToClient
-        };
+        let dir = dir_of(d);
         ctx.out.clear();
         {
             let Conn { halves, policy, .. } = self;
@@ -838,11 +893,34 @@ impl<P: Policy> Conn<P> {
                 policy.finish(dir, ctx.out);
             }
         }
-        self.apply_output(ctx)
+        self.apply_output(ctx, None)
     }
 
     /// Applies the policy output in `ctx.out` to both halves; accounts its events.
-    fn apply_output(&mut self, ctx: &mut Ctx<'_>) -> Result<(), MustReset> {
+    ///
+    /// With `fresh` set to `(d, bytes)`, direction `d`'s ops read their input from `bytes`
+    /// rather than from its `pending` buffer (empty then): the bytes are not copied first.
+    /// The buffer is left as if they had been: holding what the ops did not consume, or
+    /// all of them if the ops were not applied (a reset before or among them).
+    fn apply_output(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        fresh: Option<(usize, &[u8])>,
+    ) -> Result<(), MustReset> {
+        let mut fresh = fresh;
+        let r = self.apply_output_to(ctx, &mut fresh);
+        if let Some((d, bytes)) = fresh {
+            self.halves[d].pending.extend_from_slice(bytes);
+        }
+        r
+    }
+
+    /// [`Conn::apply_output`]; takes `fresh` once its direction's ops have consumed it.
+    fn apply_output_to(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        fresh: &mut Option<(usize, &[u8])>,
+    ) -> Result<(), MustReset> {
         for e in &ctx.out.events {
             account(ctx.stats, e);
         }
@@ -855,7 +933,15 @@ impl<P: Policy> Conn<P> {
         }
         let limits = ctx.limits;
         for (d, ops) in [(IDX_C2S, &ctx.out.to_server), (IDX_S2C, &ctx.out.to_client)] {
-            apply_ops(&mut self.halves[d], ops, limits)?;
+            let mut input = None;
+            if fresh.is_some_and(|(fd, _)| fd == d) {
+                input = fresh.map(|(_, bytes)| bytes);
+            }
+            let applied = apply_ops(&mut self.halves[d], ops, limits, &mut input);
+            if input.is_none() && fresh.is_some_and(|(fd, _)| fd == d) {
+                *fresh = None;
+            }
+            applied?;
         }
         for h in &mut self.halves {
             if h.finished && !h.pending.is_empty() {
@@ -1016,8 +1102,15 @@ impl<P: Policy> Conn<P> {
     }
 }
 
-/// Applies one direction's ops to its half.
-fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset> {
+/// Applies one direction's ops to its half. Their input is `fresh` when set (the half's
+/// `pending` buffer is empty then), else `pending`; once the ops are applied, what they did
+/// not consume stays in `pending` (`fresh` is then taken).
+fn apply_ops(
+    h: &mut Half,
+    ops: &[Op],
+    limits: &Limits,
+    fresh: &mut Option<&[u8]>,
+) -> Result<(), MustReset> {
     let full = |_| MustReset("edit-records-limit");
     let max_edits = limits.max_edits;
     let mut used = 0usize;
@@ -1028,7 +1121,8 @@ fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset>
             return Err(MustReset("output-after-fin"));
         }
         let n = op.consumed();
-        let Some(input) = used.checked_add(n).and_then(|e| h.pending.get(used..e)) else {
+        let held = fresh.unwrap_or(&h.pending);
+        let Some(input) = used.checked_add(n).and_then(|e| held.get(used..e)) else {
             return Err(MustReset("policy-consumed-unseen-bytes"));
         };
         match op {
@@ -1053,7 +1147,14 @@ fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset>
         }
         used += n;
     }
-    h.pending.drain(..used);
+    match fresh.take() {
+        Some(bytes) => h
+            .pending
+            .extend_from_slice(bytes.get(used..).unwrap_or_default()),
+        None => {
+            h.pending.drain(..used);
+        }
+    }
     if h.pending.len() > limits.max_held {
         return Err(MustReset("held-bytes-limit"));
     }
@@ -1061,6 +1162,15 @@ fn apply_ops(h: &mut Half, ops: &[Op], limits: &Limits) -> Result<(), MustReset>
         return Err(MustReset("output-log-limit"));
     }
     Ok(())
+}
+
+/// The policy's name of data direction `d`.
+fn dir_of(d: usize) -> Dir {
+    if d == IDX_C2S {
+        Dir::ClientToServer
+    } else {
+        Dir::ServerToClient
+    }
 }
 
 /// Counts a policy event.

@@ -124,6 +124,24 @@ impl Reassembler {
         Ok(())
     }
 
+    /// The in-order case of [`Reassembler::insert`] without a callback: when nothing is held
+    /// out of order and `data` (at `off`) does not start beyond `next`, returns the part of
+    /// it not delivered yet (empty when all of it was) and advances `next` past it, exactly
+    /// as `insert` would deliver it. Otherwise returns `None` and changes nothing (use
+    /// `insert`).
+    pub fn take_in_order<'a>(&mut self, off: u64, data: &'a [u8]) -> Option<&'a [u8]> {
+        if self.ooo.is_some() || off > self.next {
+            return None;
+        }
+        let end = off + data.len() as u64;
+        if end <= self.next {
+            return Some(&[]);
+        }
+        let part = data.get(usize::try_from(self.next - off).ok()?..)?;
+        self.next = end;
+        Some(part)
+    }
+
     /// Stores the parts of `[off, off+len)` not already held.
     fn store(&mut self, off: u64, data: &[u8], limits: ReasmLimits) -> Result<(), ReasmError> {
         let ooo = self.ooo.get_or_insert_with(Box::default);
@@ -271,5 +289,57 @@ mod tests {
             prop_assert_eq!(out, stream);
             prop_assert_eq!(r.heap_bytes(), 0);
         }
+
+        /// `take_in_order` is `insert` without the callback wherever it answers: the same
+        /// bytes delivered, the same `next`, nothing held; where it declines (something held,
+        /// or data beyond `next`) it changes nothing.
+        #[test]
+        fn take_in_order_is_insert(stream in proptest::collection::vec(any::<u8>(), 1..200),
+                                   cuts in proptest::collection::vec((0usize..200, 0usize..40), 1..60)) {
+            let (mut a, mut b) = (Reassembler::new(), Reassembler::new());
+            let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+            for (start, len) in cuts {
+                let s = start % stream.len();
+                let e = (s + len).min(stream.len());
+                let data = &stream[s..e];
+                let (next, held) = (b.next(), b.held());
+                match b.take_in_order(s as u64, data) {
+                    Some(part) => {
+                        prop_assert_eq!(held, 0);
+                        out_b.extend_from_slice(part);
+                    }
+                    None => {
+                        prop_assert!(held > 0 || s as u64 > next);
+                        prop_assert_eq!((b.next(), b.held()), (next, held));
+                        collect(&mut b, s as u64, data, &mut out_b);
+                    }
+                }
+                collect(&mut a, s as u64, data, &mut out_a);
+                prop_assert_eq!(&out_a, &out_b);
+                prop_assert_eq!((a.next(), a.held()), (b.next(), b.held()));
+            }
+        }
+    }
+
+    #[test]
+    fn take_in_order_cases() {
+        let mut r = Reassembler::new();
+        assert_eq!(r.take_in_order(0, b"abc"), Some(&b"abc"[..]));
+        assert_eq!(
+            r.take_in_order(1, b"bcde"),
+            Some(&b"de"[..]),
+            "overlap delivered once"
+        );
+        assert_eq!(
+            r.take_in_order(2, b"cd"),
+            Some(&b""[..]),
+            "a retransmission"
+        );
+        assert_eq!(r.next(), 5);
+        assert_eq!(r.take_in_order(6, b"g"), None, "beyond next: for insert");
+        assert_eq!(r.next(), 5);
+        collect(&mut r, 6, b"g", &mut Vec::new());
+        assert_eq!(r.take_in_order(5, b"f"), None, "something held: for insert");
+        assert_eq!((r.next(), r.held()), (5, 1));
     }
 }
