@@ -547,8 +547,11 @@ impl EvictClass {
 /// that files a connection besides the flow table, kept apart from it so that a slot
 /// borrowed from the table is filed without a second lookup ([`Books::file`]).
 struct Books {
-    /// Retransmission deadlines, ordered: `poll_timeout` and `handle_timeout` cost O(log n).
+    /// Retransmission deadlines, ordered: `handle_timeout` costs O(log n).
     timers: TimeIndex,
+    /// The earliest time in `timers` (what `poll_timeout` answers, asked once a frame by
+    /// the I/O loops): kept up to date by [`Books::add_timer`] and [`Books::remove_timer`].
+    first_timer: Option<Time>,
     /// Expiry times, ordered. Expiry is not a timer the caller must run: expired
     /// connections are swept by `handle_frame` and `handle_timeout` as they come due.
     expiries: TimeIndex,
@@ -567,6 +570,20 @@ struct Books {
 }
 
 impl Books {
+    /// Files `(t, key)` in the timer index.
+    fn add_timer(&mut self, t: Time, key: FlowKey) {
+        self.timers.insert(t, key);
+        self.first_timer = Some(self.first_timer.map_or(t, |f| f.min(t)));
+    }
+
+    /// Removes `(t, key)` from the timer index.
+    fn remove_timer(&mut self, t: Time, key: FlowKey) {
+        self.timers.remove(t, key);
+        if self.first_timer == Some(t) {
+            self.first_timer = self.timers.first().map(|(t, _)| t);
+        }
+    }
+
     /// Files `(t, key)` in the expiry index.
     fn file_expiry(&mut self, t: Time, key: FlowKey) {
         self.expiries.insert(t, key);
@@ -581,10 +598,10 @@ impl Books {
         let rto = conn.rto_deadline();
         if conn.indexed_rto() != rto {
             if let Some(old) = conn.replace_indexed_rto(rto) {
-                self.timers.remove(old, key);
+                self.remove_timer(old, key);
             }
             if let Some(t) = rto {
-                self.timers.insert(t, key);
+                self.add_timer(t, key);
             }
         }
         // Filed at or before the real expiry: an expiry that moves later (every segment moves
@@ -671,6 +688,27 @@ fn table_bytes(capacity: usize, slot: usize) -> usize {
     buckets.saturating_mul(slot + 1).saturating_add(16)
 }
 
+/// A set of TCP ports: one bit per port.
+struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    fn new(ports: &[u16]) -> PortSet {
+        let mut bits = Box::new([0u64; 1024]);
+        for &p in ports {
+            if let Some(w) = bits.get_mut(usize::from(p >> 6)) {
+                *w |= 1 << (p & 63);
+            }
+        }
+        PortSet(bits)
+    }
+
+    fn contains(&self, p: u16) -> bool {
+        self.0
+            .get(usize::from(p >> 6))
+            .is_some_and(|w| w & (1 << (p & 63)) != 0)
+    }
+}
+
 /// A connection's identity, client first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct FlowKey {
@@ -734,6 +772,8 @@ impl FlowKey {
 ///   boundaries and when the table grows; [`Stats::peak_memory`] is its high-water mark.
 pub struct Engine<F: PolicyFactory = SessionFactory> {
     config: EngineConfig,
+    /// `config.ports` as a set (looked up two or three times a frame).
+    ports: PortSet,
     stats: Stats,
     factory: F,
     limits: Limits,
@@ -762,6 +802,7 @@ impl<F: PolicyFactory> Engine<F> {
     /// A new engine running policies made by `factory` (`config.policy` is then unused).
     pub fn with_policy(config: EngineConfig, factory: F) -> Engine<F> {
         Engine {
+            ports: PortSet::new(&config.ports),
             config,
             stats: Stats::default(),
             factory,
@@ -772,6 +813,7 @@ impl<F: PolicyFactory> Engine<F> {
             reports: Vec::new(),
             books: Books {
                 timers: TimeIndex::default(),
+                first_timer: None,
                 expiries: TimeIndex::default(),
                 expiry_floor: Time(u64::MAX),
                 idle: Default::default(),
@@ -864,7 +906,7 @@ impl<F: PolicyFactory> Engine<F> {
     }
 
     fn filtered(&self, t: &TcpFrame) -> bool {
-        self.config.ports.contains(&t.seg.dst_port) || self.config.ports.contains(&t.seg.src_port)
+        self.ports.contains(t.seg.dst_port) || self.ports.contains(t.seg.src_port)
     }
 
     fn cannot_judge(&self, open: ForwardReason, closed: DropReason) -> Verdict {
@@ -889,9 +931,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     fn on_fragment(&self, f: &IpFragment) -> Verdict {
         match f.ports {
-            Some((sp, dp))
-                if self.config.ports.contains(&sp) || self.config.ports.contains(&dp) =>
-            {
+            Some((sp, dp)) if self.ports.contains(sp) || self.ports.contains(dp) => {
                 Verdict::Drop(DropReason::Fragment)
             }
             Some(_) => Verdict::Forward(ForwardReason::OtherPort),
@@ -924,7 +964,6 @@ impl<F: PolicyFactory> Engine<F> {
         if !verify_checksums(frame, t) {
             return Verdict::Drop(DropReason::BadChecksum);
         }
-        let ports = &self.config.ports;
         let as_client = FlowKey {
             client: (t.src, t.seg.src_port),
             server: (t.dst, t.seg.dst_port),
@@ -934,7 +973,7 @@ impl<F: PolicyFactory> Engine<F> {
             server: (t.src, t.seg.src_port),
         };
         let is_syn = t.seg.flags.has(TcpFlags::SYN) && !t.seg.flags.has(TcpFlags::ACK);
-        if is_syn && ports.contains(&t.seg.dst_port) {
+        if is_syn && self.ports.contains(t.seg.dst_port) {
             return self.on_syn(now, side, frame, t, as_client, sink);
         }
         // One lookup for the client's segments, two for the server's (the client's key first,
@@ -1059,6 +1098,12 @@ impl<F: PolicyFactory> Engine<F> {
     /// any) grew: idle connections are evicted; when none may go, `current` is reset by the
     /// filter and forgotten. Then records the high-water mark.
     fn enforce_ceiling(&mut self, now: Time, current: Option<FlowKey>, sink: &mut FrameSink) {
+        let memory = self.memory();
+        if memory <= self.limits.max_memory {
+            // The common case: under the ceiling, only the high-water mark moves.
+            self.stats.peak_memory = self.stats.peak_memory.max(memory as u64);
+            return;
+        }
         while self.memory() > self.limits.max_memory {
             if self.evict_one(now, current) {
                 continue;
@@ -1124,7 +1169,7 @@ impl<F: PolicyFactory> Engine<F> {
             let slot = *slot;
             let c = slot.conn;
             if let Some(t) = c.indexed_rto() {
-                self.books.timers.remove(t, key);
+                self.books.remove_timer(t, key);
             }
             if let Some(t) = c.indexed_exp() {
                 self.books.expiries.remove(t, key);
@@ -1201,7 +1246,7 @@ impl<F: PolicyFactory> Engine<F> {
     /// timers come, without a deadline of their own (a caller may still call
     /// `handle_timeout` at any time to sweep them).
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.books.timers.first().map(|(t, _)| t)
+        self.books.first_timer
     }
 
     /// Runs the timers due at `now`; frames to emit are appended to `sink`.
@@ -1275,5 +1320,16 @@ mod tests {
             fixed_charge::<Session>() >= slot + 16,
             "the charge covers the record"
         );
+    }
+
+    /// The port set answers as `config.ports.contains` did, at both ends of the range.
+    #[test]
+    fn port_set_is_the_list() {
+        let list = [0u16, 25, 63, 64, 587, 65535];
+        let set = PortSet::new(&list);
+        for p in 0..=u16::MAX {
+            assert_eq!(set.contains(p), list.contains(&p), "port {p}");
+        }
+        assert!(!PortSet::new(&[]).contains(25));
     }
 }
