@@ -674,8 +674,7 @@ impl<P: Policy> Conn<P> {
             Verdict::Forward(ForwardReason::Unchanged)
         } else {
             let side = self.out_side(d);
-            let buf = ctx.sink.push_with_len(side, frame.len());
-            buf.copy_from_slice(frame);
+            let buf = ctx.sink.push_copy(side, frame);
             let ok = set_tcp_seq(buf, t.tcp_off, seq)
                 .and_then(|_| set_tcp_ack(buf, t.tcp_off, told.ack))
                 .and_then(|_| set_tcp_window(buf, t.tcp_off, told.window));

@@ -222,6 +222,14 @@ impl FrameSink {
         &mut self.buf[start..]
     }
 
+    /// Appends a copy of `frame` for `side` and returns it to be changed in place (no
+    /// zero fill first, unlike [`FrameSink::push_with_len`]).
+    fn push_copy(&mut self, side: Side, frame: &[u8]) -> &mut [u8] {
+        let start = self.buf.len();
+        self.push(side, frame);
+        &mut self.buf[start..]
+    }
+
     /// Number of frames queued.
     pub fn len(&self) -> usize {
         self.frames.len()
