@@ -760,10 +760,13 @@ impl<P: Policy> Conn<P> {
     /// Accepts input of direction `d` at `off`, runs the policy over what became in order,
     /// applies its ops.
     ///
-    /// The bytes fed go to the direction's `pending` buffer until the ops consume them.
-    /// When nothing is held before the call, that buffer is the engine's scratch
-    /// (`ctx.scratch`), lent for the call: the connection keeps a buffer of its own only for
-    /// bytes still held after it, sized to them.
+    /// Three ways, the same effect: a segment that feeds nothing only records that the
+    /// latest (empty) ops were copies; input that is in order while nothing is held (the
+    /// common case) is fed straight from the frame (`feed_fresh`); otherwise the bytes fed
+    /// go to the direction's `pending` buffer until the ops consume them, and when nothing
+    /// is held before the call that buffer is the engine's scratch (`ctx.scratch`), lent for
+    /// the call. Either way the connection keeps a buffer of its own only for bytes still
+    /// held after the call, sized to them.
     fn take_input(
         &mut self,
         ctx: &mut Ctx<'_>,

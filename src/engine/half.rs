@@ -6,8 +6,9 @@
 //! allocated when first used and freed, capacity included, when drained, so that an idle
 //! direction owns no heap memory ([`Half::heap_bytes`]). The bounds on those buffers are the
 //! engine's `Limits`, passed in where they are enforced rather than copied into each half.
-//! Held input is fed through the engine's scratch buffer (see `Conn::take_input`), so the
-//! common case (nothing held) allocates nothing per segment either.
+//! Input in order while nothing is held is fed to the policy straight from the frame, and
+//! other input through the engine's scratch buffer (see `Conn::take_input`), so the common
+//! case (nothing held) allocates nothing per segment either.
 
 use super::Time;
 use crate::tcp::{EditMap, OutputLog, Reassembler, SeqSpace};
