@@ -247,6 +247,19 @@ class Report:
                "bytes the server's interface received per second); latency: "
                f"`{r.get('cmd.latency', 'smtp-pingpong')}`.")
         self.w()
+        if r.get("live.rps") == "1":
+            self.w("Receive Packet Steering (`BENCH_RPS=1`, the default): the hosts' veth ends "
+                   "steer received frames to the load generators' CPU (`rps_cpus`), "
+                   "so each host's receive (IP, TCP, ACKs, wake-ups) runs on the hosts' CPU, "
+                   "as on a real wire, and not on the core of whoever transmitted into the "
+                   "veth (the forwarder's for netsniff-ng and mailguard). `BENCH_RPS=0` "
+                   "measures the plain lab.")
+        elif "live.rps" in r:
+            self.w("No Receive Packet Steering (`BENCH_RPS=0`): each host's receive "
+                   "processing runs on the core of whoever transmitted into its veth: the "
+                   "forwarder's pinned core for netsniff-ng and mailguard, the client's for "
+                   "the kernel bridge.")
+        self.w()
         self.w("iperf3's stream is not SMTP: under pix51 or strict its first line is X-ed "
                "(or the connection reset), as a PIX would do, so iperf3 measures the bridge "
                "under `off` (frames classified and forwarded) and SMTP traffic measures it "
