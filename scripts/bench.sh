@@ -34,7 +34,10 @@
 #   host's receive processing runs on the load generators' CPU, as on a real wire where it
 #   runs on the receiving host's own CPUs, for every forwarder alike; 0: the plain lab, where
 #   it runs on the CPU of whoever transmits into the veth, i.e. the forwarder's pinned core
-#   for netsniff-ng and mailguard but the client's for the kernel bridge).
+#   for netsniff-ng and mailguard but the client's for the kernel bridge; 2: as 1, and the
+#   forwarder's own veth ends steered to the forwarder's CPU, so its receive work runs there
+#   and not on the transmitting host's CPU), BENCH_BACKLOG (net.core.netdev_max_backlog
+#   while the live part runs with RPS, default 10000, restored after; 0: left alone).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
 # Every load is bounded in time (timeout); everything created is torn down on exit.
@@ -101,6 +104,7 @@ cleanup() {
     [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
   done
   if [ "$LAB_UP" = 1 ]; then lab_down; fi
+  backlog_restore
   rm -f "$W"/*.out.pcap
 }
 trap cleanup EXIT
@@ -266,6 +270,26 @@ CLIENT=198.19.6.1 SERVER=198.19.6.2
 SMTP_SINK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
+# With RPS a host's received frames wait in its CPU's backlog (net.core.netdev_max_backlog,
+# 1000 by default, one global setting) and are dropped when it is full: a forwarder on its
+# own core outruns the host's. mailguard's sendmmsg then counts the refused frames
+# (tx-errors) and TCP recovers, but netsniff-ng's transmit ring stalls on them (its iperf3
+# streams stop after a second and the rows measure 0). So the live part raises the backlog
+# under RPS (BENCH_BACKLOG, default 10000; 0 leaves it alone) and puts it back on exit.
+BACKLOG_OLD=""
+backlog_raise() {
+  local want=${BENCH_BACKLOG:-10000}
+  [ "$RPS" != 0 ] && [ "$want" != 0 ] || return 0
+  BACKLOG_OLD=$(sysctl -n net.core.netdev_max_backlog)
+  [ "$BACKLOG_OLD" -lt "$want" ] || { BACKLOG_OLD=""; return 0; }
+  sysctl -qw net.core.netdev_max_backlog="$want"
+}
+backlog_restore() {
+  [ -n "$BACKLOG_OLD" ] || return 0
+  sysctl -qw net.core.netdev_max_backlog="$BACKLOG_OLD" || true
+  BACKLOG_OLD=""
+}
+
 lab_down() {
   local ns
   for ns in "$NS_OUT" "$NS_IN" "$NS_BR"; do ip netns del "$ns" 2>/dev/null || true; done
@@ -301,9 +325,13 @@ lab_up() {
     >>"$LOG" 2>&1 &
   PIDS+=($!)
   SINK_PID=$!
-  if [ "$RPS" = 1 ]; then
-    lab_rps "$NS_OUT" "${P}o0"
-    lab_rps "$NS_IN" "${P}i0"
+  if [ "$RPS" != 0 ]; then
+    lab_rps "$NS_OUT" "${P}o0" "$LOAD_CPU"
+    lab_rps "$NS_IN" "${P}i0" "$LOAD_CPU"
+  fi
+  if [ "$RPS" = 2 ]; then
+    lab_rps "$NS_BR" "${P}o1" "$FWD_CPU"
+    lab_rps "$NS_BR" "${P}i1" "$FWD_CPU"
   fi
 }
 
@@ -313,9 +341,12 @@ lab_up() {
 # CPUs; on veth without RPS it runs on the sender's, i.e. on the forwarder's pinned core for
 # netsniff-ng and mailguard (the kernel bridge forwards in the client's softirq, so its
 # hosts' receive work already ran on the load CPU).
-lab_rps() {
+# With BENCH_RPS=2 the forwarder's own veth ends steer to the forwarder's CPU too, so its
+# receive (the kernel bridge's forwarding, AF_PACKET's copy into a ring) runs there and not
+# on the transmitting host's CPU: each side's work on its own CPU, as on a real wire.
+lab_rps() { # namespace device cpu
   local mask
-  mask=$(printf '%x' $((1 << LOAD_CPU)))
+  mask=$(printf '%x' $((1 << $3)))
   ip netns exec "$1" sh -c "echo $mask >/sys/class/net/$2/queues/rx-0/rps_cpus"
 }
 
@@ -527,7 +558,9 @@ if want live; then
   else
     need iperf3 netsniff-ng ethtool ip taskset
     lab_up
+    backlog_raise
     put live.rps "$RPS" "rps_cpus of the hosts' veth ends = CPU $LOAD_CPU"
+    put live.backlog "$(sysctl -n net.core.netdev_max_backlog)"
     put cmd.iperf "iperf3 -c $SERVER -p 25 -t $LIVE_SECS [-P 4 | -M 88]"
     put cmd.latency "smtp-pingpong $SERVER 2525 $PING_COUNT $LIVE_SECS (NOOP round trips through the forwarder to smtp-sink)"
     put cmd.smtp "smtp-source -s 4 -m 10000000 -l 1000000 $SERVER:2525 (stopped after $LIVE_SECS s)"
@@ -558,6 +591,7 @@ if want live; then
       put live.mailguard_missing 1
     fi
     lab_down
+    backlog_restore
   fi
 fi
 

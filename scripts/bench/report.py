@@ -247,13 +247,18 @@ class Report:
                "bytes the server's interface received per second); latency: "
                f"`{r.get('cmd.latency', 'smtp-pingpong')}`.")
         self.w()
-        if r.get("live.rps") == "1":
-            self.w("Receive Packet Steering (`BENCH_RPS=1`, the default): the hosts' veth ends "
+        if r.get("live.rps") in ("1", "2"):
+            self.w(f"Receive Packet Steering (`BENCH_RPS={r.get('live.rps')}`; 1 is the "
+                   "default): the hosts' veth ends "
                    "steer received frames to the load generators' CPU (`rps_cpus`), "
                    "so each host's receive (IP, TCP, ACKs, wake-ups) runs on the hosts' CPU, "
                    "as on a real wire, and not on the core of whoever transmitted into the "
-                   "veth (the forwarder's for netsniff-ng and mailguard). `BENCH_RPS=0` "
-                   "measures the plain lab.")
+                   "veth (the forwarder's for netsniff-ng and mailguard)"
+                   + ("; the forwarder's own veth ends steer to the forwarder's CPU"
+                      if r.get("live.rps") == "2" else "")
+                   + f". `net.core.netdev_max_backlog` {r.get('live.backlog', '?')} during "
+                   "the live part (a full backlog drops frames, on which netsniff-ng's "
+                   "transmit ring stalls). `BENCH_RPS=0` measures the plain lab.")
         elif "live.rps" in r:
             self.w("No Receive Packet Steering (`BENCH_RPS=0`): each host's receive "
                    "processing runs on the core of whoever transmitted into its veth: the "
