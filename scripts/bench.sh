@@ -272,10 +272,11 @@ SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
 # With RPS a host's received frames wait in its CPU's backlog (net.core.netdev_max_backlog,
 # 1000 by default, one global setting) and are dropped when it is full: a forwarder on its
-# own core outruns the host's. mailguard's sendmmsg then counts the refused frames
-# (tx-errors) and TCP recovers, but netsniff-ng's transmit ring stalls on them (its iperf3
-# streams stop after a second and the rows measure 0). So the live part raises the backlog
-# under RPS (BENCH_BACKLOG, default 10000; 0 leaves it alone) and puts it back on exit.
+# own core outruns the host's CPU in bursts (mailguard counted about 5,000 refused frames,
+# tx-errors, per quick run at 1000; none at 10000). A real host takes such bursts into its
+# NIC ring, so the live part raises the backlog under RPS (BENCH_BACKLOG, default 10000; 0
+# leaves it alone) and puts it back on exit. (netsniff-ng's streams still stall under RPS
+# with no backlog drop: see scripts/bench/notes.md.)
 BACKLOG_OLD=""
 backlog_raise() {
   local want=${BENCH_BACKLOG:-10000}
@@ -325,6 +326,12 @@ lab_up() {
     >>"$LOG" 2>&1 &
   PIDS+=($!)
   SINK_PID=$!
+  # Every end up before any forwarder starts (netsniff-ng refuses a port not yet running).
+  local _
+  for _ in $(seq 50); do
+    [ "$(lab_links_up)" = 4 ] && break
+    sleep 0.1
+  done
   if [ "$RPS" != 0 ]; then
     lab_rps "$NS_OUT" "${P}o0" "$LOAD_CPU"
     lab_rps "$NS_IN" "${P}i0" "$LOAD_CPU"
@@ -333,6 +340,16 @@ lab_up() {
     lab_rps "$NS_BR" "${P}o1" "$FWD_CPU"
     lab_rps "$NS_BR" "${P}i1" "$FWD_CPU"
   fi
+}
+
+# How many of the lab's four veth ends are up (operstate).
+lab_links_up() {
+  local n=0 l
+  for l in "$NS_OUT ${P}o0" "$NS_IN ${P}i0" "$NS_BR ${P}o1" "$NS_BR ${P}i1"; do
+    set -- $l
+    [ "$(ip netns exec "$1" cat "/sys/class/net/$2/operstate" 2>/dev/null)" = up ] && n=$((n + 1))
+  done
+  echo "$n"
 }
 
 # Receive Packet Steering on a host's veth end: frames that arrive there are processed (IP,
