@@ -28,8 +28,13 @@
 //!   blocks, on a timer at light load (milliseconds of added latency); V2 frees every
 //!   frame as soon as it is written and `poll` wakes per frame. If the ring cannot be set
 //!   up (memory limits, an old kernel), the socket falls back to one `recvmsg` per frame.
-//! - **Send, `sendmmsg`** (default): frames queue per side and go out in `sendmmsg`
-//!   batches at each [`Backend::flush`]. On the veth lab this measured faster than the
+//! - **Send, `sendmmsg`** (default): the worker hands a batch's output over in one
+//!   [`Backend::send_frames`], and `sendmmsg` points straight at the frames where the
+//!   worker holds them (forwarded frames in the receive batch, the engine's own in its
+//!   sink), [`TX_BATCH`] per call and side: no copy into a queue first (that copy was about
+//!   5 % of the worker once the hosts' receive left its core, notes.md). Frames given to
+//!   [`Backend::send`] one by one queue per side and go out in `sendmmsg` batches at each
+//!   [`Backend::flush`]. On the veth lab this measured faster than the
 //!   transmit ring below (4 alternated runs on a quiet machine, scripts/bench/notes.md):
 //!   veth copies a ring frame into fresh pages when it crosses into the peer's namespace
 //!   (`skb_copy_ubufs`), a copy a NIC's DMA from the ring would not need.
@@ -590,56 +595,62 @@ impl PacketSocket {
         frames: impl Iterator<Item = &'a [u8]>,
         mut done: impl FnMut(usize, io::Result<()>),
     ) {
-        let mut frames = frames.peekable();
-        while frames.peek().is_some() {
-            let mut iovs = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; TX_BATCH];
-            let mut n = 0;
-            for (iov, frame) in iovs.iter_mut().zip(frames.by_ref()) {
-                iov.iov_base = frame.as_ptr().cast_mut().cast();
-                iov.iov_len = frame.len();
-                n += 1;
-            }
-            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-            let mut msgs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
-            for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(n) {
-                msg.msg_hdr.msg_iov = iov;
-                msg.msg_hdr.msg_iovlen = 1;
-            }
-            let mut start = 0;
-            while start < n {
-                let Some(rest) = msgs.get_mut(start..n) else {
-                    break;
-                };
-                // SAFETY: `rest` holds `rest.len()` initialised headers, each pointing at
-                // one iovec over a frame that outlives the call.
-                let rc = unsafe {
-                    libc::sendmmsg(
-                        self.send_fd(),
-                        rest.as_mut_ptr(),
-                        rest.len() as libc::c_uint,
-                        0,
-                    )
-                };
-                let len_of = |k: usize| iovs.get(k).map_or(0, |v| v.iov_len);
-                if rc > 0 {
-                    let sent = rc as usize;
-                    for k in start..start + sent {
-                        done(len_of(k), Ok(()));
-                    }
-                    start += sent;
-                } else {
-                    let e = io::Error::last_os_error();
-                    if rc < 0 && e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    done(len_of(start), Err(e));
-                    start += 1;
-                }
+        let mut out = Iovecs::default();
+        for frame in frames {
+            out.push(frame);
+            if out.is_full() {
+                self.send_iovecs(&mut out, &mut done);
             }
         }
+        self.send_iovecs(&mut out, &mut done);
+    }
+
+    /// Writes the frames `out` points at with `sendmmsg`, in order, reports each frame's
+    /// outcome to `done(len, result)` (a refused frame is reported and skipped, the ones
+    /// after it are still sent) and empties `out`.
+    fn send_iovecs(&self, out: &mut Iovecs<'_>, done: &mut impl FnMut(usize, io::Result<()>)) {
+        let n = out.n.min(TX_BATCH);
+        if n == 0 {
+            return;
+        }
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+        let mut msgs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(out.iov.iter_mut()).take(n) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        let mut start = 0;
+        while start < n {
+            let Some(rest) = msgs.get_mut(start..n) else {
+                break;
+            };
+            // SAFETY: `rest` holds `rest.len()` initialised headers, each pointing at one
+            // iovec over a frame borrowed for the lifetime of `out`, which outlives the call.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    self.send_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    0,
+                )
+            };
+            let len_of = |k: usize| out.iov.get(k).map_or(0, |v| v.iov_len);
+            if rc > 0 {
+                let sent = rc as usize;
+                for k in start..start + sent {
+                    done(len_of(k), Ok(()));
+                }
+                start += sent;
+            } else {
+                let e = io::Error::last_os_error();
+                if rc < 0 && e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                done(len_of(start), Err(e));
+                start += 1;
+            }
+        }
+        out.n = 0;
     }
 
     /// The descriptor `sendmmsg` writes to: the copy-path socket if there is a transmit
@@ -670,6 +681,43 @@ impl PacketSocket {
             return Some(io::Error::last_os_error());
         }
         (err != 0).then(|| io::Error::from_raw_os_error(err))
+    }
+}
+
+/// Up to [`TX_BATCH`] frames for one `sendmmsg`, as `iovec`s over the caller's buffers; the
+/// lifetime keeps each frame borrowed until the `Iovecs` is gone.
+struct Iovecs<'a> {
+    iov: [libc::iovec; TX_BATCH],
+    n: usize,
+    frames: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl Default for Iovecs<'_> {
+    fn default() -> Self {
+        Iovecs {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; TX_BATCH],
+            n: 0,
+            frames: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'a> Iovecs<'a> {
+    /// Adds `frame` (the caller sends before the `Iovecs` is full: see [`Iovecs::is_full`]).
+    fn push(&mut self, frame: &'a [u8]) {
+        if let Some(iov) = self.iov.get_mut(self.n) {
+            // The kernel only reads through the pointer (sendmmsg).
+            iov.iov_base = frame.as_ptr().cast_mut().cast();
+            iov.iov_len = frame.len();
+            self.n += 1;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.n >= TX_BATCH
     }
 }
 
@@ -1257,6 +1305,39 @@ impl Backend for AfPacketBackend {
         Ok(())
     }
 
+    /// Without transmit rings: `sendmmsg` straight from the caller's frames, per side in
+    /// batches of [`TX_BATCH`] (no copy into the side's queue first). With transmit rings
+    /// each frame is copied into a slot anyway: `send` per frame, then `flush`.
+    fn send_frames<'a, I>(&mut self, frames: I) -> io::Result<()>
+    where
+        I: Iterator<Item = (Side, &'a [u8])>,
+        Self: Sized,
+    {
+        if self.socks.iter().any(|s| s.tx.is_some()) {
+            for (side, frame) in frames {
+                let _ = self.send(side, frame);
+            }
+            return self.flush();
+        }
+        // Frames an earlier `send` queued go first.
+        self.flush()?;
+        let mut out = [Iovecs::default(), Iovecs::default()];
+        for (side, frame) in frames {
+            let i = side_index(side);
+            let Some(o) = out.get_mut(i) else {
+                continue;
+            };
+            o.push(frame);
+            if o.is_full() {
+                self.send_out(i, o);
+            }
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            self.send_out(i, o);
+        }
+        Ok(())
+    }
+
     /// The counters, with the frames the transmit rings have finished sending since the
     /// last flush counted as sent.
     fn io_stats(&self) -> IoStats {
@@ -1344,6 +1425,19 @@ impl AfPacketBackend {
         let stats = &mut self.stats;
         ring.reap(|len| {
             let _ = stats.count_tx(i, len, Ok(()));
+        });
+    }
+
+    /// Sends the frames `out` points at on side `i` and counts each one's outcome.
+    fn send_out(&mut self, i: usize, out: &mut Iovecs<'_>) {
+        let Some(sock) = self.socks.get(i) else {
+            return;
+        };
+        let stats = &mut self.stats;
+        sock.send_iovecs(out, &mut |len, result| {
+            if let Err(e) = stats.count_tx(i, len, result) {
+                log::debug!("{len}-byte frame to {:?} not sent: {e}", side_of(i));
+            }
         });
     }
 

@@ -163,6 +163,25 @@ pub trait Backend: Send {
         Ok(())
     }
 
+    /// Writes `frames`, in order on each side, then flushes: the same as [`Backend::send`]
+    /// for each frame followed by [`Backend::flush`] (this default). The frames only have
+    /// to live for the call, so a backend that batches its writes can point its system
+    /// calls at the caller's buffers instead of copying each frame into a queue of its own
+    /// first (the AF_PACKET backend's `sendmmsg` path does). A frame not sent is counted,
+    /// as with `send`; the error returned is the flush's.
+    fn send_frames<'a, I>(&mut self, frames: I) -> io::Result<()>
+    where
+        I: Iterator<Item = (Side, &'a [u8])>,
+        Self: Sized,
+    {
+        for (side, frame) in frames {
+            if let Err(e) = self.send(side, frame) {
+                log::debug!("{}-byte frame to {side:?} not sent: {e}", frame.len());
+            }
+        }
+        self.flush()
+    }
+
     /// The I/O counters so far.
     fn io_stats(&self) -> IoStats;
 

@@ -3,10 +3,13 @@
 //!
 //! Each loop: wait for frames on either side (bounded by the engine's next timer, the next
 //! stats report and [`MAX_WAIT`], so control messages and shutdown are seen promptly), hand
-//! each frame to [`Engine::handle_frame`] with the monotonic clock as [`Time`], write the
-//! input frame to the other side if the verdict is `Forward`, then every frame of the sink
-//! to its side, in order; run [`Engine::handle_timeout`] when due; then
-//! [`Backend::flush`], so a backend that batches its writes sends the batch's frames.
+//! each frame to [`Engine::handle_frame`] with the monotonic clock as [`Time`]; run
+//! [`Engine::handle_timeout`] when due; then write the batch's output with one
+//! [`Backend::send_frames`]: for each input frame, itself (to the other side) if the verdict
+//! was `Forward`, then the frames the engine emitted for it, in order; the timers' frames
+//! last. Forwarded frames are handed over where the batch holds them (no copy into an
+//! output queue: a batching backend points its `sendmmsg` at them); only the frames the
+//! engine made are kept, in one [`FrameSink`] per batch.
 //! Counters go to the main thread over crossbeam-channel as [`WorkerReport`]s; [`Control`]
 //! comes back the same way.
 //!
@@ -135,7 +138,8 @@ pub fn spawn<B: Backend + 'static>(
                 backend,
                 capture,
                 capture_dropped: 0,
-                sink: FrameSink::default(),
+                produced: FrameSink::default(),
+                plan: Vec::new(),
                 config,
             };
             worker.run(&control, &reports);
@@ -149,7 +153,81 @@ struct Worker<B: Backend> {
     backend: B,
     capture: Option<Sender<CapturedFrame>>,
     capture_dropped: u64,
-    sink: FrameSink,
+    /// The frames the engine emitted during the current batch (input frames, then timers).
+    produced: FrameSink,
+    /// Per input frame of the current batch, what goes out for it.
+    plan: Vec<Planned>,
+}
+
+/// What the worker writes for one input frame: the frame itself (to the other side) if the
+/// engine forwarded it, then the next `produced` frames of [`Worker::produced`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Planned {
+    forward: bool,
+    produced: usize,
+}
+
+/// The frames a batch writes, in order: for each input frame its [`Planned`] output, then
+/// the frames left in `produced` (the timers'). Borrowed from the batch and the sink.
+struct Outputs<'a, B, P, R>
+where
+    B: Iterator<Item = (Side, &'a [u8])>,
+    P: Iterator<Item = &'a Planned>,
+    R: Iterator<Item = (Side, &'a [u8])>,
+{
+    batch: B,
+    plan: P,
+    produced: R,
+    /// Frames of `produced` still owed to the current input frame (`None`: the input frames
+    /// are done, the rest of `produced` follows).
+    owed: Option<usize>,
+}
+
+impl<'a, B, P, R> Outputs<'a, B, P, R>
+where
+    B: Iterator<Item = (Side, &'a [u8])>,
+    P: Iterator<Item = &'a Planned>,
+    R: Iterator<Item = (Side, &'a [u8])>,
+{
+    fn new(batch: B, plan: P, produced: R) -> Self {
+        Outputs {
+            batch,
+            plan,
+            produced,
+            owed: Some(0),
+        }
+    }
+}
+
+impl<'a, B, P, R> Iterator for Outputs<'a, B, P, R>
+where
+    B: Iterator<Item = (Side, &'a [u8])>,
+    P: Iterator<Item = &'a Planned>,
+    R: Iterator<Item = (Side, &'a [u8])>,
+{
+    type Item = (Side, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.owed {
+                None => return self.produced.next(),
+                Some(n) if n > 0 => {
+                    self.owed = Some(n - 1);
+                    return self.produced.next();
+                }
+                Some(_) => {}
+            }
+            match (self.batch.next(), self.plan.next()) {
+                (Some((side, frame)), Some(p)) => {
+                    self.owed = Some(p.produced);
+                    if p.forward {
+                        return Some((side.other(), frame));
+                    }
+                }
+                _ => self.owed = None,
+            }
+        }
+    }
 }
 
 impl<B: Backend> Worker<B> {
@@ -181,6 +259,8 @@ impl<B: Backend> Worker<B> {
             }
             let wait = self.wait_time(next_report);
             batch.clear();
+            self.produced.clear();
+            self.plan.clear();
             if let Err(e) = self
                 .backend
                 .recv_batch(Some(wait), DEFAULT_BATCH, &mut batch)
@@ -191,9 +271,7 @@ impl<B: Backend> Worker<B> {
                 self.handle(side, frame);
             }
             self.run_timers();
-            if let Err(e) = self.backend.flush() {
-                log::debug!("worker {}: flushing sends: {e}", self.config.index);
-            }
+            self.write(&batch);
             if let (Some(at), Some(every)) = (next_report, self.config.report_every) {
                 if Instant::now() >= at {
                     let _ = reports.try_send(self.report(false, None));
@@ -220,56 +298,45 @@ impl<B: Backend> Worker<B> {
         wait
     }
 
+    /// Runs the engine on one input frame and plans what goes out for it.
     fn handle(&mut self, side: Side, frame: &[u8]) {
-        self.sink.clear();
+        let before = self.produced.len();
         let now = self.now();
-        let verdict = self.engine.handle_frame(now, side, frame, &mut self.sink);
-        if let Verdict::Forward(_) = verdict {
-            self.emit(side.other(), frame);
-        }
-        self.flush_sink();
+        let verdict = self
+            .engine
+            .handle_frame(now, side, frame, &mut self.produced);
+        self.plan.push(Planned {
+            forward: matches!(verdict, Verdict::Forward(_)),
+            produced: self.produced.len().saturating_sub(before),
+        });
     }
 
     fn run_timers(&mut self) {
         let now = self.now();
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-            self.sink.clear();
-            self.engine.handle_timeout(now, &mut self.sink);
-            self.flush_sink();
+            self.engine.handle_timeout(now, &mut self.produced);
         }
     }
 
-    /// Writes the sink's frames in order.
-    fn flush_sink(&mut self) {
-        let sink = std::mem::take(&mut self.sink);
-        for (side, frame) in sink.iter() {
-            self.emit(side, frame);
-        }
-        self.sink = sink;
+    /// The frames `batch` and the timers make go out, in order.
+    fn outputs<'a>(
+        batch: &'a FrameBatch,
+        plan: &'a [Planned],
+        produced: &'a FrameSink,
+    ) -> impl Iterator<Item = (Side, &'a [u8])> + 'a {
+        Outputs::new(batch.iter(), plan.iter(), produced.iter())
     }
 
-    fn emit(&mut self, side: Side, frame: &[u8]) {
-        if let Err(e) = self.backend.send(side, frame) {
-            log::debug!(
-                "worker {}: {}-byte frame to {side:?} not sent: {e}",
-                self.config.index,
-                frame.len()
-            );
-        }
-        if let Some(tx) = &self.capture {
-            let when = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            let item = CapturedFrame {
-                when,
-                side,
-                data: frame.to_vec(),
-            };
-            match tx.try_send(item) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => self.capture_dropped += 1,
-                Err(TrySendError::Disconnected(_)) => self.capture = None,
+    /// Writes the batch's output (and copies it to `--pcap-out`).
+    fn write(&mut self, batch: &FrameBatch) {
+        if self.capture.is_some() {
+            for (side, frame) in Self::outputs(batch, &self.plan, &self.produced) {
+                capture(&mut self.capture, &mut self.capture_dropped, side, frame);
             }
+        }
+        let frames = Self::outputs(batch, &self.plan, &self.produced);
+        if let Err(e) = self.backend.send_frames(frames) {
+            log::debug!("worker {}: flushing sends: {e}", self.config.index);
         }
     }
 
@@ -281,6 +348,31 @@ impl<B: Backend> Worker<B> {
             capture_dropped: self.capture_dropped,
             last,
             error,
+        }
+    }
+}
+
+/// Copies a frame the bridge writes to the `--pcap-out` writer, if there is one; counts it
+/// in `dropped` if the writer is behind, forgets the writer if it has gone.
+fn capture(
+    writer: &mut Option<Sender<CapturedFrame>>,
+    dropped: &mut u64,
+    side: Side,
+    frame: &[u8],
+) {
+    if let Some(tx) = writer {
+        let when = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let item = CapturedFrame {
+            when,
+            side,
+            data: frame.to_vec(),
+        };
+        match tx.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => *dropped += 1,
+            Err(TrySendError::Disconnected(_)) => *writer = None,
         }
     }
 }
@@ -489,5 +581,55 @@ mod tests {
             .expect("thread")
             .expect("pin");
         assert!(pin_current_thread(libc::CPU_SETSIZE as usize).is_err());
+    }
+
+    /// The batch's output order: per input frame, itself (to the other side) if forwarded,
+    /// then the frames the engine made for it; the timers' frames last.
+    #[test]
+    fn outputs_follow_each_input_with_its_own_frames_then_the_timers() {
+        let mut batch = FrameBatch::default();
+        batch.push(Side::Outside, b"in0");
+        batch.push(Side::Inside, b"in1");
+        batch.push(Side::Outside, b"in2");
+        batch.push(Side::Inside, b"in3");
+        let mut produced = FrameSink::default();
+        produced.push(Side::Outside, b"p1a");
+        produced.push(Side::Inside, b"p1b");
+        produced.push(Side::Inside, b"p2a");
+        produced.push(Side::Outside, b"timer");
+        let plan = [
+            Planned {
+                forward: true,
+                produced: 0,
+            },
+            Planned {
+                forward: false,
+                produced: 2,
+            },
+            Planned {
+                forward: true,
+                produced: 1,
+            },
+            Planned {
+                forward: false,
+                produced: 0,
+            },
+        ];
+        let got: Vec<(Side, &[u8])> =
+            Worker::<FakeBackend>::outputs(&batch, &plan, &produced).collect();
+        let want: Vec<(Side, &[u8])> = vec![
+            (Side::Inside, b"in0"),
+            (Side::Outside, b"p1a"),
+            (Side::Inside, b"p1b"),
+            (Side::Inside, b"in2"),
+            (Side::Inside, b"p2a"),
+            (Side::Outside, b"timer"),
+        ];
+        assert_eq!(got, want);
+        // Nothing from the batch at all: only the timers' frames.
+        let empty = FrameBatch::default();
+        let got: Vec<(Side, &[u8])> =
+            Worker::<FakeBackend>::outputs(&empty, &[], &produced).collect();
+        assert_eq!(got.len(), 4);
     }
 }
