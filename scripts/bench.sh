@@ -30,14 +30,15 @@
 #   BENCH_TX_STEPS (non-empty: also rows mg1-off-bypass and mg1-off-txring, the bridge's
 #   transmit side with qdisc bypass, then also its transmit ring, for comparison in one run),
 #   BENCH_LIVE_ROWS (comma-separated row labels to run, e.g. "kernel,mg1-off"; default all),
-#   BENCH_RPS (1, the default: Receive Packet Steering on the hosts' veth ends, so each
-#   host's receive processing runs on the load generators' CPU, as on a real wire where it
-#   runs on the receiving host's own CPUs, for every forwarder alike; 0: the plain lab, where
-#   it runs on the CPU of whoever transmits into the veth, i.e. the forwarder's pinned core
-#   for netsniff-ng and mailguard but the client's for the kernel bridge; 2: as 1, and the
-#   forwarder's own veth ends steered to the forwarder's CPU, so its receive work runs there
-#   and not on the transmitting host's CPU), BENCH_BACKLOG (net.core.netdev_max_backlog
-#   while the live part runs with RPS, default 10000, restored after; 0: left alone).
+#   BENCH_RPS (0, the default: the plain lab, where a host's receive processing runs on the
+#   CPU of whoever transmits into its veth, i.e. the forwarder's pinned core for netsniff-ng
+#   and mailguard but the client's for the kernel bridge; 1: Receive Packet Steering on the
+#   hosts' veth ends, so each host's receive runs on the load generators' CPU, as on a real
+#   wire, for every forwarder alike (netsniff-ng's streams stall under it, and the added
+#   latency of a pinned worker grows to a scheduler tick: notes.md); 2: as 1, and the
+#   forwarder's own veth ends steered to the forwarder's CPU), BENCH_BACKLOG
+#   (net.core.netdev_max_backlog while the live part runs with RPS, default 10000, restored
+#   after; 0: left alone).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
 # postfix (smtp-sink) gcc python3 (matplotlib is installed if missing).
 # Every load is bounded in time (timeout); everything created is torn down on exit.
@@ -74,7 +75,7 @@ NCPU=$(nproc)
 FWD_CPU=${BENCH_CPU:-$((NCPU - 1))}
 LOAD_CPU=0
 [ "$FWD_CPU" = "$LOAD_CPU" ] && [ "$NCPU" -gt 1 ] && LOAD_CPU=1
-RPS=${BENCH_RPS:-1}
+RPS=${BENCH_RPS:-0}
 if [ -z "${BENCH_DIR:-}" ]; then
   shm_free=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
   if [ "${shm_free:-0}" -gt 8000 ]; then BENCH_DIR=/dev/shm/mg-bench; else BENCH_DIR=/tmp/mg-bench; fi

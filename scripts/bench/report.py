@@ -248,8 +248,8 @@ class Report:
                f"`{r.get('cmd.latency', 'smtp-pingpong')}`.")
         self.w()
         if r.get("live.rps") in ("1", "2"):
-            self.w(f"Receive Packet Steering (`BENCH_RPS={r.get('live.rps')}`; 1 is the "
-                   "default): the hosts' veth ends "
+            self.w(f"Receive Packet Steering (`BENCH_RPS={r.get('live.rps')}`; the "
+                   "default is 0): the hosts' veth ends "
                    "steer received frames to the load generators' CPU (`rps_cpus`), "
                    "so each host's receive (IP, TCP, ACKs, wake-ups) runs on the hosts' CPU, "
                    "as on a real wire, and not on the core of whoever transmitted into the "
@@ -263,7 +263,7 @@ class Report:
                    "traffic): its ratios are then marked n/a. `BENCH_RPS=0` measures the "
                    "plain lab.")
         elif "live.rps" in r:
-            self.w("No Receive Packet Steering (`BENCH_RPS=0`): each host's receive "
+            self.w("No Receive Packet Steering (`BENCH_RPS=0`, the default): each host's receive "
                    "processing runs on the core of whoever transmitted into its veth: the "
                    "forwarder's pinned core for netsniff-ng and mailguard, the client's for "
                    "the kernel bridge.")
