@@ -303,9 +303,10 @@ pub(crate) fn classify_fast(frame: &[u8]) -> Option<TcpFrame> {
     })
 }
 
-/// [`classify`] through etherparse's slices, for every frame: the reference the fast path
-/// is checked against, and the path of everything it does not take.
-pub(crate) fn classify_sliced(frame: &[u8]) -> Classified {
+/// [`classify`] through etherparse's slices alone, for every frame: the reference the fast
+/// path is checked against (here and by the `frame` fuzz target), and the path of
+/// everything it does not take.
+pub fn classify_sliced(frame: &[u8]) -> Classified {
     let Ok(p) = SlicedPacket::from_ethernet(frame) else {
         return Classified::Unparseable;
     };
