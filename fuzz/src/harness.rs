@@ -100,7 +100,8 @@ fn check_sink(sink: &FrameSink) {
 // frame
 
 /// Target `frame`: the first byte picks the profile, the side and the fail mode; the rest is
-/// one frame, handed to the engine twice (once per side), then the timers run.
+/// one frame, classified both ways (the fast path must agree with etherparse), handed to
+/// the engine twice (once per side), then the timers run.
 pub fn frame(data: &[u8]) {
     let Some((&sel, frame)) = data.split_first() else {
         return;
@@ -116,6 +117,12 @@ pub fn frame(data: &[u8]) {
     } else {
         FailMode::Closed
     };
+    // The hand-written fast path of `classify` answers as etherparse does, or not at all.
+    assert_eq!(
+        mailguard::wire::classify(frame),
+        mailguard::wire::classify_sliced(frame),
+        "classify's fast path and etherparse disagree"
+    );
     let mut engine = Engine::new(engine_config(profile, fail_mode));
     let mut sink = FrameSink::default();
     let mut now = Time(1_000_000_000);

@@ -191,6 +191,62 @@ mod tests {
         }
     }
 
+    /// Keys that differ in any one field (either address, either port, the address
+    /// family) hash differently: the word-wise `Hash` of `FlowKey` drops no field.
+    #[test]
+    fn every_field_of_a_key_reaches_its_hash() {
+        let t: FlowTable<Rec> = FlowTable::default();
+        let v4 = |n: u32| IpAddr::V4(Ipv4Addr::from_bits(n));
+        let v6 = |n: u32| IpAddr::V6(Ipv6Addr::from_bits(u128::from(n)));
+        let base = FlowKey {
+            client: (v4(0xc612_0001), 40000),
+            server: (v4(0xc612_0002), 25),
+        };
+        let mut keys = vec![base];
+        for bit in 0..32 {
+            let flip = |a: IpAddr| match a {
+                IpAddr::V4(a) => v4(a.to_bits() ^ (1 << bit)),
+                IpAddr::V6(a) => v6(a.to_bits() as u32 ^ (1 << bit)),
+            };
+            let mut k = base;
+            k.client.0 = flip(k.client.0);
+            keys.push(k);
+            let mut k = base;
+            k.server.0 = flip(k.server.0);
+            keys.push(k);
+            if bit < 16 {
+                let mut k = base;
+                k.client.1 ^= 1 << bit;
+                keys.push(k);
+                let mut k = base;
+                k.server.1 ^= 1 << bit;
+                keys.push(k);
+            }
+        }
+        let six: Vec<FlowKey> = keys
+            .iter()
+            .map(|k| {
+                let six = |a: IpAddr| match a {
+                    IpAddr::V4(a) => v6(a.to_bits()),
+                    other => other,
+                };
+                FlowKey {
+                    client: (six(k.client.0), k.client.1),
+                    server: (six(k.server.0), k.server.1),
+                }
+            })
+            .collect();
+        keys.extend(six);
+        keys.push(FlowKey {
+            client: (v6(0xc612_0001), 40000),
+            server: (v4(0xc612_0002), 25),
+        });
+        let hashes: std::collections::HashSet<u64> = keys.iter().map(|k| t.hash(k)).collect();
+        let distinct: std::collections::HashSet<FlowKey> = keys.iter().copied().collect();
+        assert_eq!(hashes.len(), distinct.len());
+        assert_eq!(distinct.len(), 2 * (1 + 2 * 32 + 2 * 16) + 1);
+    }
+
     /// Inserts, replacements, lookups and removals agree with a std `HashMap` through
     /// several growths.
     #[test]

@@ -13,22 +13,22 @@
 //! - pcapng timestamps are converted with each interface's `if_tsresol` (default µs);
 //!   `if_tsoffset` is ignored.
 //! - A record longer than [`MAX_RECORD`] is treated as corruption, never allocated.
-//! - Records are read in place: `pcap-file`'s readers fill one fixed 8 MB buffer with
-//!   `read`s of at most 128 KiB (so that they stay in L2, see `Chunked`) and parse records
-//!   out of it, and [`CaptureReader::next_record`] lends the record's bytes from that
-//!   buffer (no copy, no allocation per record; the buffer's size, not the file's, bounds
-//!   the memory). [`CaptureReader::next_frame`] is the owned variant
+//! - Records are read in place: one fixed 8 MB buffer is filled with `read`s of at most
+//!   128 KiB (so that they stay in L2, see `Chunked`), classic pcap record headers are read
+//!   straight out of it (`RecordBuffer`; `pcap-file` checks the global header, and its
+//!   pcapng reader buffers the same way), and [`CaptureReader::next_record`] lends the
+//!   record's bytes from that buffer (no copy, no allocation per record; the buffer's size,
+//!   not the file's, bounds the memory). [`CaptureReader::next_frame`] is the owned variant
 //!   for callers that keep frames. No mmap: a file shrinking under a mapping would be a
 //!   SIGBUS, and plain reads already cost no more than the copy out of the page cache.
 //! - The output goes through one 256 KiB buffer, so the kernel sees large writes.
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
 
-use pcap_file::pcap::{PcapHeader, PcapReader};
+use pcap_file::pcap::{PcapHeader, PcapParser};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -219,7 +219,7 @@ impl Record<'_> {
 }
 
 enum Inner {
-    Pcap(PcapReader<Chunked>),
+    Pcap(RecordBuffer),
     PcapNg {
         reader: PcapNgReader<Chunked>,
         /// Nanoseconds per timestamp unit, or `None` for a power-of-2 resolution (as 2^-n s).
@@ -307,8 +307,8 @@ impl CaptureReader {
         let bad_header = |e: PcapError| not_capture(format!("bad file header ({})", describe(&e)));
         let source = match format {
             Format::Pcap => {
-                let reader = PcapReader::new(Chunked::new(file)).map_err(bad_header)?;
-                let header = reader.header();
+                let mut reader = RecordBuffer::new(Chunked::new(file));
+                let header = reader.header().map_err(bad_header)?;
                 let linktype = u32::from(header.datalink);
                 Source {
                     inner: Inner::Pcap(reader),
@@ -443,7 +443,7 @@ impl Source {
         let Inner::Pcap(reader) = &mut self.inner else {
             return None;
         };
-        let raw = match reader.next_raw_packet() {
+        let raw = match reader.next_raw() {
             Some(Ok(raw)) => raw,
             Some(Err(e)) => {
                 let e = truncated(self.packets, self.offset, self.format, describe(&e));
@@ -470,19 +470,10 @@ impl Source {
             .saturating_add(frac_ns);
         self.offset += 16 + u64::from(raw.incl_len);
         self.packets += 1;
-        let data: &[u8] = match raw.data {
-            Cow::Borrowed(b) => b,
-            // The crate lends from its buffer when reading; should that ever change, the copy
-            // keeps this correct.
-            Cow::Owned(v) => {
-                self.scratch = v;
-                &self.scratch
-            }
-        };
         Some(Ok(Record {
             ts_ns,
             orig_len: raw.orig_len,
-            data,
+            data: raw.data,
             raw_ts: Some((raw.ts_sec, raw.ts_frac)),
         }))
     }
@@ -589,15 +580,142 @@ fn truncated(packets: u64, offset: u64, format: Format, detail: String) -> Captu
     }
 }
 
+/// One classic pcap record as stored, its bytes lent from a [`RecordBuffer`].
+struct RawRecord<'a> {
+    ts_sec: u32,
+    ts_frac: u32,
+    incl_len: u32,
+    orig_len: u32,
+    data: &'a [u8],
+}
+
+/// Bytes of a [`RecordBuffer`]: `pcap-file`'s size, so that a record longer than the
+/// buffer ends the reading exactly where (and as) the crate's reader ended it.
+const RECORD_BUFFER: usize = 8_000_000;
+
+/// Classic pcap records read in place: the 16-byte header read straight out of the
+/// buffer, the data lent from it. The same buffering as `pcap-file`'s reader (one fixed
+/// buffer, the unread rest moved to its start before each read of at most a chunk) and
+/// the same errors (`IncompleteBuffer` cases end as `UnexpectedEof`), without the crate's
+/// generic parser and its checks per record, which the replay paid for every frame.
+struct RecordBuffer {
+    source: Chunked,
+    buffer: Vec<u8>,
+    /// Start of the unread bytes.
+    pos: usize,
+    /// End of the bytes read.
+    len: usize,
+    little_endian: bool,
+}
+
+impl RecordBuffer {
+    fn new(source: Chunked) -> RecordBuffer {
+        RecordBuffer {
+            source,
+            buffer: vec![0; RECORD_BUFFER],
+            pos: 0,
+            len: 0,
+            little_endian: true,
+        }
+    }
+
+    /// Reads the global header, checked by `pcap-file`'s parser (as its reader does), and
+    /// takes the records' byte order from it.
+    fn header(&mut self) -> Result<PcapHeader, PcapError> {
+        loop {
+            let unread = self.buffer.get(self.pos..self.len).unwrap_or_default();
+            match PcapParser::new(unread) {
+                Ok((rest, parser)) => {
+                    self.pos = self.len - rest.len();
+                    let header = parser.header();
+                    self.little_endian = header.endianness.is_little();
+                    return Ok(header);
+                }
+                Err(PcapError::IncompleteBuffer) => {
+                    if unread.len() == self.buffer.len()
+                        || self.fill().map_err(PcapError::IoError)? == 0
+                    {
+                        return Err(PcapError::IoError(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves the unread bytes to the start and reads more after them; the bytes read.
+    fn fill(&mut self) -> std::io::Result<usize> {
+        self.buffer.copy_within(self.pos..self.len, 0);
+        self.len -= self.pos;
+        self.pos = 0;
+        let n = self
+            .source
+            .read(self.buffer.get_mut(self.len..).unwrap_or_default())?;
+        self.len += n;
+        Ok(n)
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        let b = self
+            .buffer
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .unwrap_or_default();
+        if self.little_endian {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    }
+
+    /// The next record; `None` at a clean end of the file.
+    fn next_raw(&mut self) -> Option<Result<RawRecord<'_>, PcapError>> {
+        if self.pos == self.len {
+            match self.fill() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(PcapError::IoError(e))),
+            }
+        }
+        let eof = || PcapError::IoError(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        loop {
+            let avail = self.len - self.pos;
+            if avail >= 16 {
+                let incl_len = self.u32_at(self.pos + 8);
+                let need = (incl_len as usize).saturating_add(16);
+                if avail >= need {
+                    let at = self.pos;
+                    self.pos += need;
+                    return Some(Ok(RawRecord {
+                        ts_sec: self.u32_at(at),
+                        ts_frac: self.u32_at(at + 4),
+                        incl_len,
+                        orig_len: self.u32_at(at + 12),
+                        data: self.buffer.get(at + 16..at + need).unwrap_or_default(),
+                    }));
+                }
+            }
+            if avail == self.buffer.len() {
+                return Some(Err(eof()));
+            }
+            match self.fill() {
+                Ok(0) => return Some(Err(eof())),
+                Ok(_) => {}
+                Err(e) => return Some(Err(PcapError::IoError(e))),
+            }
+        }
+    }
+}
+
 /// Most bytes one `read` brings in (see [`Chunked`]).
 const READ_CHUNK: usize = 128 << 10;
 
 /// The capture file, read at most [`READ_CHUNK`] bytes at a time.
 ///
-/// `pcap-file`'s readers keep an 8 MB buffer and ask for as much as fits. Filled whole, the
+/// The readers (`RecordBuffer`, `pcap-file`'s for pcapng) keep an 8 MB buffer and ask for as much as fits. Filled whole, the
 /// kernel writes 8 MB of cold memory per read and the records have left the CPU's L2
 /// cache before the engine first looks at them (the checksum). Refilled a chunk at a time,
-/// the buffer's live part stays at its start (the crate moves the unparsed rest of the
+/// the buffer's live part stays at its start (the reader moves the unparsed rest of the
 /// last chunk there before each read), in L2 and the TLB, for the kernel's copy and for
 /// the engine: a strict bulk replay spent about 15 % less CPU (scripts/bench/notes.md). A
 /// record larger than a chunk still fits: the crate reads again until it is whole.
@@ -1094,6 +1212,43 @@ mod tests {
         }
         w.flush().expect("flush");
         path
+    }
+
+    /// Big-endian and nanosecond captures: record headers are read in the file's byte
+    /// order and resolution, and written back in them byte for byte.
+    #[test]
+    fn big_endian_nanosecond_records_read_and_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("be.pcap");
+        let header = PcapHeader {
+            datalink: DataLink::ETHERNET,
+            endianness: Endianness::Big,
+            ts_resolution: TsResolution::NanoSecond,
+            ..PcapHeader::default()
+        };
+        let mut w = CaptureWriter::create(&path, header).expect("create");
+        for i in 0..300u32 {
+            w.write_frame(u64::from(i) * 1_000_000_007, &numbered_frame(i))
+                .expect("write");
+        }
+        w.flush().expect("flush");
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(&bytes[..4], &[0xa1, 0xb2, 0x3c, 0x4d]);
+        let mut r = CaptureReader::open(&path).expect("open");
+        let out = dir.path().join("out.pcap");
+        let mut w = CaptureWriter::create(&out, r.output_header()).expect("create");
+        let mut i = 0u32;
+        while let Some(rec) = r.next_record() {
+            let rec = rec.expect("record");
+            assert_eq!(rec.data, &numbered_frame(i)[..]);
+            assert_eq!(rec.ts_ns, u64::from(i) * 1_000_000_007);
+            assert_eq!(rec.orig_len as usize, rec.data.len());
+            w.write_record(&rec).expect("write");
+            i += 1;
+        }
+        assert_eq!(i, 300);
+        w.flush().expect("flush");
+        assert_eq!(std::fs::read(&out).expect("read"), bytes);
     }
 
     #[test]

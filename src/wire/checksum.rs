@@ -10,6 +10,30 @@ use std::net::IpAddr;
 /// of every word (RFC 1071 section 2(B)), so this is the big-endian sum without a byte swap
 /// per word. 32-bit halves go into a u64, which cannot overflow for any frame.
 pub fn ones_sum(data: &[u8], initial: u32) -> u32 {
+    add_folded(initial, sum_words(data))
+}
+
+/// The 64-bit sum of `data`'s 32-bit halves of 8-byte words, in the machine's byte order
+/// (the tail padded with zeros), not folded: at most 2^33 per word, so no overflow below
+/// 2^31 words. Built for AVX2 where the CPU has it (the same loop, 32 bytes a step
+/// instead of 16), for the baseline otherwise; the two are the same source.
+fn sum_words(data: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if data.len() >= 64 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { sum_words_avx2(data) };
+    }
+    sum_words_portable(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_words_avx2(data: &[u8]) -> u64 {
+    sum_words_portable(data)
+}
+
+#[inline(always)]
+fn sum_words_portable(data: &[u8]) -> u64 {
     let mut sum = 0u64;
     let mut words = data.chunks_exact(8);
     for w in &mut words {
@@ -23,7 +47,12 @@ pub fn ones_sum(data: &[u8], initial: u32) -> u32 {
         t.copy_from_slice(rest);
     }
     let w = u64::from_ne_bytes(tail);
-    sum += (w & 0xffff_ffff) + (w >> 32);
+    sum + (w & 0xffff_ffff) + (w >> 32)
+}
+
+/// `initial` plus a [`sum_words`] result, as a 32-bit one's complement sum of big-endian
+/// 16-bit words.
+fn add_folded(initial: u32, sum: u64) -> u32 {
     let mut folded = sum;
     while folded > 0xffff {
         folded = (folded & 0xffff) + (folded >> 16);
@@ -38,6 +67,14 @@ pub fn ones_sum(data: &[u8], initial: u32) -> u32 {
         total = (total & 0xffff_ffff) + (total >> 32);
     }
     total as u32
+}
+
+/// A sum of big-endian 16-bit words (as a u64) folded to a 32-bit one's complement sum.
+fn add_big_endian(mut sum: u64) -> u32 {
+    while sum > 0xffff_ffff {
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    }
+    sum as u32
 }
 
 /// Folds a 32-bit one's complement sum to 16 bits and complements it: the checksum field.
@@ -59,10 +96,16 @@ fn pseudo_header_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u32 {
     let mut sum = 0u32;
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            sum = ones_sum(&s.octets(), sum);
-            sum = ones_sum(&d.octets(), sum);
-            sum = ones_sum(&[0, 6], sum);
-            sum = ones_sum(&(tcp_len as u16).to_be_bytes(), sum);
+            // The 12-byte pseudo-header as big-endian words, added without a fold between
+            // them (six 16-bit words cannot overflow a u64).
+            let (s, d) = (s.to_bits(), d.to_bits());
+            let words = u64::from(s >> 16)
+                + u64::from(s & 0xffff)
+                + u64::from(d >> 16)
+                + u64::from(d & 0xffff)
+                + 6
+                + u64::from(tcp_len as u16);
+            sum = add_big_endian(words);
         }
         _ => {
             let s = match src {
@@ -166,6 +209,48 @@ mod tests {
             let at = (split % (data.len() + 1)) & !1;
             let (a, b) = data.split_at(at);
             prop_assert_eq!(checksum_fold(ones_sum(b, ones_sum(a, initial))), want);
+        }
+
+        /// The AVX2 build of the word loop and the baseline one give the same sum.
+        #[test]
+        fn avx2_and_baseline_word_sums_agree(
+            data in proptest::collection::vec(
+                prop_oneof![Just(0u8), Just(0xff), any::<u8>()], 0..3000),
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is there, checked just above.
+                prop_assert_eq!(unsafe { sum_words_avx2(&data) }, sum_words_portable(&data));
+            }
+            prop_assert_eq!(sum_words(&data), sum_words_portable(&data));
+        }
+
+        /// The TCP checksum equals RFC 1071 over the pseudo-header written out as bytes
+        /// (RFC 793 for IPv4, RFC 8200 section 8.1 for IPv6) followed by the segment.
+        #[test]
+        fn tcp_checksum_matches_pseudo_header_written_out(
+            tcp in proptest::collection::vec(any::<u8>(), 0..1600),
+            s in any::<[u8; 16]>(),
+            d in any::<[u8; 16]>(),
+            v6 in any::<bool>(),
+        ) {
+            let mut bytes = Vec::new();
+            let (src, dst) = if v6 {
+                bytes.extend_from_slice(&s);
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(&[0, 0, 0, 6]);
+                (IpAddr::from(s), IpAddr::from(d))
+            } else {
+                let (s4, d4) = ([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]]);
+                bytes.extend_from_slice(&s4);
+                bytes.extend_from_slice(&d4);
+                bytes.extend_from_slice(&[0, 6]);
+                bytes.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+                (IpAddr::from(s4), IpAddr::from(d4))
+            };
+            bytes.extend_from_slice(&tcp);
+            prop_assert_eq!(tcp_checksum(src, dst, &tcp), reference_checksum(&bytes, 0));
         }
 
         /// Incremental update of a 32-bit field equals recomputing the checksum in full.

@@ -1,7 +1,10 @@
 //! Frames on the wire: Ethernet II (802.1Q / QinQ), IPv4, IPv6 and TCP parsing and building,
 //! and the Internet checksum (full and RFC 1624 incremental).
 //!
-//! Parsing goes through etherparse's zero-copy slices ([`etherparse::SlicedPacket`]); what
+//! Parsing reads the common case (a whole TCP segment over IPv4, or IPv6 without extension
+//! headers, behind at most two VLAN tags) by hand, and goes through etherparse's zero-copy
+//! slices ([`etherparse::SlicedPacket`]) for everything else; both give the same answer
+//! wherever the hand-written path answers ([`classify_sliced`] is the reference). What
 //! the engine needs afterwards (offsets of the IP and TCP headers, addresses, ports, sequence
 //! fields, options) is copied into a small [`TcpFrame`] so that the frame can be mutated in
 //! place or rebuilt without parsing again.
@@ -21,7 +24,7 @@ pub use checksum::{
     update_checksum_u32,
 };
 pub use frame::{
-    build_tcp_frame, classify, set_tcp_ack, set_tcp_seq, set_tcp_window, strip_payload,
-    verify_checksums, Classified, IpFragment, SackBlocks, Segment, TcpFlags, TcpFrame, TcpOptions,
-    Template, TemplateIp,
+    build_tcp_frame, classify, classify_sliced, set_tcp_ack, set_tcp_seq, set_tcp_window,
+    strip_payload, verify_checksums, Classified, IpFragment, SackBlocks, Segment, TcpFlags,
+    TcpFrame, TcpOptions, Template, TemplateIp,
 };

@@ -230,3 +230,143 @@ fn malformed_options_are_ignored() {
     let o = TcpOptions::parse(&[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 9]);
     assert_eq!(o.sack.as_slice(), &[(1, 9)]);
 }
+
+/// The parts of a frame the fast-path proptests build: link tags, IP version, header
+/// option lengths, payload and Ethernet padding.
+#[derive(Clone, Debug)]
+struct Shape {
+    tags: Vec<u16>,
+    v6: bool,
+    ip_opts: Vec<u8>,
+    tcp_opts: Vec<u8>,
+    payload: Vec<u8>,
+    padding: usize,
+    fields: [u8; 16],
+}
+
+/// A well-formed frame of `shape`: lengths consistent, every other field from `fields`.
+fn shaped_frame(s: &Shape) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&MAC_B);
+    for &tag in &s.tags {
+        f.extend_from_slice(&tag.to_be_bytes());
+        f.extend_from_slice(&[0x00, 0x7d]);
+    }
+    let ip_opts = &s.ip_opts[..s.ip_opts.len() / 4 * 4];
+    let tcp_opts = &s.tcp_opts[..s.tcp_opts.len() / 4 * 4];
+    let tcp_len = 20 + tcp_opts.len() + s.payload.len();
+    if s.v6 {
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend_from_slice(&[0x60 | (s.fields[0] & 0x0f), s.fields[1], s.fields[2], 0]);
+        f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[6, s.fields[3]]);
+        f.extend_from_slice(&v6(1));
+        f.extend_from_slice(&v6(u16::from(s.fields[4])));
+    } else {
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let ihl = 5 + ip_opts.len() / 4;
+        let total = (ihl * 4 + tcp_len) as u16;
+        f.push(0x40 | ihl as u8);
+        f.push(s.fields[0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        // DF and the reserved bit may be set: neither makes a fragment.
+        f.extend_from_slice(&[s.fields[1], s.fields[2], s.fields[3] & 0xc0, 0]);
+        f.extend_from_slice(&[s.fields[4], 6, s.fields[5], s.fields[6]]);
+        f.extend_from_slice(&V4_A);
+        f.extend_from_slice(&V4_B);
+        f.extend_from_slice(ip_opts);
+    }
+    f.extend_from_slice(&[s.fields[7], 25, 0x9c, 0x40]);
+    f.extend_from_slice(&s.fields[8..16]);
+    f.push((((20 + tcp_opts.len()) / 4) as u8 * 16) | (s.fields[9] & 0x0f));
+    f.extend_from_slice(&[s.fields[10], s.fields[11], s.fields[12], 0, 0, 0, 0]);
+    f.extend_from_slice(tcp_opts);
+    f.extend_from_slice(&s.payload);
+    f.resize(f.len() + s.padding, 0);
+    f
+}
+
+fn shape() -> impl proptest::strategy::Strategy<Value = Shape> {
+    use proptest::prelude::*;
+    let tag = prop_oneof![Just(0x8100u16), Just(0x88a8), Just(0x9100)];
+    (
+        proptest::collection::vec(tag, 0..3),
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..44),
+        proptest::collection::vec(any::<u8>(), 0..44),
+        proptest::collection::vec(any::<u8>(), 0..80),
+        0usize..12,
+        any::<[u8; 16]>(),
+    )
+        .prop_map(
+            |(tags, v6, ip_opts, tcp_opts, payload, padding, fields)| Shape {
+                tags,
+                v6,
+                ip_opts,
+                tcp_opts,
+                payload,
+                padding,
+                fields,
+            },
+        )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Every well-formed TCP frame takes the fast path (so the comparisons below are not
+    /// vacuous), and it gives what etherparse's slices give.
+    #[test]
+    fn fast_path_takes_well_formed_frames_and_agrees(s in shape()) {
+        let f = shaped_frame(&s);
+        let fast = classify_fast(&f);
+        proptest::prop_assert!(fast.is_some(), "fast path refused {:02x?}", f);
+        proptest::prop_assert_eq!(fast.map(Classified::Tcp), Some(classify_sliced(&f)));
+    }
+
+    /// Overwritten header bytes (lengths that lie, versions, protocols, fragment fields,
+    /// EtherTypes, data offsets) and truncation anywhere: the fast path either refuses the
+    /// frame or gives exactly etherparse's answer, and `classify` always does.
+    #[test]
+    fn fast_path_agrees_on_mutated_frames(
+        s in shape(),
+        edits in proptest::collection::vec((0usize..120, proptest::prelude::any::<u8>()), 1..6),
+        cut in proptest::prelude::any::<Option<usize>>(),
+    ) {
+        let mut f = shaped_frame(&s);
+        for (at, b) in edits {
+            if let Some(x) = f.get_mut(at) {
+                *x = b;
+            }
+        }
+        if let Some(c) = cut {
+            f.truncate(c % (f.len() + 1));
+        }
+        let reference = classify_sliced(&f);
+        if let Some(t) = classify_fast(&f) {
+            proptest::prop_assert_eq!(Classified::Tcp(t), reference);
+        }
+        proptest::prop_assert_eq!(classify(&f), reference);
+    }
+
+    /// Arbitrary bytes, with an IPv4 or IPv6 EtherType at the usual place half the time.
+    #[test]
+    fn fast_path_agrees_on_arbitrary_bytes(
+        mut f in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        et in proptest::prelude::prop_oneof![
+            proptest::prelude::Just(None),
+            proptest::prelude::Just(Some([0x08u8, 0x00, 0x45])),
+            proptest::prelude::Just(Some([0x86, 0xdd, 0x60])),
+        ],
+    ) {
+        if let (Some(et), Some(at)) = (et, f.get_mut(12..15)) {
+            at.copy_from_slice(&et);
+        }
+        let reference = classify_sliced(&f);
+        if let Some(t) = classify_fast(&f) {
+            proptest::prop_assert_eq!(Classified::Tcp(t), reference);
+        }
+        proptest::prop_assert_eq!(classify(&f), reference);
+    }
+}
