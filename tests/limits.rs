@@ -546,3 +546,43 @@ fn limit_options_reach_the_engine_and_bad_sizes_are_refused() {
         );
     }
 }
+
+/// Same capture, same options, same output (DESIGN.md §3, rule 9) also when the memory
+/// ceiling evicts: each replay is a new process with its own hash seed, and the account
+/// that drives eviction must not depend on it (it once counted the flow table's real
+/// capacity, which depends on where removals left tombstones, i.e. on the seed).
+#[test]
+fn eviction_under_the_memory_ceiling_is_the_same_on_every_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| -> PathBuf { dir.path().join(name) };
+    let o = bin()
+        .args("gen --sessions 300 --seed 7 --attachment-kb 0 --mails-per-session 3".split(' '))
+        .args("--loss 0.05 --concurrent 100 -o".split(' '))
+        .arg(p("in.pcap"))
+        .output()
+        .expect("gen");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut runs = Vec::new();
+    for i in 0..4 {
+        let out = p(&format!("out{i}.pcap"));
+        let o = bin()
+            .arg("replay")
+            .arg(p("in.pcap"))
+            .arg("-o")
+            .arg(&out)
+            .args(["--profile", "strict", "--max-memory", "60000"])
+            .args(["--max-log-bytes", "1500", "--drain", "30"])
+            .output()
+            .expect("replay");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+        let evicted = summary_number(&summary, "memory:", "finished")
+            + summary_number(&summary, "memory:", "embryonic");
+        assert!(evicted > 0, "the ceiling evicted:\n{summary}");
+        runs.push((std::fs::read(&out).expect("output"), evicted));
+    }
+    for (i, run) in runs.iter().enumerate().skip(1) {
+        assert_eq!(run.1, runs[0].1, "run {i} evicted a different number");
+        assert!(run.0 == runs[0].0, "run {i} wrote a different capture");
+    }
+}

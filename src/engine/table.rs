@@ -75,6 +75,8 @@ pub(super) trait Keyed {
 pub(super) struct FlowTable<T: Keyed> {
     table: HashTable<Box<T>>,
     hasher: foldhash::fast::RandomState,
+    /// The most records ever filed at once (see [`FlowTable::capacity`]).
+    high_water: usize,
 }
 
 impl<T: Keyed> Default for FlowTable<T> {
@@ -82,6 +84,7 @@ impl<T: Keyed> Default for FlowTable<T> {
         FlowTable {
             table: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
+            high_water: 0,
         }
     }
 }
@@ -114,6 +117,7 @@ impl<T: Keyed> FlowTable<T> {
             Entry::Occupied(mut e) => Some(std::mem::replace(e.get_mut(), record)),
             Entry::Vacant(e) => {
                 e.insert(record);
+                self.high_water = self.high_water.max(self.table.len());
                 None
             }
         }
@@ -133,9 +137,15 @@ impl<T: Keyed> FlowTable<T> {
         self.table.len()
     }
 
-    /// Records the table holds without growing.
+    /// Records the table holds without growing, as the memory account sees it: the
+    /// capacity of a table that only ever grew by inserts, at the most records held at
+    /// once. The real table's capacity also depends on where removals left tombstones,
+    /// i.e. on the per-process hash seed; counting it would make the account, and the
+    /// evictions it drives, differ from run to run on the same capture (DESIGN.md §3,
+    /// rule 9). The real table has at most twice these buckets (it grows early only past
+    /// half of them).
     pub fn capacity(&self) -> usize {
-        self.table.capacity()
+        nominal_capacity(self.high_water)
     }
 
     /// Every record, in no particular order.
@@ -146,6 +156,26 @@ impl<T: Keyed> FlowTable<T> {
     /// Every record, in no particular order.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.table.iter_mut().map(|b| &mut **b)
+    }
+}
+
+/// The smallest capacity a hashbrown table reaches, growing from empty by inserts only,
+/// that holds `n` records: 3 in 4 buckets, 7 in 8, then 7/8 of a power of two.
+fn nominal_capacity(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let mut buckets = 4usize;
+    loop {
+        let cap = if buckets < 8 {
+            buckets - 1
+        } else {
+            buckets / 8 * 7
+        };
+        if cap >= n || buckets > usize::MAX / 4 {
+            return cap;
+        }
+        buckets *= 2;
     }
 }
 
@@ -245,6 +275,32 @@ mod tests {
         let distinct: std::collections::HashSet<FlowKey> = keys.iter().copied().collect();
         assert_eq!(hashes.len(), distinct.len());
         assert_eq!(distinct.len(), 2 * (1 + 2 * 32 + 2 * 16) + 1);
+    }
+
+    /// The capacity the memory account uses is hashbrown's own while records are only
+    /// added (so the account charges what a real table of that size holds), and with
+    /// removals it depends only on the most records held, not on the hash seed.
+    #[test]
+    fn nominal_capacity_is_hashbrowns_on_inserts() {
+        let mut t: FlowTable<Rec> = FlowTable::default();
+        assert_eq!(t.capacity(), 0);
+        for i in 0..5000u32 {
+            t.insert(Box::new(Rec(key(i), i)));
+            assert_eq!(t.capacity(), t.table.capacity(), "after {} inserts", i + 1);
+        }
+        let mut u: FlowTable<Rec> = FlowTable::default();
+        for i in 0..5000u32 {
+            u.insert(Box::new(Rec(key(i), i)));
+            if i % 3 == 0 {
+                u.remove(&key(i / 2));
+            }
+        }
+        for i in 0..2000u32 {
+            u.remove(&key(i));
+        }
+        assert!(u.high_water > u.len(), "records were removed");
+        assert_eq!(u.capacity(), nominal_capacity(u.high_water));
+        assert!(u.capacity() >= u.high_water && u.high_water >= u.len());
     }
 
     /// Inserts, replacements, lookups and removals agree with a std `HashMap` through
