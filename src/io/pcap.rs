@@ -712,13 +712,14 @@ const READ_CHUNK: usize = 128 << 10;
 
 /// The capture file, read at most [`READ_CHUNK`] bytes at a time.
 ///
-/// The readers (`RecordBuffer`, `pcap-file`'s for pcapng) keep an 8 MB buffer and ask for as much as fits. Filled whole, the
-/// kernel writes 8 MB of cold memory per read and the records have left the CPU's L2
-/// cache before the engine first looks at them (the checksum). Refilled a chunk at a time,
-/// the buffer's live part stays at its start (the reader moves the unparsed rest of the
-/// last chunk there before each read), in L2 and the TLB, for the kernel's copy and for
-/// the engine: a strict bulk replay spent about 15 % less CPU (scripts/bench/notes.md). A
-/// record larger than a chunk still fits: the crate reads again until it is whole.
+/// The readers (`RecordBuffer`, `pcap-file`'s for pcapng) keep an 8 MB buffer and ask for
+/// as much as fits. Filled whole, the kernel writes 8 MB of cold memory per read and the
+/// records have left the CPU's L2 cache before the engine first looks at them (the
+/// checksum). Refilled a chunk at a time, the buffer's live part stays at its start (the
+/// reader moves the unparsed rest of the last chunk there before each read), in L2 and the
+/// TLB, for the kernel's copy and for the engine: a strict bulk replay spent about 15 % less
+/// CPU (scripts/bench/notes.md). A record larger than a chunk still fits: the reader reads
+/// again until it is whole.
 struct Chunked {
     file: File,
 }
