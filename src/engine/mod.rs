@@ -876,12 +876,14 @@ impl<F: PolicyFactory> Engine<F> {
     }
 
     /// Bytes accounted to the connections now (what [`Limits::max_memory`] bounds): the
-    /// flow table's allocation (records inline, at its current capacity), and per
+    /// flow table's allocation (buckets for the most connections it has held, see
+    /// `FlowTable::accounted_capacity`), and per
     /// connection its index entries and its buffers (`Conn::heap_bytes`).
     pub fn memory(&self) -> usize {
-        self.books
-            .memory
-            .saturating_add(table_bytes(self.conns.capacity(), self.slot_bytes))
+        self.books.memory.saturating_add(table_bytes(
+            self.conns.accounted_capacity(),
+            self.slot_bytes,
+        ))
     }
 
     /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`
@@ -1105,7 +1107,7 @@ impl<F: PolicyFactory> Engine<F> {
         let budget = self.limits.max_memory / 8 * 7;
         loop {
             let len = self.conns.len();
-            let cap = self.conns.capacity();
+            let cap = self.conns.accounted_capacity();
             let table = table_bytes(cap, self.slot_bytes);
             let grown = if len < cap {
                 0
