@@ -30,13 +30,13 @@
 #   BENCH_TX_STEPS (non-empty: also rows mg1-off-bypass and mg1-off-txring, the bridge's
 #   transmit side with qdisc bypass, then also its transmit ring, for comparison in one run),
 #   BENCH_LIVE_ROWS (comma-separated row labels to run, e.g. "kernel,mg1-off"; default all),
-#   BENCH_RPS (0, the default: the plain lab, where a host's receive processing runs on the
-#   CPU of whoever transmits into its veth, i.e. the forwarder's pinned core for netsniff-ng
-#   and mailguard but the client's for the kernel bridge; 1: Receive Packet Steering on the
-#   hosts' veth ends, so each host's receive runs on the load generators' CPU, as on a real
-#   wire, for every forwarder alike (netsniff-ng's streams stall under it, and the added
-#   latency of a pinned worker grows to a scheduler tick: notes.md); 2: as 1, and the
-#   forwarder's own veth ends steered to the forwarder's CPU), BENCH_BACKLOG
+#   BENCH_RPS (the labs the live part runs, in order, comma-separated; default "0,1", both:
+#   0 is the plain lab, where a host's receive processing runs on the CPU of whoever
+#   transmits into its veth, i.e. the forwarder's pinned core for netsniff-ng and mailguard
+#   but the client's for the kernel bridge; 1: Receive Packet Steering on the hosts' veth
+#   ends, so each host's receive runs on the load generators' CPU, as on a real wire, for
+#   every forwarder alike (netsniff-ng's streams stall under it: notes.md); 2: as 1, and
+#   the forwarder's own veth ends steered to the forwarder's CPU), BENCH_BACKLOG
 #   (net.core.netdev_max_backlog while the live part runs with RPS, default 10000, restored
 #   after; 0: left alone).
 # Needs root for the live part, and: hyperfine tcpdump iperf3 netsniff-ng ethtool iproute2
@@ -75,7 +75,12 @@ NCPU=$(nproc)
 FWD_CPU=${BENCH_CPU:-$((NCPU - 1))}
 LOAD_CPU=0
 [ "$FWD_CPU" = "$LOAD_CPU" ] && [ "$NCPU" -gt 1 ] && LOAD_CPU=1
-RPS=${BENCH_RPS:-0}
+RPS_LABS=${BENCH_RPS:-0,1}
+case ",$RPS_LABS," in
+  *[!0-2,]*|*,,*) echo "bench: BENCH_RPS is a comma-separated list of 0, 1, 2 (got $RPS_LABS)" >&2; exit 2 ;;
+esac
+RPS=0
+LK=live
 if [ -z "${BENCH_DIR:-}" ]; then
   shm_free=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
   if [ "${shm_free:-0}" -gt 8000 ]; then BENCH_DIR=/dev/shm/mg-bench; else BENCH_DIR=/tmp/mg-bench; fi
@@ -493,20 +498,20 @@ live_iperf() {
   p1=$(proc_ticks) m1=$(machine_ticks)
   f1=$(lab_frames)
   if ! iperf_server_stop; then
-    put "live.$fwd.$load.server_killed" 1
-    say "live $fwd $load: iperf3 server still busy after the test; killed"
+    put "$LK.$fwd.$load.server_killed" 1
+    say "$LK $fwd $load: iperf3 server still busy after the test; killed"
   fi
-  put "live.$fwd.$load.frames" "$((f1 - f0))"
+  put "$LK.$fwd.$load.frames" "$((f1 - f0))"
   local bps
   bps=$($PY -c 'import json,sys
 try:
     d = json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bits_per_second"])
 except Exception: print(0)' "$json")
-  put "live.$fwd.$load.bps" "$bps"
-  put "live.$fwd.$load.secs" "$LIVE_SECS"
-  put "live.$fwd.$load.fwd_cpu_s" "$(echo "$p0 $p1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
-  put "live.$fwd.$load.machine_cpu_s" "$(echo "$m0 $m1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
-  say "live $fwd $load: $(echo "$bps" | awk '{printf "%.2f", $1/1e9}') Gbit/s"
+  put "$LK.$fwd.$load.bps" "$bps"
+  put "$LK.$fwd.$load.secs" "$LIVE_SECS"
+  put "$LK.$fwd.$load.fwd_cpu_s" "$(echo "$p0 $p1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
+  put "$LK.$fwd.$load.machine_cpu_s" "$(echo "$m0 $m1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
+  say "$LK $fwd $load: $(echo "$bps" | awk '{printf "%.2f", $1/1e9}') Gbit/s"
 }
 
 # Bytes of frames received by the server so far.
@@ -528,20 +533,20 @@ live_smtp() {
   f1=$(lab_frames) b1=$(server_bytes) t1=$(date +%s.%N)
   local secs
   secs=$(echo "$t0 $t1" | awk '{printf "%.3f", $2-$1}')
-  put "live.$fwd.$load.frames" "$((f1 - f0))"
-  put "live.$fwd.$load.secs" "$secs"
-  put "live.$fwd.$load.bps" "$(echo "$b0 $b1 $secs" | awk '{printf "%.0f", ($2-$1)*8/$3}')"
-  put "live.$fwd.$load.fwd_cpu_s" "$(echo "$p0 $p1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
-  put "live.$fwd.$load.machine_cpu_s" "$(echo "$m0 $m1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
-  say "live $fwd $load: $(echo "$b0 $b1 $secs" | awk '{printf "%.2f", ($2-$1)*8/$3/1e9}') Gbit/s"
+  put "$LK.$fwd.$load.frames" "$((f1 - f0))"
+  put "$LK.$fwd.$load.secs" "$secs"
+  put "$LK.$fwd.$load.bps" "$(echo "$b0 $b1 $secs" | awk '{printf "%.0f", ($2-$1)*8/$3}')"
+  put "$LK.$fwd.$load.fwd_cpu_s" "$(echo "$p0 $p1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
+  put "$LK.$fwd.$load.machine_cpu_s" "$(echo "$m0 $m1 $TCK" | awk '{printf "%.3f", ($2-$1)/$3}')"
+  say "$LK $fwd $load: $(echo "$b0 $b1 $secs" | awk '{printf "%.2f", ($2-$1)*8/$3/1e9}') Gbit/s"
 }
 
 live_latency() {
   local fwd=$1 r
   r=$(ip netns exec "$NS_OUT" timeout $((LIVE_SECS + 30)) taskset -c "$LOAD_CPU" \
     "$PINGPONG" "$SERVER" 2525 "$PING_COUNT" "$LIVE_SECS" 2>>"$LOG" || true)
-  put "live.$fwd.latency" "${r:-failed}"
-  say "live $fwd latency: ${r:-failed}"
+  put "$LK.$fwd.latency" "${r:-failed}"
+  say "$LK $fwd latency: ${r:-failed}"
 }
 
 # label loads kind [workers profile]; loads: "iperf" (iperf3 to port 25: 1 stream, 4
@@ -551,7 +556,7 @@ live_forwarder() {
   shift 2
   case ",${BENCH_LIVE_ROWS:-$label}," in *",$label,"*) ;; *) return 0 ;; esac
   if ! fwd_start "$@"; then
-    put "live.$label.failed" 1
+    put "$LK.$label.failed" 1
     fwd_stop
     return 0
   fi
@@ -575,41 +580,47 @@ if want live; then
     put live.skipped "not root"
   else
     need iperf3 netsniff-ng ethtool ip taskset
-    lab_up
-    backlog_raise
-    put live.rps "$RPS" "rps_cpus of the hosts' veth ends = CPU $LOAD_CPU"
-    put live.backlog "$(sysctl -n net.core.netdev_max_backlog)"
-    put cmd.iperf "iperf3 -c $SERVER -p 25 -t $LIVE_SECS [-P 4 | -M 88]"
-    put cmd.latency "smtp-pingpong $SERVER 2525 $PING_COUNT $LIVE_SECS (NOOP round trips through the forwarder to smtp-sink)"
-    put cmd.smtp "smtp-source -s 4 -m 10000000 -l 1000000 $SERVER:2525 (stopped after $LIVE_SECS s)"
-    live_forwarder kernel iperf,smtp kernel
-    live_forwarder netsniff iperf,smtp netsniff
-    if "$MG" bridge --help 2>/dev/null | grep -q -- '--outside'; then
-      # iperf3's stream is not SMTP: under pix51/strict its first line is X-ed or the
-      # connection reset, as a PIX would. iperf3 therefore measures the bridge under off;
-      # SMTP traffic (smtp-source) measures it under strict.
-      live_forwarder mg1-off iperf,smtp mailguard 1 off
-      # The transmit side step by step (BENCH_TX_STEPS=1): the same binary sending with
-      # sendmmsg but qdisc bypass, and through transmit rings with qdisc bypass; mg1-off
-      # above is the default, sendmmsg through the qdisc.
-      if [ -n "${BENCH_TX_STEPS:-}" ] && "$MG" bridge --help 2>/dev/null | grep -q -- '--tx-ring'; then
-        live_forwarder mg1-off-bypass iperf,smtp mailguard 1 off --qdisc-bypass
-        live_forwarder mg1-off-txring iperf,smtp mailguard 1 off --tx-ring --qdisc-bypass
+    for RPS in ${RPS_LABS//,/ }; do
+      LK=live
+      [ "$RPS" = 0 ] || LK=live_rps$RPS
+      say "live part, lab with BENCH_RPS=$RPS (results under $LK.*)"
+      : >"$W/bridge.log"
+      lab_up
+      backlog_raise
+      put "$LK.rps" "$RPS" "rps_cpus of the hosts' veth ends = CPU $LOAD_CPU"
+      put "$LK.backlog" "$(sysctl -n net.core.netdev_max_backlog)"
+      put cmd.iperf "iperf3 -c $SERVER -p 25 -t $LIVE_SECS [-P 4 | -M 88]"
+      put cmd.latency "smtp-pingpong $SERVER 2525 $PING_COUNT $LIVE_SECS (NOOP round trips through the forwarder to smtp-sink)"
+      put cmd.smtp "smtp-source -s 4 -m 10000000 -l 1000000 $SERVER:2525 (stopped after $LIVE_SECS s)"
+      live_forwarder kernel iperf,smtp kernel
+      live_forwarder netsniff iperf,smtp netsniff
+      if "$MG" bridge --help 2>/dev/null | grep -q -- '--outside'; then
+        # iperf3's stream is not SMTP: under pix51/strict its first line is X-ed or the
+        # connection reset, as a PIX would. iperf3 therefore measures the bridge under off;
+        # SMTP traffic (smtp-source) measures it under strict.
+        live_forwarder mg1-off iperf,smtp mailguard 1 off
+        # The transmit side step by step (BENCH_TX_STEPS=1): the same binary sending with
+        # sendmmsg but qdisc bypass, and through transmit rings with qdisc bypass; mg1-off
+        # above is the default, sendmmsg through the qdisc.
+        if [ -n "${BENCH_TX_STEPS:-}" ] && "$MG" bridge --help 2>/dev/null | grep -q -- '--tx-ring'; then
+          live_forwarder mg1-off-bypass iperf,smtp mailguard 1 off --qdisc-bypass
+          live_forwarder mg1-off-txring iperf,smtp mailguard 1 off --tx-ring --qdisc-bypass
+        fi
+        # Busy-poll (afpacket; default 50 us): latency at light load without it and longer.
+        if "$MG" bridge --help 2>/dev/null | grep -q -- '--busy-poll-us'; then
+          live_forwarder mg1-off-bp0 latency mailguard 1 off --busy-poll-us 0
+          live_forwarder mg1-off-bp200 latency mailguard 1 off --busy-poll-us 200
+        fi
+        live_forwarder mg1-strict smtp mailguard 1 strict
+        live_forwarder mg2-strict smtp mailguard 2 strict
+        grep -v '^$' "$W/bridge.log" | tail -n 40 >"$W/bridge-tail-$LK.txt" || true
+      else
+        say "this mailguard has no live bridge yet; live mailguard rows skipped"
+        put "$LK.mailguard_missing" 1
       fi
-      # Busy-poll (afpacket; default 50 us): latency at light load without it and longer.
-      if "$MG" bridge --help 2>/dev/null | grep -q -- '--busy-poll-us'; then
-        live_forwarder mg1-off-bp0 latency mailguard 1 off --busy-poll-us 0
-        live_forwarder mg1-off-bp200 latency mailguard 1 off --busy-poll-us 200
-      fi
-      live_forwarder mg1-strict smtp mailguard 1 strict
-      live_forwarder mg2-strict smtp mailguard 2 strict
-      grep -v '^$' "$W/bridge.log" | tail -n 40 >"$W/bridge-tail.txt" || true
-    else
-      say "this mailguard has no live bridge yet; live mailguard rows skipped"
-      put live.mailguard_missing 1
-    fi
-    lab_down
-    backlog_restore
+      lab_down
+      backlog_restore
+    done
   fi
 fi
 

@@ -227,13 +227,22 @@ class Report:
 
     # ---------------------------------------------------------------- live
     def live(self):
+        """One section per lab the run measured (plain first, then with steering)."""
         r = self.res
-        self.w("## Live: forwarding between one veth pair")
-        self.w()
-        if "live.skipped" in r or "live.kernel.single.bps" not in r:
+        labs = ["live"] + sorted({k.split(".", 1)[0] for k in r
+                                  if re.fullmatch(r"live_rps[12]\.rps", k)})
+        labs = [lk for lk in labs if f"{lk}.kernel.single.bps" in r]
+        if "live.skipped" in r or not labs:
+            self.w("## Live: forwarding between one veth pair")
+            self.w()
             self.w("Not measured in this run.")
             self.w()
             return
+        for lk in labs:
+            self.live_lab(lk, len(labs) > 1)
+
+    def live_lab_description(self):
+        r = self.res
         self.w("Lab: namespaces client `198.19.6.1` — veth — forwarder namespace — veth — "
                "server `198.19.6.2`; offloads (tx checksum, TSO, GSO, GRO) off on all four ends, "
                "so frames are MTU-sized with full checksums; static neighbour entries (no ARP). "
@@ -245,28 +254,42 @@ class Report:
                "segments with MSS 88); real SMTP: "
                f"`{r.get('cmd.smtp', 'smtp-source')}` to `smtp-sink` (throughput = frame "
                "bytes the server's interface received per second); latency: "
-               f"`{r.get('cmd.latency', 'smtp-pingpong')}`.")
+               f"`{r.get('cmd.latency', 'smtp-pingpong')}`. The run measures the labs that "
+               "`BENCH_RPS` lists (default both: the plain lab, then the steered one).")
         self.w()
-        if r.get("live.rps") in ("1", "2"):
-            self.w(f"Receive Packet Steering (`BENCH_RPS={r.get('live.rps')}`; the "
-                   "default is 0): the hosts' veth ends "
+
+    def live_lab(self, pre, several):
+        """The tables and targets of one lab; `pre` is its key prefix in the results."""
+        r = self.res
+        rps = r.get(f"{pre}.rps", "0")
+        lab = "plain lab" if rps == "0" else f"steered lab, BENCH_RPS={rps}"
+        self.w(f"## Live: forwarding between one veth pair ({lab})")
+        self.w()
+        if pre == "live" or not several:
+            self.live_lab_description()
+        else:
+            self.w("The same namespaces, forwarders and loads as the plain lab above, with one "
+                   "change:")
+            self.w()
+        if rps in ("1", "2"):
+            self.w(f"Receive Packet Steering (`BENCH_RPS={rps}`): the hosts' veth ends "
                    "steer received frames to the load generators' CPU (`rps_cpus`), "
                    "so each host's receive (IP, TCP, ACKs, wake-ups) runs on the hosts' CPU, "
                    "as on a real wire, and not on the core of whoever transmitted into the "
                    "veth (the forwarder's for netsniff-ng and mailguard)"
                    + ("; the forwarder's own veth ends steer to the forwarder's CPU"
-                      if r.get("live.rps") == "2" else "")
-                   + f". `net.core.netdev_max_backlog` {r.get('live.backlog', '?')} during "
-                   "the live part (a host's backlog takes the forwarder's bursts, as a NIC "
+                      if rps == "2" else "")
+                   + f". `net.core.netdev_max_backlog` {r.get(f'{pre}.backlog', '?')} during "
+                   "this lab (a host's backlog takes the forwarder's bursts, as a NIC "
                    "ring would). netsniff-ng's iperf3 streams often stall for good in this "
-                   "lab (not diagnosed; mailguard and the kernel bridge forward the same "
-                   "traffic): its ratios are then marked n/a. `BENCH_RPS=0` measures the "
-                   "plain lab.")
-        elif "live.rps" in r:
-            self.w("No Receive Packet Steering (`BENCH_RPS=0`, the default): each host's receive "
+                   "lab (mailguard and the kernel bridge forward the same traffic; "
+                   "scripts/bench/notes.md): its ratios are then marked n/a.")
+        else:
+            self.w("No Receive Packet Steering (`BENCH_RPS=0`): each host's receive "
                    "processing runs on the core of whoever transmitted into its veth: the "
                    "forwarder's pinned core for netsniff-ng and mailguard, the client's for "
-                   "the kernel bridge.")
+                   "the kernel bridge. On a real wire the receiving host's stack runs on the "
+                   "receiving host's CPUs: this lab charges it to the forwarder.")
         self.w()
         self.w("iperf3's stream is not SMTP: under pix51 or strict its first line is X-ed "
                "(or the connection reset), as a PIX would do, so iperf3 measures the bridge "
@@ -291,39 +314,39 @@ class Report:
                "machine CPU s/Gbit | vs kernel | vs netsniff-ng |")
         self.w("|---|---|---:|---:|---:|---:|---:|---:|")
         for fk, fname in fwds:
-            if f"live.{fk}.failed" in r:
+            if f"{pre}.{fk}.failed" in r:
                 self.w(f"| {fname} | – | did not forward | | | | | |")
                 continue
             for lk, lname in loads:
-                bps = num(r, f"live.{fk}.{lk}.bps")
+                bps = num(r, f"{pre}.{fk}.{lk}.bps")
                 if bps is None:
                     continue
-                secs = num(r, f"live.{fk}.{lk}.secs") or 1
-                frames = num(r, f"live.{fk}.{lk}.frames")
+                secs = num(r, f"{pre}.{fk}.{lk}.secs") or 1
+                frames = num(r, f"{pre}.{fk}.{lk}.frames")
                 gbit = bps * secs / 1e9
-                fcpu = num(r, f"live.{fk}.{lk}.fwd_cpu_s")
-                mcpu = num(r, f"live.{fk}.{lk}.machine_cpu_s")
+                fcpu = num(r, f"{pre}.{fk}.{lk}.fwd_cpu_s")
+                mcpu = num(r, f"{pre}.{fk}.{lk}.machine_cpu_s")
                 per_f = ratio(fcpu, gbit) if fk != "kernel" else None
                 per_m = ratio(mcpu, gbit)
-                self.plot["live"].setdefault(lname, {})[fname] = bps / 1e9
+                self.plot["live"].setdefault(f"{lname}, {lab}" if several else lname, {})[fname] = bps / 1e9
                 self.w(f"| {fname} | {lname} | {bps / 1e9:.2f} | "
                        f"{fmt(frames / secs / 1e3 if frames else None, 0)} | "
                        f"{fmt(per_f, 2) if fk != 'kernel' else '–'} | {fmt(per_m, 2)} | "
-                       f"{fmt(ratio(bps, num(r, f'live.kernel.{lk}.bps')), 2, '×')} | "
-                       f"{fmt(ratio(bps, num(r, f'live.netsniff.{lk}.bps')), 2, '×')} |")
+                       f"{fmt(ratio(bps, num(r, f'{pre}.kernel.{lk}.bps')), 2, '×')} | "
+                       f"{fmt(ratio(bps, num(r, f'{pre}.netsniff.{lk}.bps')), 2, '×')} |")
         self.w()
         self.w("### Latency of an SMTP request/response (NOOP → 250), light load")
         self.w()
         self.w("| forwarder | p50 µs | p90 µs | p99 µs | max µs | added p50 | added p99 |")
         self.w("|---|---:|---:|---:|---:|---:|---:|")
-        kern = latency_fields(r.get("live.kernel.latency"))
+        kern = latency_fields(r.get(f"{pre}.kernel.latency"))
         # Busy-poll rows (latency only; the other mailguard rows run the default, 50 µs).
         busy = [("mg1-off-bp0", "mailguard off, 1 worker, --busy-poll-us 0"),
                 ("mg1-off-bp200", "mailguard off, 1 worker, --busy-poll-us 200")]
         for fk, fname in fwds + busy:
-            lat = latency_fields(r.get(f"live.{fk}.latency"))
+            lat = latency_fields(r.get(f"{pre}.{fk}.latency"))
             if not lat:
-                if f"live.{fk}.latency" in r or f"live.{fk}.failed" in r:
+                if f"{pre}.{fk}.latency" in r or f"{pre}.{fk}.failed" in r:
                     self.w(f"| {fname} | failed | | | | | |")
                 continue
             add50 = lat["p50_us"] - kern["p50_us"] if kern else None
@@ -331,39 +354,41 @@ class Report:
             self.w(f"| {fname} | {lat['p50_us']:.0f} | {lat['p90_us']:.0f} | {lat['p99_us']:.0f} "
                    f"| {lat['max_us']:.0f} | {fmt(add50, 0)} | {fmt(add99, 0)} |")
         self.w()
-        if "live.mailguard_missing" in r:
+        if f"{pre}.mailguard_missing" in r:
             self.w("The mailguard binary measured had no live bridge: its rows are missing.")
             self.w()
         # Targets: one pinned worker, MTU frames.
         for fk, lk, what in (("mg1-off", "single", "off, iperf3 1 stream"),
                              ("mg1-strict", "smtp", "strict, SMTP 1 MB mails")):
-            mg = num(r, f"live.{fk}.{lk}.bps")
-            ns = num(r, f"live.netsniff.{lk}.bps")
-            kb = num(r, f"live.kernel.{lk}.bps")
+            mg = num(r, f"{pre}.{fk}.{lk}.bps")
+            ns = num(r, f"{pre}.netsniff.{lk}.bps")
+            kb = num(r, f"{pre}.kernel.{lk}.bps")
             q1, q2 = ratio(mg, ns), ratio(mg, kb)
             # netsniff-ng's streams can stall for good (seen with RPS, notes.md): a ratio to
             # a stalled peer says nothing.
-            stalled = (f"live.netsniff.{lk}.server_killed" in r
+            stalled = (f"{pre}.netsniff.{lk}.server_killed" in r
                        or (ns is not None and kb and ns < 0.02 * kb))
             self.targets.append((
-                f"live, 1 pinned worker ({what}): ≥ netsniff-ng",
+                f"live ({lab}), 1 pinned worker ({what}): ≥ netsniff-ng",
                 ("n/a: netsniff-ng stalled in this run" if stalled
                  else f"{fmt(q1, 2, '×')} netsniff-ng"),
                 not stalled and q1 is not None and q1 >= 1.0,
                 None if stalled or q1 is None or q1 >= 1.0 else f"{(1 - q1) * 100:.0f}% below"))
             self.targets.append((
-                f"live, 1 pinned worker ({what}): ≥ ½ kernel bridge",
+                f"live ({lab}), 1 pinned worker ({what}): ≥ ½ kernel bridge",
                 f"{fmt(q2, 2, '×')} kernel bridge",
                 q2 is not None and q2 >= 0.5,
-                None if q2 is None or q2 >= 0.5 else f"{(0.5 - q2) / 0.5 * 100:.0f}% below half"))
-        lat = latency_fields(r.get("live.mg1-strict.latency"))
+                None if q2 is None or q2 >= 0.5 else f"{(0.5 - q2) / 0.5 * 100:.1f}% below half"))
+        lat = latency_fields(r.get(f"{pre}.mg1-strict.latency"))
         add99 = lat["p99_us"] - kern["p99_us"] if lat and kern else None
         self.targets.append((
-            "added p99 latency over the kernel bridge under 100 µs (1 worker, strict)",
+            f"added p99 latency over the kernel bridge under 100 µs ({lab}, 1 worker, strict)",
             f"{fmt(add99, 0, ' µs')}",
             add99 is not None and add99 < 100,
             None if add99 is None or add99 < 100 else f"{add99 - 100:.0f} µs over"))
-        tail = os.path.join(self.args.scratch, "bridge-tail.txt")
+        tail = os.path.join(self.args.scratch, f"bridge-tail-{pre}.txt")
+        if not os.path.exists(tail):
+            tail = os.path.join(self.args.scratch, "bridge-tail.txt")
         if os.path.exists(tail) and os.path.getsize(tail) > 0:
             self.w("<details><summary>End of the bridge's log</summary>")
             self.w()
