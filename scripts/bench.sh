@@ -111,6 +111,7 @@ cleanup() {
   done
   if [ "$LAB_UP" = 1 ]; then lab_down; fi
   backlog_restore
+  smem_restore
   rm -f "$W"/*.out.pcap
 }
 trap cleanup EXIT
@@ -297,6 +298,33 @@ backlog_restore() {
   BACKLOG_OLD=""
 }
 
+# netsniff-ng raises the system's socket memory when it starts (net.core.{r,w}mem_max to
+# 100 MiB, {r,w}mem_default to 4 MiB, its SMEM_SUG_* values) and puts it back on exit. Inside
+# a network namespace those global settings are read-only, so it warns and runs on the
+# defaults: its transmit socket's 208 KiB then fills whenever the receiving host is slower
+# than the ring (always under RPS, where sent frames wait in the host CPU's backlog), its
+# send gets EAGAIN and netsniff-ng exits ("Flushing TX_RING failed"): the "stalls" of
+# sessions 3 and 4. The lab sets those four values for the netsniff-ng rows only, as
+# netsniff-ng itself would outside a namespace, and restores them after.
+SMEM_OLD=""
+smem_raise() {
+  SMEM_OLD=$(sysctl -n net.core.rmem_max net.core.rmem_default net.core.wmem_max \
+    net.core.wmem_default | tr '\n' ' ')
+  local k v want
+  for k in rmem_max rmem_default wmem_max wmem_default; do
+    case $k in *_max) want=104857600 ;; *) want=4194304 ;; esac
+    v=$(sysctl -n "net.core.$k")
+    [ "$v" -ge "$want" ] || sysctl -qw "net.core.$k=$want"
+  done
+}
+smem_restore() {
+  [ -n "$SMEM_OLD" ] || return 0
+  set -- $SMEM_OLD
+  sysctl -qw net.core.rmem_max="$1" net.core.rmem_default="$2" net.core.wmem_max="$3" \
+    net.core.wmem_default="$4" || true
+  SMEM_OLD=""
+}
+
 lab_down() {
   local ns
   for ns in "$NS_OUT" "$NS_IN" "$NS_BR"; do ip netns del "$ns" 2>/dev/null || true; done
@@ -421,6 +449,7 @@ fwd_start() { # kind [workers] [profile]
     netsniff)
       # One process per direction, both pinned to the forwarder CPU; "-t others" keeps only
       # frames addressed to another host, so neither re-reads what the other one sent.
+      smem_raise
       ip netns exec "$NS_BR" taskset -c "$FWD_CPU" netsniff-ng --in "${P}o1" --out "${P}i1" \
         -s -t others -S 64MiB >>"$LOG" 2>&1 &
       FWD_PIDS+=($!)
@@ -462,6 +491,7 @@ fwd_stop() {
   done
   FWD_PIDS=()
   ip -n "$NS_BR" link del "${P}br" 2>/dev/null || true
+  smem_restore
 }
 
 # CPU ticks (user+system) of the forwarder processes and of the whole machine.

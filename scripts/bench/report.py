@@ -247,7 +247,9 @@ class Report:
                "server `198.19.6.2`; offloads (tx checksum, TSO, GSO, GRO) off on all four ends, "
                "so frames are MTU-sized with full checksums; static neighbour entries (no ARP). "
                "Forwarders: the Linux kernel bridge; `netsniff-ng --in A --out B -s -t others` "
-               "(one process per direction, both pinned to the forwarder CPU); `mailguard "
+               "(one process per direction, both pinned to the forwarder CPU, with the "
+               "system socket memory it asks for: `net.core.{r,w}mem_max` 100 MiB and "
+               "`_default` 4 MiB, which it cannot set itself inside a namespace); `mailguard "
                "bridge` (AF_PACKET) with 1 worker pinned to the forwarder CPU, then 2 workers "
                "on both CPUs. The load generators are pinned to the other CPU. Loads: "
                f"`{r.get('cmd.iperf', 'iperf3')}` (bulk single stream, 4 streams, small "
@@ -281,9 +283,7 @@ class Report:
                       if rps == "2" else "")
                    + f". `net.core.netdev_max_backlog` {r.get(f'{pre}.backlog', '?')} during "
                    "this lab (a host's backlog takes the forwarder's bursts, as a NIC "
-                   "ring would). netsniff-ng's iperf3 streams often stall for good in this "
-                   "lab (mailguard and the kernel bridge forward the same traffic; "
-                   "scripts/bench/notes.md): its ratios are then marked n/a.")
+                   "ring would).")
         else:
             self.w("No Receive Packet Steering (`BENCH_RPS=0`): each host's receive "
                    "processing runs on the core of whoever transmitted into its veth: the "
