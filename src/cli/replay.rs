@@ -14,9 +14,6 @@
 //!   engine emits while handling a frame get that frame's timestamp.
 //! - **Truncated input.** Everything read before the damage is processed and written (the
 //!   output is a valid pcap), the summary is printed, then the error is reported (exit 3).
-//! - **Input I/O.** A classic pcap file is memory-mapped and forwarded records are written
-//!   from the mapping (`io::pcap`); `--no-mmap` reads it instead (for inputs that another
-//!   program may truncate meanwhile: a mapping then faults). The output is the same.
 //! - Exit codes: 1 input missing/unreadable, 2 not a capture or unsupported link type
 //!   (also clap's code for bad options), 3 truncated input, 4 output not writable.
 
@@ -48,11 +45,6 @@ pub struct Args {
     /// pending timers (retransmissions of injected replies) fire.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub drain: f64,
-    /// Read INPUT with read(2) instead of mapping it into memory. A classic pcap file is
-    /// mapped by default (fewer copies); a mapped file that another program truncates while
-    /// it is being replayed can kill the replay with SIGBUS: use this when INPUT may shrink.
-    #[arg(long)]
-    pub no_mmap: bool,
     /// The policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -85,12 +77,7 @@ holds what was read), 4 output not writable.";
 /// Runs the subcommand.
 pub fn run(args: &Args) -> Result<(), CliError> {
     let started = Instant::now();
-    let open = if args.no_mmap {
-        CaptureReader::open_unmapped
-    } else {
-        CaptureReader::open
-    };
-    let mut reader = open(&args.input).map_err(cli_error)?;
+    let mut reader = CaptureReader::open(&args.input).map_err(cli_error)?;
     if same_file(&args.input, &args.output) {
         return Err(CliError {
             message: format!(

@@ -13,39 +13,26 @@
 //! - pcapng timestamps are converted with each interface's `if_tsresol` (default µs);
 //!   `if_tsoffset` is ignored.
 //! - A record longer than [`MAX_RECORD`] is treated as corruption, never allocated.
-//! - A classic pcap in a regular file is memory-mapped ([`CaptureReader::open`]; `MappedRecords`):
-//!   no `read` copies every byte into the process, records are lent from the mapping, and a
-//!   record the writer forwards verbatim is written from where it lies (one copy in all: page
-//!   cache to output). The mapping is read a window at a time: `MADV_WILLNEED` ahead,
-//!   `MADV_DONTNEED` two windows behind (the resident size stays a few windows, not the
-//!   file), and the file's size checked before each window: a file that shrank is read to
-//!   its new end (the damage is then reported as a record cut short, as `read` would), one
-//!   that grew is mapped again. What is left: a file truncated by another process while the
-//!   window it cuts is being read makes the process fault (SIGBUS), as with any mapped file;
-//!   `mailguard replay --no-mmap` ([`CaptureReader::open_unmapped`]) reads instead.
-//! - Everything else (pcapng, pipes, FIFOs, files that cannot be mapped, `--no-mmap`) is read
-//!   in place: one fixed 8 MB buffer is filled with `read`s of at most 128 KiB (so that they
-//!   stay in L2, see `Chunked`), classic pcap record headers are read straight out of it
-//!   (`RecordBuffer`; `pcap-file` checks the global header, and its pcapng reader buffers the
-//!   same way), and [`CaptureReader::next_record`] lends the record's bytes from that buffer
-//!   (no copy, no allocation per record; the buffer's size, not the file's, bounds the
-//!   memory). [`CaptureReader::next_frame`] is the owned variant for callers that keep
-//!   frames. Both readers give the same records and the same errors at the same offsets.
-//! - The output is gathered in pieces (copied bytes, and ranges of a mapped input) and written
-//!   with one `writev` per 256 KiB ([`CaptureWriter`]), so the kernel sees large writes.
+//! - Records are read in place: one fixed 8 MB buffer is filled with `read`s of at most
+//!   128 KiB (so that they stay in L2, see `Chunked`), classic pcap record headers are read
+//!   straight out of it (`RecordBuffer`; `pcap-file` checks the global header, and its
+//!   pcapng reader buffers the same way), and [`CaptureReader::next_record`] lends the
+//!   record's bytes from that buffer (no copy, no allocation per record; the buffer's size,
+//!   not the file's, bounds the memory). [`CaptureReader::next_frame`] is the owned variant
+//!   for callers that keep frames. No mmap: a file shrinking under a mapping would be a
+//!   SIGBUS, and plain reads already cost no more than the copy out of the page cache.
+//! - The output goes through one 256 KiB buffer, so the kernel sees large writes.
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
 
-use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
 use pcap_file::pcap::{PcapHeader, PcapParser};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Largest capture record accepted (bigger ones are reported as corruption).
 pub const MAX_RECORD: u32 = 1 << 20;
@@ -195,7 +182,6 @@ impl Frame {
             orig_len: self.orig_len,
             data: &self.data,
             raw_ts: self.raw_ts,
-            lent: None,
         }
     }
 }
@@ -212,9 +198,6 @@ pub struct Record<'a> {
     pub data: &'a [u8],
     /// The classic pcap record timestamp as stored (seconds, fraction), to rewrite it verbatim.
     raw_ts: Option<(u32, u32)>,
-    /// Where the whole record (header and data) lies in a mapped input, so that a writer can
-    /// write it from there (see [`CaptureWriter::write_record`]).
-    lent: Option<Lent<'a>>,
 }
 
 impl Record<'_> {
@@ -237,7 +220,6 @@ impl Record<'_> {
 
 enum Inner {
     Pcap(RecordBuffer),
-    Mapped(MappedRecords),
     PcapNg {
         reader: PcapNgReader<Chunked>,
         /// Nanoseconds per timestamp unit, or `None` for a power-of-2 resolution (as 2^-n s).
@@ -289,26 +271,14 @@ struct Source {
 }
 
 impl CaptureReader {
-    /// Opens `path`, recognising pcap and pcapng by their magic number. A classic pcap in a
-    /// regular file is memory-mapped (see the module docs); anything else is read.
+    /// Opens `path`, recognising pcap and pcapng by their magic number.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
-        CaptureReader::open_with(path, true)
-    }
-
-    /// [`CaptureReader::open`] that never maps the file: every byte is read with `read`.
-    pub fn open_unmapped(path: &Path) -> Result<CaptureReader, CaptureError> {
-        CaptureReader::open_with(path, false)
-    }
-
-    fn open_with(path: &Path, map: bool) -> Result<CaptureReader, CaptureError> {
         let open_err = |source| CaptureError::Open {
             path: path.to_path_buf(),
             source,
         };
         let mut file = File::open(path).map_err(open_err)?;
-        let meta = file.metadata();
-        let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-        let map = map && meta.is_ok_and(|m| m.is_file());
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut magic = [0u8; 4];
         let got = read_up_to(&mut file, &mut magic).map_err(open_err)?;
         let not_capture = |detail: String| CaptureError::NotACapture {
@@ -337,25 +307,11 @@ impl CaptureReader {
         let bad_header = |e: PcapError| not_capture(format!("bad file header ({})", describe(&e)));
         let source = match format {
             Format::Pcap => {
-                let mapped = if map {
-                    MappedRecords::map(file)
-                } else {
-                    Err(file)
-                };
-                let (inner, header) = match mapped {
-                    Ok(mut m) => {
-                        let header = m.header().map_err(bad_header)?;
-                        (Inner::Mapped(m), header)
-                    }
-                    Err(file) => {
-                        let mut reader = RecordBuffer::new(Chunked::new(file));
-                        let header = reader.header().map_err(bad_header)?;
-                        (Inner::Pcap(reader), header)
-                    }
-                };
+                let mut reader = RecordBuffer::new(Chunked::new(file));
+                let header = reader.header().map_err(bad_header)?;
                 let linktype = u32::from(header.datalink);
                 Source {
-                    inner,
+                    inner: Inner::Pcap(reader),
                     format,
                     linktype,
                     header,
@@ -465,7 +421,7 @@ impl Source {
         }
         // Each reads one record and keeps the counters (`packets`, `done`) itself: the record
         // borrows the reader, so nothing may touch `self` as a whole after it is made.
-        if matches!(self.inner, Inner::Pcap(_) | Inner::Mapped(_)) {
+        if matches!(self.inner, Inner::Pcap(_)) {
             self.next_pcap()
         } else {
             self.next_pcapng()
@@ -484,12 +440,10 @@ impl Source {
 
     fn next_pcap(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
         let resolution = self.header.ts_resolution;
-        let next = match &mut self.inner {
-            Inner::Pcap(reader) => reader.next_raw(),
-            Inner::Mapped(reader) => reader.next_raw(),
-            Inner::PcapNg { .. } => return None,
+        let Inner::Pcap(reader) = &mut self.inner else {
+            return None;
         };
-        let raw = match next {
+        let raw = match reader.next_raw() {
             Some(Ok(raw)) => raw,
             Some(Err(e)) => {
                 let e = truncated(self.packets, self.offset, self.format, describe(&e));
@@ -521,7 +475,6 @@ impl Source {
             orig_len: raw.orig_len,
             data: raw.data,
             raw_ts: Some((raw.ts_sec, raw.ts_frac)),
-            lent: raw.lent,
         }))
     }
 
@@ -599,7 +552,6 @@ impl Source {
             orig_len: orig_len.max(len as u32),
             data: &self.scratch,
             raw_ts: None,
-            lent: None,
         }))
     }
 }
@@ -635,8 +587,6 @@ struct RawRecord<'a> {
     incl_len: u32,
     orig_len: u32,
     data: &'a [u8],
-    /// Where the record lies in a mapped input.
-    lent: Option<Lent<'a>>,
 }
 
 /// Bytes of a [`RecordBuffer`]: `pcap-file`'s size, so that a record longer than the
@@ -742,7 +692,6 @@ impl RecordBuffer {
                         incl_len,
                         orig_len: self.u32_at(at + 12),
                         data: self.buffer.get(at + 16..at + need).unwrap_or_default(),
-                        lent: None,
                     }));
                 }
             }
@@ -756,214 +705,6 @@ impl RecordBuffer {
             }
         }
     }
-}
-
-/// A classic pcap input memory-mapped, shared by the reader and by the writer's pending run
-/// of records forwarded verbatim (which may outlive a remapping).
-#[derive(Debug)]
-struct MappedInput {
-    map: Mmap,
-    /// The records' header layout, which a writer must share to copy them verbatim.
-    little_endian: bool,
-    resolution: TsResolution,
-}
-
-/// Where a record lies in a mapped input: its header starts `at` bytes into `input`.
-#[derive(Clone, Copy, Debug)]
-struct Lent<'a> {
-    input: &'a Arc<MappedInput>,
-    at: usize,
-}
-
-/// Bytes between checks of the mapped file's size, and the read-ahead and release window
-/// (see [`MappedRecords`]).
-const MAP_WINDOW: usize = 8 << 20;
-
-/// Classic pcap records read from a memory mapping of the whole file: no `read` copy, and a
-/// forwarded record can be written from where it lies ([`CaptureWriter::write_record`]).
-///
-/// The mapping is only read, never populated whole: every [`MAP_WINDOW`] bytes the reader
-/// checks the file's size (a file that shrank is read up to its new size, so that the
-/// mapping is not touched past the end, which would be a SIGBUS; one that grew is mapped
-/// again, as `read` would see the new bytes), asks the kernel to read the next window
-/// ahead (`MADV_WILLNEED`) and releases the pages two windows behind (`MADV_DONTNEED`:
-/// the page cache keeps them; the process's resident size stays a few windows, not the
-/// file). The same records and the same errors, at the same offsets, as [`RecordBuffer`].
-struct MappedRecords {
-    file: File,
-    input: Arc<MappedInput>,
-    /// Start of the unread bytes.
-    pos: usize,
-    /// Bytes that may be read: the file's size when last checked, at most the mapping's.
-    len: usize,
-    /// The reader may read up to here before the next check of the file's size.
-    checked: usize,
-    /// Pages before this offset have been released.
-    released: usize,
-}
-
-impl MappedRecords {
-    /// Maps `file`, or gives it back when it cannot be mapped (then it is read instead).
-    fn map(file: File) -> Result<MappedRecords, File> {
-        let Some(input) = MappedInput::map(&file) else {
-            return Err(file);
-        };
-        let len = input.map.len();
-        Ok(MappedRecords {
-            file,
-            input: Arc::new(input),
-            pos: 0,
-            len,
-            checked: 0,
-            released: 0,
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.input.map.get(..self.len).unwrap_or_default()
-    }
-
-    /// The global header, checked by `pcap-file`'s parser as [`RecordBuffer::header`] does.
-    fn header(&mut self) -> Result<PcapHeader, PcapError> {
-        self.check(0, 24);
-        let all = self.bytes();
-        match PcapParser::new(all) {
-            Ok((rest, parser)) => {
-                self.pos = all.len() - rest.len();
-                let header = parser.header();
-                if let Some(input) = Arc::get_mut(&mut self.input) {
-                    input.little_endian = header.endianness.is_little();
-                    input.resolution = header.ts_resolution;
-                }
-                Ok(header)
-            }
-            Err(PcapError::IncompleteBuffer) => {
-                Err(PcapError::IoError(std::io::ErrorKind::UnexpectedEof.into()))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Makes bytes `pos..pos + need` readable if the file still has them: checks the file's
-    /// size (see the type's docs) and moves the window.
-    fn check(&mut self, pos: usize, need: usize) {
-        let size = self
-            .file
-            .metadata()
-            .map(|m| usize::try_from(m.len()).unwrap_or(usize::MAX))
-            .unwrap_or(self.len);
-        if size < self.len {
-            self.len = size;
-        } else if size > self.input.map.len() {
-            if let Some(mut input) = MappedInput::map(&self.file) {
-                input.little_endian = self.input.little_endian;
-                input.resolution = self.input.resolution;
-                self.len = input.map.len().min(size);
-                self.input = Arc::new(input);
-                self.released = 0;
-            }
-        }
-        let end = pos.saturating_add(need.max(MAP_WINDOW)).min(self.len);
-        let ahead = self.len.saturating_sub(end).min(MAP_WINDOW);
-        let _ = self
-            .input
-            .map
-            .advise_range(Advice::WillNeed, page_down(end), ahead);
-        let behind = page_down(pos.saturating_sub(2 * MAP_WINDOW));
-        if behind > self.released {
-            // SAFETY: the mapping is read-only and shared with the file: dropping its pages
-            // only unmaps them (the page cache keeps them) and a later access maps them
-            // again with the same contents. No slice into them is alive: the reader is
-            // borrowed mutably here, and a writer's pending run re-reads through the map.
-            let _ = unsafe {
-                self.input.map.unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    self.released,
-                    behind - self.released,
-                )
-            };
-            self.released = behind;
-        }
-        self.checked = end;
-    }
-
-    /// The next record; `None` at a clean end of the file. The same answers as
-    /// [`RecordBuffer::next_raw`] on the same bytes.
-    fn next_raw(&mut self) -> Option<Result<RawRecord<'_>, PcapError>> {
-        let eof = || PcapError::IoError(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        let pos = self.pos;
-        if pos.saturating_add(16) > self.checked {
-            self.check(pos, 16);
-        }
-        if pos >= self.len {
-            return None;
-        }
-        let little = self.input.little_endian;
-        let Some(incl_len) = u32_in(self.bytes(), pos + 8, little) else {
-            // Fewer than 16 bytes left: a record header cut short.
-            return Some(Err(eof()));
-        };
-        let need = (incl_len as usize).saturating_add(16);
-        if pos.saturating_add(need) > self.checked {
-            self.check(pos, need);
-        }
-        // A record longer than the read path's buffer ends the reading there (and so here).
-        if need > RECORD_BUFFER || pos.saturating_add(need) > self.len {
-            return Some(Err(eof()));
-        }
-        self.pos = pos + need;
-        let bytes = self.input.map.get(..self.len).unwrap_or_default();
-        let (Some(ts_sec), Some(ts_frac), Some(orig_len), Some(data)) = (
-            u32_in(bytes, pos, little),
-            u32_in(bytes, pos + 4, little),
-            u32_in(bytes, pos + 12, little),
-            bytes.get(pos + 16..pos + need),
-        ) else {
-            return Some(Err(eof()));
-        };
-        Some(Ok(RawRecord {
-            ts_sec,
-            ts_frac,
-            incl_len,
-            orig_len,
-            data,
-            lent: Some(Lent {
-                input: &self.input,
-                at: pos,
-            }),
-        }))
-    }
-}
-
-impl MappedInput {
-    /// The whole file mapped read-only, or `None` if it cannot be (empty, not mappable).
-    fn map(file: &File) -> Option<MappedInput> {
-        // SAFETY: a mapping of a file that another process truncates faults (SIGBUS) when
-        // touched past the new end; `MappedRecords` checks the size before each window and
-        // the module docs and `replay --no-mmap` say what is left. Nothing writes through it.
-        let map = unsafe { MmapOptions::new().map(file) }.ok()?;
-        let _ = map.advise(Advice::Sequential);
-        Some(MappedInput {
-            map,
-            little_endian: true,
-            resolution: TsResolution::MicroSecond,
-        })
-    }
-}
-
-/// `at` rounded down to a page (4 KiB; a larger page size only makes `madvise` refuse).
-fn page_down(at: usize) -> usize {
-    at & !0xfff
-}
-
-/// The 32-bit field at `at` in the records' byte order, if `bytes` holds it.
-fn u32_in(bytes: &[u8], at: usize, little_endian: bool) -> Option<u32> {
-    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    Some(if little_endian {
-        u32::from_le_bytes(b)
-    } else {
-        u32::from_be_bytes(b)
-    })
 }
 
 /// Most bytes one `read` brings in (see [`Chunked`]).
@@ -1018,50 +759,18 @@ fn describe(e: &PcapError) -> String {
     }
 }
 
-/// Bytes of output gathered before each write to the file: large writes, and small enough
-/// to stay in L2 with the input's chunk (see [`Chunked`]).
+/// Bytes of output gathered before each `write` to the file: large writes, and small
+/// enough to stay in L2 with the input's chunk (see [`Chunked`]).
 const WRITE_BUFFER: usize = 256 << 10;
-
-/// Most pieces gathered for one `writev` (Linux accepts 1024).
-const MAX_PIECES: usize = 512;
-
-/// A verbatim record shorter than this is copied rather than given its own piece of a
-/// `writev` (a pure ACK costs less to copy than to describe).
-const SMALL_RECORD: usize = 128;
 
 /// Writes a classic pcap file (the global header via `pcap-file`, records directly so that
 /// their header fields are written exactly as given).
-///
-/// The output is gathered as a list of pieces and written with one `writev` per
-/// [`WRITE_BUFFER`] bytes. Record headers and frames built here are copied into a staging
-/// buffer; records lent from a mapped input ([`CaptureReader::open`]) whose header layout
-/// (byte order, timestamp resolution) is the output's and whose header would be written
-/// unchanged (`orig_len >= incl_len`) are not copied at all: their piece is where they lie
-/// in the mapping, and consecutive ones are one piece. The bytes written are exactly those
-/// copying every record would write, in the same order.
 pub struct CaptureWriter {
-    file: File,
+    writer: BufWriter<File>,
     path: PathBuf,
     resolution: TsResolution,
     little_endian: bool,
     frames: u64,
-    /// Bytes copied in, not yet written.
-    staged: Vec<u8>,
-    /// The output not yet written, in order.
-    pieces: Vec<Piece>,
-    /// The mapped input that the [`Piece::Input`] ranges are in.
-    input: Option<Arc<MappedInput>>,
-    /// Bytes of `pieces`.
-    pending: usize,
-}
-
-/// A range of the output not yet written.
-#[derive(Clone, Copy, Debug)]
-enum Piece {
-    /// `staged[start..end]`.
-    Staged(usize, usize),
-    /// `input.map[start..end]`.
-    Input(usize, usize),
 }
 
 impl CaptureWriter {
@@ -1072,21 +781,17 @@ impl CaptureWriter {
             detail,
         };
         let file = File::create(path).map_err(|e| err(e.to_string()))?;
-        let mut w = CaptureWriter {
-            file,
+        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
+        header
+            .write_to(&mut writer)
+            .map_err(|e| err(describe(&e)))?;
+        Ok(CaptureWriter {
+            writer,
             path: path.to_path_buf(),
             resolution: header.ts_resolution,
             little_endian: header.endianness.is_little(),
             frames: 0,
-            staged: Vec::with_capacity(WRITE_BUFFER + 64 * 1024),
-            pieces: Vec::with_capacity(MAX_PIECES),
-            input: None,
-            pending: 0,
-        };
-        let mut bytes = Vec::with_capacity(24);
-        header.write_to(&mut bytes).map_err(|e| err(describe(&e)))?;
-        w.stage(&[&bytes])?;
-        Ok(w)
+        })
     }
 
     /// Frames written so far.
@@ -1100,85 +805,10 @@ impl CaptureWriter {
     }
 
     /// Writes `record` as it was read (same record header when the input was classic pcap),
-    /// from where it lies in a mapped input when it can (see the type's docs).
+    /// straight from the reader's buffer.
     pub fn write_record(&mut self, record: &Record) -> Result<(), CaptureError> {
-        if let Some(lent) = record.lent.filter(|l| self.verbatim(record, l)) {
-            self.frames += 1;
-            return self.gather(lent, 16 + record.data.len());
-        }
         let (ts_sec, ts_frac) = record.raw_ts.unwrap_or_else(|| self.split_ts(record.ts_ns));
         self.write_raw(ts_sec, ts_frac, record.orig_len, record.data)
-    }
-
-    /// True when the record as it lies in the input is what `write_raw` would write, and
-    /// large enough to be worth a piece of its own.
-    fn verbatim(&self, record: &Record, lent: &Lent) -> bool {
-        lent.input.little_endian == self.little_endian
-            && lent.input.resolution == self.resolution
-            && record.raw_ts.is_some()
-            && record.orig_len as usize >= record.data.len()
-            && record.data.len() >= SMALL_RECORD
-    }
-
-    /// Adds the `len` bytes at `lent` to the output as a piece of the input.
-    fn gather(&mut self, lent: Lent, len: usize) -> Result<(), CaptureError> {
-        if self
-            .input
-            .as_ref()
-            .is_some_and(|i| !Arc::ptr_eq(i, lent.input))
-        {
-            // The input was mapped again (it grew): the pieces so far are in the old map.
-            self.write_out()?;
-        }
-        if self.input.is_none() || self.pieces.is_empty() {
-            self.input = Some(Arc::clone(lent.input));
-        }
-        let end = lent.at + len;
-        match self.pieces.last_mut() {
-            Some(Piece::Input(_, e)) if *e == lent.at => *e = end,
-            _ => self.pieces.push(Piece::Input(lent.at, end)),
-        }
-        self.pending += len;
-        self.maybe_write_out()
-    }
-
-    /// Copies `parts` into the staging buffer as the output's next bytes.
-    fn stage(&mut self, parts: &[&[u8]]) -> Result<(), CaptureError> {
-        let start = self.staged.len();
-        for p in parts {
-            self.staged.extend_from_slice(p);
-        }
-        let end = self.staged.len();
-        match self.pieces.last_mut() {
-            Some(Piece::Staged(_, e)) if *e == start => *e = end,
-            _ => self.pieces.push(Piece::Staged(start, end)),
-        }
-        self.pending += end - start;
-        self.maybe_write_out()
-    }
-
-    fn maybe_write_out(&mut self) -> Result<(), CaptureError> {
-        if self.pending >= WRITE_BUFFER || self.pieces.len() >= MAX_PIECES {
-            self.write_out()?;
-        }
-        Ok(())
-    }
-
-    /// Writes every piece, in order, with as few `writev`s as the kernel allows.
-    fn write_out(&mut self) -> Result<(), CaptureError> {
-        if self.pieces.is_empty() {
-            return Ok(());
-        }
-        let result = write_pieces(
-            &mut self.file,
-            &self.pieces,
-            &self.staged,
-            self.input.as_deref(),
-        );
-        self.pieces.clear();
-        self.staged.clear();
-        self.pending = 0;
-        result.map_err(|e| self.err(&e.to_string()))
     }
 
     /// Writes a complete frame (not truncated) stamped `ts_ns`.
@@ -1215,7 +845,11 @@ impl CaptureWriter {
             };
             chunk.copy_from_slice(&bytes);
         }
-        self.stage(&[&record, data])?;
+        let result = self
+            .writer
+            .write_all(&record)
+            .and_then(|()| self.writer.write_all(data));
+        result.map_err(|e| self.err(&e.to_string()))?;
         self.frames += 1;
         Ok(())
     }
@@ -1227,47 +861,10 @@ impl CaptureWriter {
         }
     }
 
-    /// Writes everything gathered to the file.
+    /// Flushes buffered records to the file.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
-        self.write_out()?;
-        self.file.flush().map_err(|e| self.err(&e.to_string()))
+        self.writer.flush().map_err(|e| self.err(&e.to_string()))
     }
-}
-
-impl Drop for CaptureWriter {
-    /// Writes what is left, as `BufWriter` did on drop (errors are lost, as theirs were;
-    /// [`CaptureWriter::flush`] reports them).
-    fn drop(&mut self) {
-        let _ = self.write_out();
-    }
-}
-
-/// Writes `pieces` (ranges of `staged` or of `input`) to `file` in order.
-fn write_pieces(
-    file: &mut File,
-    pieces: &[Piece],
-    staged: &[u8],
-    input: Option<&MappedInput>,
-) -> std::io::Result<()> {
-    let missing = || std::io::Error::other("a forwarded record is no longer in the input");
-    let mut slices = Vec::with_capacity(pieces.len());
-    for piece in pieces {
-        let bytes = match *piece {
-            Piece::Staged(s, e) => staged.get(s..e),
-            Piece::Input(s, e) => input.and_then(|i| i.map.get(s..e)),
-        };
-        slices.push(std::io::IoSlice::new(bytes.ok_or_else(missing)?));
-    }
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Ethernet type numbers used by [`LinkAdapter`].
