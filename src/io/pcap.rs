@@ -1506,6 +1506,62 @@ mod tests {
             .is_some_and(|e| e.contains("ends inside a record")));
     }
 
+    /// A record header claiming more than [`MAX_RECORD`] is corruption reported where the
+    /// record starts: "claims N bytes" when the bytes are there and fit the read buffer, "ends
+    /// inside a record" when they are not or do not fit; the same through a FIFO.
+    #[test]
+    fn oversized_records_are_reported_where_they_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = numbered_capture(dir.path(), 3);
+        let head = std::fs::read(&good).expect("read");
+        let fifo = dir.path().join("fifo");
+        let have_fifo = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        let cases: [(u32, usize, &str); 3] = [
+            (2 << 20, 2 << 20, "a record claims 2097152 bytes (corrupt?)"),
+            (0xffff_fff0, 100, "the file ends inside a record"),
+            (9_000_000, 9_000_000, "the file ends inside a record"),
+        ];
+        for (claim, present, want) in cases {
+            let mut bytes = head.clone();
+            // In the file's byte order (the magic number written as 0xa1b2c3d4 tells).
+            let big_endian = head.first() == Some(&0xa1);
+            for v in [7u32, 0, claim, claim] {
+                let b = if big_endian {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                };
+                bytes.extend_from_slice(&b);
+            }
+            bytes.resize(bytes.len() + present, 0x5a);
+            let path = dir.path().join("big.pcap");
+            std::fs::write(&path, &bytes).expect("write");
+            let mut inputs = vec![path.clone()];
+            if have_fifo {
+                inputs.push(fifo.clone());
+            }
+            for input in inputs {
+                let feeder = (input == fifo).then(|| {
+                    let (data, to) = (bytes.clone(), fifo.clone());
+                    std::thread::spawn(move || {
+                        let mut f = File::options().write(true).open(to).expect("fifo");
+                        let _ = f.write_all(&data);
+                    })
+                });
+                let (frames, err) = read_all(&input);
+                drop(feeder.map(|t| t.join()));
+                assert_eq!(frames.len(), 3, "{claim}: {}", input.display());
+                let err = err.expect("an error");
+                assert!(err.contains(want), "{claim}: {err}");
+                assert!(err.contains(&format!("byte {}", head.len())), "{err}");
+                assert!(err.contains("after 3 complete packets"), "{err}");
+            }
+        }
+    }
+
     #[test]
     fn pcapng_timestamp_units() {
         assert_eq!(TsUnit::Decimal(6).to_ns(1_500_000), 1_500_000_000);
