@@ -20,7 +20,11 @@
 //!   record's bytes from that buffer (no copy, no allocation per record; the buffer's size,
 //!   not the file's, bounds the memory). [`CaptureReader::next_frame`] is the owned variant
 //!   for callers that keep frames. No mmap: a file shrinking under a mapping would be a
-//!   SIGBUS, and plain reads already cost no more than the copy out of the page cache.
+//!   SIGBUS, and measured (scripts/bench/notes.md, session 5) mapping and unmapping the
+//!   pages cost what the `read` copy does, while the first touch of each record moved into
+//!   the engine: no faster.
+//! - A pipe or FIFO (`/dev/stdin`) is read like a file: it cannot seek back over the magic
+//!   number read to tell the format, so those bytes are handed to the reader first (`Chunked`).
 //! - The output goes through one 256 KiB buffer, so the kernel sees large writes.
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
