@@ -20,7 +20,11 @@
 //!   record's bytes from that buffer (no copy, no allocation per record; the buffer's size,
 //!   not the file's, bounds the memory). [`CaptureReader::next_frame`] is the owned variant
 //!   for callers that keep frames. No mmap: a file shrinking under a mapping would be a
-//!   SIGBUS, and plain reads already cost no more than the copy out of the page cache.
+//!   SIGBUS, and measured (scripts/bench/notes.md, session 5) mapping and unmapping the
+//!   pages cost what the `read` copy does, while the first touch of each record moved into
+//!   the engine: no faster.
+//! - A pipe or FIFO (`/dev/stdin`) is read like a file: it cannot seek back over the magic
+//!   number read to tell the format, so those bytes are handed to the reader first (`Chunked`).
 //! - The output goes through one 256 KiB buffer, so the kernel sees large writes.
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
@@ -302,12 +306,21 @@ impl CaptureReader {
                 )))
             }
         };
-        file.seek(SeekFrom::Start(0)).map_err(open_err)?;
+        // A pipe or FIFO (`/dev/stdin`) cannot seek back: the bytes read are handed to the
+        // reader ahead of the rest instead.
+        let head = match file.seek(SeekFrom::Start(0)) {
+            Ok(_) => Vec::new(),
+            Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => {
+                magic.get(..got).unwrap_or_default().to_vec()
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        let input = Chunked::new(file, head);
         // No BufReader: the crate's readers buffer 8 MB themselves and read straight into it.
         let bad_header = |e: PcapError| not_capture(format!("bad file header ({})", describe(&e)));
         let source = match format {
             Format::Pcap => {
-                let mut reader = RecordBuffer::new(Chunked::new(file));
+                let mut reader = RecordBuffer::new(input);
                 let header = reader.header().map_err(bad_header)?;
                 let linktype = u32::from(header.datalink);
                 Source {
@@ -322,7 +335,7 @@ impl CaptureReader {
                     scratch: Vec::new(),
                 }
             }
-            Format::PcapNg => Source::open_pcapng(file, size, bad_header)?,
+            Format::PcapNg => Source::open_pcapng(input, size, bad_header)?,
         };
         Ok(CaptureReader {
             source,
@@ -383,11 +396,11 @@ impl CaptureReader {
 
 impl Source {
     fn open_pcapng(
-        file: File,
+        input: Chunked,
         size: u64,
         bad_header: impl Fn(PcapError) -> CaptureError,
     ) -> Result<Source, CaptureError> {
-        let reader = PcapNgReader::new(Chunked::new(file)).map_err(bad_header)?;
+        let reader = PcapNgReader::new(input).map_err(bad_header)?;
         let header = PcapHeader {
             version_major: 2,
             version_minor: 4,
@@ -720,18 +733,31 @@ const READ_CHUNK: usize = 128 << 10;
 /// TLB, for the kernel's copy and for the engine: a strict bulk replay spent about 15 % less
 /// CPU (scripts/bench/notes.md). A record larger than a chunk still fits: the reader reads
 /// again until it is whole.
+///
+/// `head` holds bytes already taken from a file that cannot seek back (a pipe: the magic
+/// number read to recognise the format); they are read first.
 struct Chunked {
     file: File,
+    head: Vec<u8>,
 }
 
 impl Chunked {
-    fn new(file: File) -> Chunked {
-        Chunked { file }
+    fn new(file: File, head: Vec<u8>) -> Chunked {
+        Chunked { file, head }
     }
 }
 
 impl Read for Chunked {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.head.is_empty() {
+            let n = buf.len().min(self.head.len());
+            let (to, from) = (buf.get_mut(..n), self.head.get(..n));
+            if let (Some(to), Some(from)) = (to, from) {
+                to.copy_from_slice(from);
+            }
+            self.head.drain(..n);
+            return Ok(n);
+        }
         let n = buf.len().min(READ_CHUNK);
         self.file.read(buf.get_mut(..n).unwrap_or_default())
     }
@@ -1427,6 +1453,117 @@ mod tests {
             "{err:?}"
         );
         assert!(r.next_frame().is_none(), "nothing after an error");
+    }
+
+    /// Every record of `path`, read with a reader opened on `open` (the file itself or a FIFO
+    /// fed from it), and the error that ended the reading, if any.
+    fn read_all(open: &Path) -> (Vec<Frame>, Option<String>) {
+        let mut r = CaptureReader::open(open).expect("open");
+        let mut frames = Vec::new();
+        while let Some(f) = r.next_frame() {
+            match f {
+                Ok(f) => frames.push(f.clone()),
+                Err(e) => return (frames, Some(e.to_string())),
+            }
+        }
+        (frames, None)
+    }
+
+    /// A FIFO (or a pipe as `/dev/stdin`) cannot seek back over the magic number: its records
+    /// are read like the file's, across buffer refills, for pcap, pcapng and a cut capture.
+    #[test]
+    fn a_fifo_is_read_like_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pcap = numbered_capture(dir.path(), 6000);
+        let ng = numbered_pcapng(dir.path(), 3000);
+        let cut = dir.path().join("cut.pcap");
+        let bytes = std::fs::read(&pcap).expect("read");
+        std::fs::write(&cut, &bytes[..bytes.len() - 1000]).expect("write");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            println!("SKIP: mkfifo unavailable");
+            return;
+        }
+        for input in [&pcap, &ng, &cut] {
+            let want = read_all(input);
+            let data = std::fs::read(input).expect("read");
+            let writer_path = fifo.clone();
+            let writer = std::thread::spawn(move || {
+                let mut f = File::options().write(true).open(writer_path).expect("fifo");
+                // Broken pipe if the reader stops early: the comparison below tells.
+                let _ = f.write_all(&data);
+            });
+            let got = read_all(&fifo);
+            writer.join().expect("writer");
+            let name = input.display();
+            assert_eq!(got.0.len(), want.0.len(), "{name}");
+            for (i, (a, b)) in got.0.iter().zip(&want.0).enumerate() {
+                assert!(a.data == b.data, "{name}: frame {i} differs");
+                assert_eq!((a.ts_ns, a.orig_len), (b.ts_ns, b.orig_len), "{name}: {i}");
+            }
+            assert_eq!(got.1, want.1, "{name}");
+        }
+        assert_eq!(read_all(&pcap).0.len(), 6000);
+        assert!(read_all(&cut)
+            .1
+            .is_some_and(|e| e.contains("ends inside a record")));
+    }
+
+    /// A record header claiming more than [`MAX_RECORD`] is corruption reported where the
+    /// record starts: "claims N bytes" when the bytes are there and fit the read buffer, "ends
+    /// inside a record" when they are not or do not fit; the same through a FIFO.
+    #[test]
+    fn oversized_records_are_reported_where_they_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = numbered_capture(dir.path(), 3);
+        let head = std::fs::read(&good).expect("read");
+        let fifo = dir.path().join("fifo");
+        let have_fifo = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        let cases: [(u32, usize, &str); 3] = [
+            (2 << 20, 2 << 20, "a record claims 2097152 bytes (corrupt?)"),
+            (0xffff_fff0, 100, "the file ends inside a record"),
+            (9_000_000, 9_000_000, "the file ends inside a record"),
+        ];
+        for (claim, present, want) in cases {
+            let mut bytes = head.clone();
+            // In the file's byte order (the magic number written as 0xa1b2c3d4 tells).
+            let big_endian = head.first() == Some(&0xa1);
+            for v in [7u32, 0, claim, claim] {
+                let b = if big_endian {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                };
+                bytes.extend_from_slice(&b);
+            }
+            bytes.resize(bytes.len() + present, 0x5a);
+            let path = dir.path().join("big.pcap");
+            std::fs::write(&path, &bytes).expect("write");
+            let mut inputs = vec![path.clone()];
+            if have_fifo {
+                inputs.push(fifo.clone());
+            }
+            for input in inputs {
+                let feeder = (input == fifo).then(|| {
+                    let (data, to) = (bytes.clone(), fifo.clone());
+                    std::thread::spawn(move || {
+                        let mut f = File::options().write(true).open(to).expect("fifo");
+                        let _ = f.write_all(&data);
+                    })
+                });
+                let (frames, err) = read_all(&input);
+                drop(feeder.map(|t| t.join()));
+                assert_eq!(frames.len(), 3, "{claim}: {}", input.display());
+                let err = err.expect("an error");
+                assert!(err.contains(want), "{claim}: {err}");
+                assert!(err.contains(&format!("byte {}", head.len())), "{err}");
+                assert!(err.contains("after 3 complete packets"), "{err}");
+            }
+        }
     }
 
     #[test]
