@@ -502,6 +502,13 @@ impl Default for Limits {
 /// Default [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
 
+/// Bytes the engine's spare output-log rings may hold together: an eighth of the memory
+/// ceiling, so that under a tight ceiling they take little of it (they are freed first when
+/// the account is over it).
+fn ring_budget(limits: &Limits) -> usize {
+    limits.max_memory / 8
+}
+
 /// Default [`Limits::max_memory`]: 1 GiB.
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
 
@@ -848,7 +855,11 @@ impl<F: PolicyFactory> Engine<F> {
             conns: FlowTable::default(),
             out: Output::default(),
             scratch: Vec::new(),
-            rings: RingPool::new(),
+            rings: {
+                let mut pool = RingPool::new();
+                pool.set_budget(ring_budget(&Limits::default()));
+                pool
+            },
             reports: Vec::new(),
             books: Books {
                 timers: TimeIndex::default(),
@@ -865,6 +876,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     /// Replaces the resource bounds and timers.
     pub fn with_limits(mut self, limits: Limits) -> Engine<F> {
+        self.rings.set_budget(ring_budget(&limits));
         self.limits = limits;
         self
     }

@@ -5,7 +5,7 @@
 //! acknowledged, so an idle connection keeps no buffer. A burst grows a fresh ring by
 //! doublings (a `realloc` and a copy each); to keep that capacity across bursts, a drained
 //! ring goes to a [`RingPool`] (bounded: [`RingPool::MAX_RINGS`] rings of at most
-//! [`RingPool::MAX_RING_BYTES`] each), and the next log to need one takes the most recently
+//! [`RingPool::MAX_RING_BYTES`] each, and at most its budget in all), and the next log to need one takes the most recently
 //! returned. The pool's bytes are charged to its owner (the engine), the ring in use to
 //! the connection that holds it, at its capacity: the account stays what is allocated, and
 //! it stays deterministic because which ring a log gets depends only on the order of events.
@@ -22,11 +22,23 @@ fn ring_bytes(r: &VecDeque<u8>) -> usize {
     std::mem::size_of::<VecDeque<u8>>() + r.capacity()
 }
 
-/// Spare (empty) rings for output logs, kept for reuse, bounded in count and size.
-#[derive(Debug, Default)]
+/// Spare (empty) rings for output logs, kept for reuse, bounded in count, size and bytes.
+#[derive(Debug)]
 pub struct RingPool {
     rings: Vec<Ring>,
     bytes: usize,
+    /// Most bytes the spare rings may hold together.
+    budget: usize,
+}
+
+impl Default for RingPool {
+    fn default() -> RingPool {
+        RingPool {
+            rings: Vec::new(),
+            bytes: 0,
+            budget: usize::MAX,
+        }
+    }
 }
 
 impl RingPool {
@@ -38,6 +50,18 @@ impl RingPool {
     /// An empty pool.
     pub fn new() -> RingPool {
         RingPool::default()
+    }
+
+    /// Limits the bytes the spare rings may hold together (the engine gives an eighth of its
+    /// memory ceiling); rings over it are freed at once.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+        while self.bytes > self.budget {
+            match self.rings.pop() {
+                Some(r) => self.bytes -= ring_bytes(&r),
+                None => break,
+            }
+        }
     }
 
     /// Heap bytes held by the spare rings (O(1)).
@@ -74,7 +98,8 @@ impl RingPool {
 
     /// Keeps `r` (emptied) if there is room for it, else frees it.
     fn put(&mut self, mut r: Ring) {
-        if self.rings.len() < Self::MAX_RINGS && r.capacity() <= Self::MAX_RING_BYTES {
+        let fits = self.bytes.saturating_add(ring_bytes(&r)) <= self.budget;
+        if self.rings.len() < Self::MAX_RINGS && r.capacity() <= Self::MAX_RING_BYTES && fits {
             r.clear();
             self.bytes += ring_bytes(&r);
             self.rings.push(r);
@@ -236,10 +261,18 @@ mod pool_tests {
         assert!(pool.is_empty(), "a partly acknowledged log keeps its ring");
         a.trim_to_pooled(5000, &mut pool);
         assert_eq!((a.heap_bytes(), a.len()), (0, 0), "the ring left the log");
-        assert_eq!((pool.len(), pool.heap_bytes()), (1, cap), "charged to the pool");
+        assert_eq!(
+            (pool.len(), pool.heap_bytes()),
+            (1, cap),
+            "charged to the pool"
+        );
         let mut b = OutputLog::new();
         b.append_pooled(b"x", &mut pool);
-        assert_eq!(b.heap_bytes(), cap, "the next log gets the ring, capacity kept");
+        assert_eq!(
+            b.heap_bytes(),
+            cap,
+            "the next log gets the ring, capacity kept"
+        );
         assert_eq!((pool.len(), pool.heap_bytes()), (0, 0));
         assert_eq!(b.range(0, 10).1, b"x", "and none of the old bytes");
     }
@@ -263,6 +296,18 @@ mod pool_tests {
         fits.append(&[0; RingPool::MAX_RING_BYTES / 2]);
         fits.trim_to_pooled(u64::MAX, &mut pool);
         assert_eq!(pool.len(), 1);
+        let held = pool.heap_bytes();
+        pool.set_budget(held + 10);
+        assert_eq!(pool.len(), 1, "within the budget");
+        let mut over = OutputLog::new();
+        over.append(&[0; 100]);
+        over.trim_to_pooled(u64::MAX, &mut pool);
+        assert_eq!(pool.heap_bytes(), held, "a ring over the budget is freed");
+        pool.set_budget(held - 1);
+        assert!(
+            pool.is_empty(),
+            "a lower budget frees what it no longer covers"
+        );
     }
 
     #[test]
