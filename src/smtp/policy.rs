@@ -45,6 +45,30 @@ const STRICT_EHLO_KEEP: &[&str] = &[
     "SMTPUTF8",
 ];
 
+/// The entries of a verb table by first byte: bit `i` of `[c]` is set when entry `i` starts
+/// with byte `c` (at most 32 entries, checked when the tables are built).
+type FirstBytes = [u32; 256];
+
+/// [`FirstBytes`] of `table`, built at compile time.
+const fn first_bytes(table: &[&str]) -> FirstBytes {
+    let mut m = [0u32; 256];
+    let mut i = 0;
+    assert!(table.len() <= 32, "a verb table has at most 32 entries");
+    while i < table.len() {
+        let b = table[i].as_bytes();
+        if !b.is_empty() {
+            m[b[0] as usize] |= 1 << i;
+        }
+        i += 1;
+    }
+    m
+}
+
+static PIX_FIRST: FirstBytes = first_bytes(PIX_VERBS);
+static ASA_FIRST: FirstBytes = first_bytes(ASA_VERBS);
+static STRICT_FIRST: FirstBytes = first_bytes(STRICT_VERBS);
+static NONE_FIRST: FirstBytes = [0; 256];
+
 /// Longest verb accepted in the operator's allow-list (longer entries are ignored).
 pub(crate) const MAX_VERB: usize = 64;
 
@@ -98,26 +122,50 @@ impl Policy {
         }
     }
 
+    /// The profile's allowed verbs, with their index by first byte.
+    fn verb_table(&self) -> (&'static [&'static str], &'static FirstBytes) {
+        match self.profile {
+            Profile::Off => (&[], &NONE_FIRST),
+            Profile::Pix40 | Profile::Pix44 | Profile::Pix51 => (PIX_VERBS, &PIX_FIRST),
+            Profile::Asa => (ASA_VERBS, &ASA_FIRST),
+            Profile::Strict => (STRICT_VERBS, &STRICT_FIRST),
+        }
+    }
+
     /// True if some allowed verb (the profile's table, then the operator's additions)
-    /// satisfies `f`. Two plain loops: a chained iterator cost more than the compares on
-    /// this per-byte path.
-    fn any_verb(&self, f: impl Fn(&[u8]) -> bool) -> bool {
-        self.tables().0.iter().any(|v| f(v.as_bytes())) || self.extra.iter().any(|v| f(v))
+    /// satisfies `f`, a case-insensitive comparison with `q`: only entries whose first byte
+    /// is `q`'s in upper case are tried (every entry is upper case; when `q` is empty,
+    /// all). This runs once per verb byte, hence the index.
+    fn any_verb(&self, q: &[u8], f: impl Fn(&[u8]) -> bool) -> bool {
+        let (table, first) = self.verb_table();
+        let in_table = match q.first() {
+            Some(&c) => {
+                let mut bits = first[usize::from(c.to_ascii_uppercase())];
+                let mut hit = false;
+                while bits != 0 && !hit {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    hit = table.get(i).is_some_and(|v| f(v.as_bytes()));
+                }
+                hit
+            }
+            None => table.iter().any(|v| f(v.as_bytes())),
+        };
+        in_table || self.extra.iter().any(|v| first_may_match(v, q) && f(v))
     }
 
     /// True if `verb` (exactly, case-insensitively) is allowed.
     pub fn verb_allowed(&self, verb: &[u8]) -> bool {
-        self.any_verb(|v| {
-            v.len() == verb.len() && first_may_match(v, verb) && v.eq_ignore_ascii_case(verb)
+        self.any_verb(verb, |v| {
+            v.len() == verb.len() && v.eq_ignore_ascii_case(verb)
         })
     }
 
     /// True if some allowed verb starts with `prefix` (case-insensitively).
     pub fn verb_prefix_possible(&self, prefix: &[u8]) -> bool {
-        self.any_verb(|v| {
-            first_may_match(v, prefix)
-                && v.get(..prefix.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        self.any_verb(prefix, |v| {
+            v.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
         })
     }
 
@@ -211,7 +259,7 @@ mod tests {
                 assert_eq!(
                     v.to_ascii_uppercase(),
                     *v,
-                    "first_may_match needs upper case"
+                    "the first-byte index and first_may_match need upper case"
                 );
             }
         }
