@@ -5,10 +5,12 @@
 //! acknowledged, so an idle connection keeps no buffer. A burst grows a fresh ring by
 //! doublings (a `realloc` and a copy each); to keep that capacity across bursts, a drained
 //! ring goes to a [`RingPool`] (bounded: [`RingPool::MAX_RINGS`] rings of at most
-//! [`RingPool::MAX_RING_BYTES`] each, and at most its budget in all), and the next log to need one takes the most recently
-//! returned. The pool's bytes are charged to its owner (the engine), the ring in use to
-//! the connection that holds it, at its capacity: the account stays what is allocated, and
-//! it stays deterministic because which ring a log gets depends only on the order of events.
+//! [`RingPool::MAX_RING_BYTES`] each, and at most its budget in all), and the next log to
+//! need one takes the most recently returned. The pool's bytes are charged to its owner
+//! (the engine), the ring in use to the connection that holds it, at its capacity: the
+//! account stays what is allocated, and it stays deterministic because which ring a log
+//! gets depends only on the order of events. The pool is not shared between engines (each
+//! live worker has its own), so no lock is needed.
 
 use std::collections::VecDeque;
 
