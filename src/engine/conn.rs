@@ -1378,6 +1378,37 @@ mod tests {
         }
     }
 
+    /// The output logs' rings drained by the exchange are not freed but kept by the
+    /// engine's pool, and charged there: the connection holds none, the engine's account
+    /// is the connections' charges, the table and the spare rings, and the pool's bytes
+    /// stay within its bounds. Under a ceiling the budget shrinks with it.
+    #[test]
+    fn drained_rings_go_to_the_engines_pool_and_are_charged_to_it() {
+        let frames = exchange(vec![Action::Pause]);
+        let engine = replay(Profile::Strict, &frames);
+        let conn = &engine.conns.values().next().expect("a connection").conn;
+        assert_eq!(conn.heap_bytes(), 0, "the connection holds no ring");
+        assert!(!engine.rings.is_empty(), "the drained rings were kept");
+        assert!(engine.rings.len() <= RingPool::MAX_RINGS);
+        assert!(engine.rings.heap_bytes() > 0);
+        assert_eq!(
+            engine.memory(),
+            engine.books.memory
+                + super::super::table_bytes(engine.conns.accounted_capacity(), engine.slot_bytes)
+                + engine.rings.heap_bytes(),
+            "spare rings are charged to the engine"
+        );
+        let limits = Limits {
+            max_memory: 64,
+            ..Limits::default()
+        };
+        let engine = engine.with_limits(limits);
+        assert!(
+            engine.rings.heap_bytes() <= 64 / 8,
+            "a lower ceiling, a smaller pool"
+        );
+    }
+
     /// Mid-exchange, buffers in use are counted (the accounting is not a constant zero).
     #[test]
     fn heap_bytes_counts_buffers_in_use() {
