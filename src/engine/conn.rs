@@ -5,7 +5,7 @@ use super::policy::Policy;
 use super::{ConnectionReport, DropReason, ForwardReason, FrameSink, Limits, Side, Stats, Time};
 use super::{Verdict, IDX_C2S, IDX_S2C};
 use crate::smtp::{Dir, Event, Op, Output};
-use crate::tcp::{ReasmLimits, SeqSpace};
+use crate::tcp::{ReasmLimits, RingPool, SeqSpace};
 use crate::wire::{
     build_tcp_frame, set_tcp_ack, set_tcp_seq, set_tcp_window, SackBlocks, TcpFlags, TcpFrame,
     Template, TemplateIp,
@@ -36,6 +36,9 @@ pub(super) struct Ctx<'a> {
     /// direction being fed when that direction holds nothing (the common case): a
     /// connection then owns no buffer between segments (see [`Conn::take_input`]).
     pub scratch: &'a mut Vec<u8>,
+    /// The engine's spare output-log rings: a log takes one for its first byte and gives
+    /// it back when everything is acknowledged.
+    pub rings: &'a mut RingPool,
     /// Frames pushed to each side during this event (indexed by [`side_idx`]).
     pub pushed: [u32; 2],
 }
@@ -745,7 +748,7 @@ impl<P: Policy> Conn<P> {
         let o = o.min(h.log.end()).min(h.sent_max);
         if o > h.rcv_acked {
             h.rcv_acked = o;
-            h.log.trim_to(o);
+            h.log.trim_to_pooled(o, ctx.rings);
             let told = h.told_ack;
             h.map.trim(told, o);
             h.retries = 0;
@@ -939,7 +942,7 @@ impl<P: Policy> Conn<P> {
             if fresh.is_some_and(|(fd, _)| fd == d) {
                 input = fresh.map(|(_, bytes)| bytes);
             }
-            let applied = apply_ops(&mut self.halves[d], ops, limits, &mut input);
+            let applied = apply_ops(&mut self.halves[d], ops, limits, ctx.rings, &mut input);
             if input.is_none() && fresh.is_some_and(|(fd, _)| fd == d) {
                 *fresh = None;
             }
@@ -1111,6 +1114,7 @@ fn apply_ops(
     h: &mut Half,
     ops: &[Op],
     limits: &Limits,
+    rings: &mut RingPool,
     fresh: &mut Option<&[u8]>,
 ) -> Result<(), MustReset> {
     let full = |_| MustReset("edit-records-limit");
@@ -1129,7 +1133,7 @@ fn apply_ops(
         };
         match op {
             Op::Copy(n) => {
-                h.log.append(input);
+                h.log.append_pooled(input, rings);
                 h.map.linear(*n as u64, max_edits).map_err(full)?;
             }
             Op::Delete(n) => {
@@ -1138,11 +1142,11 @@ fn apply_ops(
             }
             Op::Replace(b) => {
                 h.content_changed |= b.as_slice() != input;
-                h.log.append(b);
+                h.log.append_pooled(b, rings);
                 h.map.linear(b.len() as u64, max_edits).map_err(full)?;
             }
             Op::Insert(b) => {
-                h.log.append(b);
+                h.log.append_pooled(b, rings);
                 h.map.insert(b.len() as u64, max_edits).map_err(full)?;
                 h.content_changed |= !b.is_empty();
             }
@@ -1372,6 +1376,37 @@ mod tests {
             assert_eq!(conn.policy.heap_bytes(), 0, "{profile}: session");
             assert_eq!(conn.heap_bytes(), 0, "{profile}: connection");
         }
+    }
+
+    /// The output logs' rings drained by the exchange are not freed but kept by the
+    /// engine's pool, and charged there: the connection holds none, the engine's account
+    /// is the connections' charges, the table and the spare rings, and the pool's bytes
+    /// stay within its bounds. Under a ceiling the budget shrinks with it.
+    #[test]
+    fn drained_rings_go_to_the_engines_pool_and_are_charged_to_it() {
+        let frames = exchange(vec![Action::Pause]);
+        let engine = replay(Profile::Strict, &frames);
+        let conn = &engine.conns.values().next().expect("a connection").conn;
+        assert_eq!(conn.heap_bytes(), 0, "the connection holds no ring");
+        assert!(!engine.rings.is_empty(), "the drained rings were kept");
+        assert!(engine.rings.len() <= RingPool::MAX_RINGS);
+        assert!(engine.rings.heap_bytes() > 0);
+        assert_eq!(
+            engine.memory(),
+            engine.books.memory
+                + super::super::table_bytes(engine.conns.accounted_capacity(), engine.slot_bytes)
+                + engine.rings.heap_bytes(),
+            "spare rings are charged to the engine"
+        );
+        let limits = Limits {
+            max_memory: 64,
+            ..Limits::default()
+        };
+        let engine = engine.with_limits(limits);
+        assert!(
+            engine.rings.heap_bytes() <= 64 / 8,
+            "a lower ceiling, a smaller pool"
+        );
     }
 
     /// Mid-exchange, buffers in use are counted (the accounting is not a constant zero).

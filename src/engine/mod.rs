@@ -40,6 +40,7 @@ mod table;
 pub use policy::{Edit, Identity, Policy, PolicyFactory, Scripted, SessionFactory};
 
 use crate::smtp::{Output, PolicyConfig, VerbName};
+use crate::tcp::RingPool;
 use crate::wire::{
     classify, strip_payload, verify_checksums, Classified, IpFragment, TcpFlags, TcpFrame,
 };
@@ -501,6 +502,13 @@ impl Default for Limits {
 /// Default [`Limits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 262_144;
 
+/// Bytes the engine's spare output-log rings may hold together: an eighth of the memory
+/// ceiling, so that under a tight ceiling they take little of it (they are freed first when
+/// the account is over it).
+fn ring_budget(limits: &Limits) -> usize {
+    limits.max_memory / 8
+}
+
 /// Default [`Limits::max_memory`]: 1 GiB.
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
 
@@ -817,6 +825,8 @@ pub struct Engine<F: PolicyFactory = SessionFactory> {
     /// Input fed to a policy and not yet consumed, lent to each connection for one segment
     /// (connections hold no buffer of their own unless bytes stay undecided).
     scratch: Vec<u8>,
+    /// Spare output-log rings, kept across bursts (bounded; charged in [`Engine::memory`]).
+    rings: RingPool,
     reports: Vec<ConnectionReport>,
     /// The time indices and the memory account (apart from the table, so that a slot
     /// borrowed from the table can be filed without looking it up again).
@@ -845,6 +855,11 @@ impl<F: PolicyFactory> Engine<F> {
             conns: FlowTable::default(),
             out: Output::default(),
             scratch: Vec::new(),
+            rings: {
+                let mut pool = RingPool::new();
+                pool.set_budget(ring_budget(&Limits::default()));
+                pool
+            },
             reports: Vec::new(),
             books: Books {
                 timers: TimeIndex::default(),
@@ -861,6 +876,7 @@ impl<F: PolicyFactory> Engine<F> {
 
     /// Replaces the resource bounds and timers.
     pub fn with_limits(mut self, limits: Limits) -> Engine<F> {
+        self.rings.set_budget(ring_budget(&limits));
         self.limits = limits;
         self
     }
@@ -878,12 +894,17 @@ impl<F: PolicyFactory> Engine<F> {
     /// Bytes accounted to the connections now (what [`Limits::max_memory`] bounds): the
     /// flow table's allocation (buckets for the most connections it has held, see
     /// `FlowTable::accounted_capacity`), and per
-    /// connection its index entries and its buffers (`Conn::heap_bytes`).
+    /// connection its index entries and its buffers (`Conn::heap_bytes`), and the spare
+    /// output-log rings the engine keeps for reuse (`RingPool`, bounded; freed first when
+    /// the account is over the ceiling).
     pub fn memory(&self) -> usize {
-        self.books.memory.saturating_add(table_bytes(
-            self.conns.accounted_capacity(),
-            self.slot_bytes,
-        ))
+        self.books
+            .memory
+            .saturating_add(table_bytes(
+                self.conns.accounted_capacity(),
+                self.slot_bytes,
+            ))
+            .saturating_add(self.rings.heap_bytes())
     }
 
     /// Handles one frame read from `side` at `now`. Frames to emit are appended to `sink`
@@ -1039,6 +1060,7 @@ impl<F: PolicyFactory> Engine<F> {
             limits: &self.limits,
             out: &mut self.out,
             scratch: &mut self.scratch,
+            rings: &mut self.rings,
             pushed: [0; 2],
         };
         let v = slot.conn.on_segment(&mut ctx, d, frame, t);
@@ -1141,6 +1163,8 @@ impl<F: PolicyFactory> Engine<F> {
             self.stats.peak_memory = self.stats.peak_memory.max(memory as u64);
             return;
         }
+        // Spare rings go before any connection.
+        self.rings.release();
         while self.memory() > self.limits.max_memory {
             if self.evict_one(now, current) {
                 continue;
@@ -1154,6 +1178,7 @@ impl<F: PolicyFactory> Engine<F> {
                         limits: &self.limits,
                         out: &mut self.out,
                         scratch: &mut self.scratch,
+                        rings: &mut self.rings,
                         pushed: [0; 2],
                     };
                     slot.conn.filter_reset(&mut ctx, "memory-ceiling");
@@ -1301,6 +1326,7 @@ impl<F: PolicyFactory> Engine<F> {
                 limits: &self.limits,
                 out: &mut self.out,
                 scratch: &mut self.scratch,
+                rings: &mut self.rings,
                 pushed: [0; 2],
             };
             conn.on_timeout(&mut ctx);

@@ -77,6 +77,9 @@ pub(super) struct FlowTable<T: Keyed> {
     hasher: foldhash::fast::RandomState,
     /// The most records ever filed at once (see [`FlowTable::accounted_capacity`]).
     high_water: usize,
+    /// `nominal_capacity(high_water)`, kept as `high_water` moves (the memory account asks
+    /// for it every frame; working it out is a loop over the doublings).
+    accounted: usize,
 }
 
 impl<T: Keyed> Default for FlowTable<T> {
@@ -85,6 +88,7 @@ impl<T: Keyed> Default for FlowTable<T> {
             table: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
             high_water: 0,
+            accounted: 0,
         }
     }
 }
@@ -117,7 +121,10 @@ impl<T: Keyed> FlowTable<T> {
             Entry::Occupied(mut e) => Some(std::mem::replace(e.get_mut(), record)),
             Entry::Vacant(e) => {
                 e.insert(record);
-                self.high_water = self.high_water.max(self.table.len());
+                if self.table.len() > self.high_water {
+                    self.high_water = self.table.len();
+                    self.accounted = nominal_capacity(self.high_water);
+                }
                 None
             }
         }
@@ -145,7 +152,7 @@ impl<T: Keyed> FlowTable<T> {
     /// rule 9). The real table has at most twice these buckets (it grows early only past
     /// half of them).
     pub fn accounted_capacity(&self) -> usize {
-        nominal_capacity(self.high_water)
+        self.accounted
     }
 
     /// Every record, in no particular order.

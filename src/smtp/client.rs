@@ -423,11 +423,13 @@ impl Session {
         if let Some(action) = line.action {
             return self.stream_command(action, data, out);
         }
+        // The verb's bytes are read where they lie and held (pushed to `line.head`) only if
+        // the input ends before the verb is decided: a whole verb costs no allocation.
         for (k, &b) in data.iter().enumerate() {
             let ClientState::Command(line) = &mut self.client else {
                 return k;
             };
-            if line.head.is_empty() && !self.client_not_smtp {
+            if k == 0 && line.head.is_empty() && !self.client_not_smtp {
                 let binary = !(b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | CR | LF));
                 let before_greeting = self.queue.front() == Some(&Expect::Greeting);
                 if binary || before_greeting {
@@ -448,20 +450,26 @@ impl Session {
             };
             // The head is at most MAX_VERB + 1 bytes (then the verb is decided), well within
             // the 512-byte line limit, which is therefore checked only as the line streams.
-            line.head.push(b);
             line.verb.push(b);
             line.len += 1;
             match self.verb_verdict() {
                 VerbVerdict::Undecided => {}
                 verdict => {
                     let allowed = matches!(verdict, VerbVerdict::Allowed);
-                    let line_done = self.decide_head(allowed, out);
+                    let fresh = data.get(..=k).unwrap_or_default();
+                    let line_done = self.decide_head(allowed, fresh, out);
                     if line_done {
                         return k + 1;
                     }
                     let rest = data.get(k + 1..).unwrap_or(&[]);
                     return k + 1 + self.stream_command_after_decision(rest, out);
                 }
+            }
+        }
+        if let ClientState::Command(line) = &mut self.client {
+            // Byte by byte, as if each had been held as it came (the same capacity).
+            for &b in data {
+                line.head.push(b);
             }
         }
         data.len()
@@ -507,10 +515,18 @@ impl Session {
         }
     }
 
-    /// Emits the held head once the verb is decided and sets up how the rest of the line
-    /// streams; returns true if the line ended with it or the connection was reset.
-    fn decide_head(&mut self, allowed: bool, out: &mut Output) -> bool {
+    /// Emits the line's head (the held bytes, then `fresh`, the bytes of this input up to
+    /// the one that decided the verb) and sets up how the rest of the line streams; returns
+    /// true if the line ended with it or the connection was reset.
+    fn decide_head(&mut self, allowed: bool, fresh: &[u8], out: &mut Output) -> bool {
+        let was_reset = self.reset.is_some();
         if allowed && !self.count_rcpt(out) {
+            // A new reset freed what was held; one already there left the head held.
+            if let (true, ClientState::Command(line)) = (was_reset, &mut self.client) {
+                for &b in fresh {
+                    line.head.push(b);
+                }
+            }
             return true;
         }
         let deletes = self.policy.deletes_blocked();
@@ -518,7 +534,14 @@ impl Session {
         let ClientState::Command(line) = &mut self.client else {
             return false;
         };
-        let head = std::mem::take(&mut line.head);
+        let held = std::mem::take(&mut line.head);
+        let joined: Vec<u8>;
+        let head: &[u8] = if held.is_empty() {
+            fresh
+        } else {
+            joined = [&held[..], fresh].concat();
+            &joined
+        };
         let ended = head.last() == Some(&LF);
         let action = if allowed {
             LineAction::Copy
@@ -538,7 +561,7 @@ impl Session {
                 // A trailing CR stays held: it is the line end if LF follows.
                 let (body, cr) = match head.split_last() {
                     Some((&CR, body)) if !ended => (body, true),
-                    _ => (&head[..], false),
+                    _ => (head, false),
                 };
                 ops::same_len(&mut out.to_server, body, &mask_line(body, ended));
                 line.pending_cr = cr;

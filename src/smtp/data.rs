@@ -69,6 +69,16 @@ impl DataLine {
         self.last_cr = b == CR;
     }
 
+    /// A line that was neither empty nor `.` ended: what [`Session::body_line_end`] does
+    /// then (the header section goes on; `phase` is `Other` or, after a whole run of
+    /// ordinary lines, still `Start`).
+    fn end_ordinary_line(&mut self) {
+        self.phase = BodyPhase::Start;
+        self.len = 0;
+        self.last_cr = false;
+        self.long_logged = false;
+    }
+
     /// Length of the line so far, a CR that may be its line end excluded.
     fn content_len(&self) -> usize {
         self.len - usize::from(self.last_cr)
@@ -265,21 +275,24 @@ impl Session {
         let strict = self.policy.profile == Profile::Strict;
         let asa = self.policy.profile == Profile::Asa;
         let mut k = 0;
+        // Set just after a run of ordinary lines: the line after it is known not to be one
+        // (the run takes every complete ordinary line), so it is not scanned again.
+        let mut after_run = false;
         while let Some(rest) = data.get(k..).filter(|r| !r.is_empty()) {
             let ClientState::Data(d) = &mut self.client else {
                 return k;
             };
+            let scan = !std::mem::take(&mut after_run);
             // A whole ordinary line at a line start passes as one run, and so does the middle
             // of a line (not under asa, whose line limits are checked byte by byte).
-            if d.phase == BodyPhase::Start && !d.pending_cr && !asa {
+            if d.phase == BodyPhase::Start && !d.pending_cr && !asa && scan {
                 let n = ordinary_lines(rest, strict);
                 if n > 0 {
                     ops::copy(&mut out.to_server, n);
                     // What `body_line_end` does after a line that was neither empty nor `.`.
-                    d.len = 0;
-                    d.last_cr = false;
-                    d.long_logged = false;
+                    d.end_ordinary_line();
                     k += n;
+                    after_run = true;
                     continue;
                 }
             }
@@ -291,11 +304,25 @@ impl Session {
                     memchr::memchr(LF, rest)
                 }
                 .unwrap_or(rest.len());
-                if run > 0 {
-                    ops::copy(&mut out.to_server, run);
-                    d.len += run;
-                    d.last_cr = rest.get(run - 1) == Some(&CR);
-                    k += run;
+                // The line end right after the run (strict: CRLF; else LF) is taken in the
+                // same step: it ends a line that is neither empty nor `.`, which only resets
+                // the line's state (a bare CR or a lone CR at the input's end still goes
+                // byte by byte).
+                let eol = if strict {
+                    rest.get(run..run + 2) == Some(b"\r\n")
+                } else {
+                    rest.get(run) == Some(&LF)
+                };
+                let n = run + if eol { 1 + usize::from(strict) } else { 0 };
+                if n > 0 {
+                    ops::copy(&mut out.to_server, n);
+                    if eol {
+                        d.end_ordinary_line();
+                    } else {
+                        d.len += run;
+                        d.last_cr = rest.get(run - 1) == Some(&CR);
+                    }
+                    k += n;
                     continue;
                 }
             }

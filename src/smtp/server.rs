@@ -129,6 +129,21 @@ impl Session {
                 }
                 continue;
             }
+            if let Some(n) = self.fresh_head_len(rest) {
+                // The line's head lies whole in the input: decided from there, not held.
+                let head = rest.get(..n).unwrap_or_default();
+                k += n;
+                self.server.pos += n;
+                self.decide_fresh_line(head, out);
+                if head.last() == Some(&LF) {
+                    self.server_line_end(out);
+                    return k;
+                }
+                if self.reset.is_some() {
+                    return k;
+                }
+                continue;
+            }
             let Some(&b) = rest.first() else {
                 break;
             };
@@ -146,6 +161,23 @@ impl Session {
             }
         }
         k
+    }
+
+    /// The length of the line head at the start of `rest` if nothing of it is held yet and
+    /// it is all there: four bytes (code and separator), or fewer ending at an LF. Taking
+    /// them at once does what taking them byte by byte would (a byte before the fourth that
+    /// is not an LF only goes to the held head).
+    fn fresh_head_len(&self, rest: &[u8]) -> Option<usize> {
+        let s = &self.server;
+        if s.action.is_some() || !s.head.is_empty() || self.reset.is_some() {
+            return None;
+        }
+        let n = rest
+            .iter()
+            .take(4)
+            .position(|&c| c == LF)
+            .map_or(4, |p| p + 1);
+        (n <= rest.len()).then_some(n)
     }
 
     /// One byte of a line whose action is not a plain copy. Returns true if the byte was
@@ -219,12 +251,33 @@ impl Session {
     /// The line's code and separator are known (or the line ended early): choose the
     /// reply's role (on its first line) and this line's action, and emit the held head.
     fn decide_line(&mut self, out: &mut Output) {
+        let head = std::mem::take(&mut self.server.head);
+        if self.decide_line_from(&head, out) == LineAction::Keyword {
+            // The keyword's bytes are held after the head.
+            self.server.head = head;
+        }
+    }
+
+    /// [`Session::decide_line`] for a head read straight from the input (nothing held):
+    /// the bytes are held only if the line goes on to read a keyword after them.
+    fn decide_fresh_line(&mut self, head: &[u8], out: &mut Output) {
+        if self.decide_line_from(head, out) == LineAction::Keyword {
+            // Byte by byte, as if they had been held from the start (same capacity).
+            for &b in head {
+                self.server.head.push(b);
+            }
+        }
+    }
+
+    /// Decides the line whose head is `head` (its first four bytes, or fewer up to an LF)
+    /// and emits the head by its action; a `Keyword` head is left to the caller to hold.
+    fn decide_line_from(&mut self, head: &[u8], out: &mut Output) -> LineAction {
         let s = &mut self.server;
         s.code = [0; 3];
-        for (c, h) in s.code.iter_mut().zip(&s.head) {
+        for (c, h) in s.code.iter_mut().zip(head) {
             *c = *h;
         }
-        s.sep = s.head.get(3).copied().unwrap_or(0);
+        s.sep = head.get(3).copied().unwrap_or(0);
         if !s.seen_line && !s.has_code() && !self.server_not_smtp {
             self.server_not_smtp = true;
             out.events.push(Event::NotSmtp);
@@ -239,9 +292,10 @@ impl Session {
                 deleted: 0,
             });
         }
-        let action = self.line_action();
+        let action = self.line_action(head.len());
         self.server.action = Some(action);
-        self.emit_head(action, out);
+        self.emit_head(action, head, out);
+        action
     }
 
     /// What the reply starting now is, from the queue and its first line's code.
@@ -258,8 +312,8 @@ impl Session {
         }
     }
 
-    /// How the current line passes, given its reply's role.
-    fn line_action(&self) -> LineAction {
+    /// How the current line passes, given its reply's role and its head's length.
+    fn line_action(&self, head_len: usize) -> LineAction {
         let s = &self.server;
         let (role, index) = s
             .reply
@@ -270,7 +324,7 @@ impl Session {
             Role::Plain => LineAction::Copy,
             Role::Banner => LineAction::Banner,
             Role::Pix40Banner => LineAction::Delete,
-            Role::EhloAsa | Role::EhloStrictStream if ehlo_line && s.head.len() == 4 => {
+            Role::EhloAsa | Role::EhloStrictStream if ehlo_line && head_len == 4 => {
                 LineAction::Keyword
             }
             Role::EhloAsa | Role::EhloStrictStream => LineAction::Copy,
@@ -278,10 +332,10 @@ impl Session {
         }
     }
 
-    /// Emits (or keeps holding) the line's head once its action is known.
-    fn emit_head(&mut self, action: LineAction, out: &mut Output) {
+    /// Emits (or keeps holding) the line's head once its action is known (a `Keyword` head
+    /// is held by the caller).
+    fn emit_head(&mut self, action: LineAction, head: &[u8], out: &mut Output) {
         let s = &mut self.server;
-        let head = std::mem::take(&mut s.head);
         match action {
             LineAction::Copy => ops::copy(&mut out.to_client, head.len()),
             LineAction::Banner => {
@@ -290,7 +344,7 @@ impl Session {
                     .enumerate()
                     .map(|(p, &b)| self.policy.banner_byte(p, b))
                     .collect();
-                ops::same_len(&mut out.to_client, &head, &masked);
+                ops::same_len(&mut out.to_client, head, &masked);
             }
             LineAction::Delete => {
                 ops::delete(&mut out.to_client, head.len());
@@ -298,9 +352,8 @@ impl Session {
                     r.deleted += head.len();
                 }
             }
-            LineAction::Keyword => s.head = head,
-            LineAction::KeywordMask => {}
-            LineAction::Hold => s.held_reply.extend_from_slice(&head),
+            LineAction::Keyword | LineAction::KeywordMask => {}
+            LineAction::Hold => s.held_reply.extend_from_slice(head),
         }
     }
 

@@ -1,18 +1,122 @@
-//! The bytes emitted to a receiver, kept until acknowledged.
+//! The bytes emitted to a receiver, kept until acknowledged, and the engine's pool of spare
+//! rings for them.
+//!
+//! A log's ring is allocated by its first append and leaves the log when everything is
+//! acknowledged, so an idle connection keeps no buffer. A burst grows a fresh ring by
+//! doublings (a `realloc` and a copy each); to keep that capacity across bursts, a drained
+//! ring goes to a [`RingPool`] (bounded: [`RingPool::MAX_RINGS`] rings of at most
+//! [`RingPool::MAX_RING_BYTES`] each, and at most its budget in all), and the next log to
+//! need one takes the most recently returned. The pool's bytes are charged to its owner
+//! (the engine), the ring in use to the connection that holds it, at its capacity: the
+//! account stays what is allocated, and it stays deterministic because which ring a log
+//! gets depends only on the order of events. The pool is not shared between engines (each
+//! live worker has its own), so no lock is needed.
 
 use std::collections::VecDeque;
 
+/// One ring, boxed so that an idle log costs one pointer, not a ring header.
+// The extra allocation is deliberate: it is made only while records are kept.
+#[allow(clippy::box_collection)]
+type Ring = Box<VecDeque<u8>>;
+
+/// Heap bytes of one ring: its header (boxed) and its capacity.
+fn ring_bytes(r: &VecDeque<u8>) -> usize {
+    std::mem::size_of::<VecDeque<u8>>() + r.capacity()
+}
+
+/// Spare (empty) rings for output logs, kept for reuse, bounded in count, size and bytes.
+#[derive(Debug)]
+pub struct RingPool {
+    rings: Vec<Ring>,
+    bytes: usize,
+    /// Most bytes the spare rings may hold together.
+    budget: usize,
+}
+
+impl Default for RingPool {
+    fn default() -> RingPool {
+        RingPool {
+            rings: Vec::new(),
+            bytes: 0,
+            budget: usize::MAX,
+        }
+    }
+}
+
+impl RingPool {
+    /// Most spare rings kept.
+    pub const MAX_RINGS: usize = 8;
+    /// Largest ring capacity kept (a larger drained ring is freed).
+    pub const MAX_RING_BYTES: usize = 256 << 10;
+
+    /// An empty pool.
+    pub fn new() -> RingPool {
+        RingPool::default()
+    }
+
+    /// Limits the bytes the spare rings may hold together (the engine gives an eighth of its
+    /// memory ceiling); rings over it are freed at once.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+        while self.bytes > self.budget {
+            match self.rings.pop() {
+                Some(r) => self.bytes -= ring_bytes(&r),
+                None => break,
+            }
+        }
+    }
+
+    /// Heap bytes held by the spare rings (O(1)).
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Spare rings held.
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// True when no spare ring is held.
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
+    /// Frees every spare ring (under memory pressure they go before any connection).
+    pub fn release(&mut self) {
+        self.rings = Vec::new();
+        self.bytes = 0;
+    }
+
+    /// The most recently returned ring, or a new one.
+    fn take(&mut self) -> Ring {
+        match self.rings.pop() {
+            Some(r) => {
+                self.bytes -= ring_bytes(&r);
+                r
+            }
+            None => Box::default(),
+        }
+    }
+
+    /// Keeps `r` (emptied) if there is room for it, else frees it.
+    fn put(&mut self, mut r: Ring) {
+        let fits = self.bytes.saturating_add(ring_bytes(&r)) <= self.budget;
+        if self.rings.len() < Self::MAX_RINGS && r.capacity() <= Self::MAX_RING_BYTES && fits {
+            r.clear();
+            self.bytes += ring_bytes(&r);
+            self.rings.push(r);
+        }
+    }
+}
+
 /// Output bytes of one direction from `base` (the lowest offset still kept) to `end`.
 ///
-/// The ring is allocated by the first append and freed when everything is acknowledged
-/// (an idle connection keeps no buffer).
+/// The ring comes from a [`RingPool`] at the first append and goes back to it when
+/// everything is acknowledged (an idle connection keeps no buffer).
 #[derive(Debug, Default)]
 pub struct OutputLog {
     base: u64,
-    /// Boxed so that an idle log costs one pointer, not a ring header.
-    // The extra allocation is deliberate: it is made only while records are kept.
-    #[allow(clippy::box_collection)]
-    store: Option<Box<VecDeque<u8>>>,
+    store: Option<Ring>,
 }
 
 impl OutputLog {
@@ -49,29 +153,50 @@ impl OutputLog {
 
     /// Heap bytes owned (O(1)): the ring's capacity.
     pub fn heap_bytes(&self) -> usize {
-        self.store
-            .as_deref()
-            .map_or(0, |d| std::mem::size_of::<VecDeque<u8>>() + d.capacity())
+        self.store.as_deref().map_or(0, ring_bytes)
     }
 
-    /// Appends output bytes.
+    /// Appends output bytes (a new ring if none is held).
     pub fn append(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            self.store.get_or_insert_with(Box::default).extend(data);
+        }
+    }
+
+    /// Appends output bytes, taking a ring from `pool` if none is held.
+    pub fn append_pooled(&mut self, data: &[u8], pool: &mut RingPool) {
         if data.is_empty() {
             return;
         }
-        self.store.get_or_insert_with(Box::default).extend(data);
+        self.store.get_or_insert_with(|| pool.take()).extend(data);
     }
 
-    /// Forgets bytes below `off` (acknowledged by the receiver).
+    /// Forgets bytes below `off` (acknowledged by the receiver); the ring is freed once
+    /// everything is acknowledged.
     pub fn trim_to(&mut self, off: u64) {
+        drop(self.trim(off));
+    }
+
+    /// Forgets bytes below `off` (acknowledged by the receiver); once everything is
+    /// acknowledged the ring leaves the log for `pool`.
+    pub fn trim_to_pooled(&mut self, off: u64, pool: &mut RingPool) {
+        if let Some(r) = self.trim(off) {
+            pool.put(r);
+        }
+    }
+
+    /// Forgets bytes below `off`; returns the ring once everything is acknowledged.
+    fn trim(&mut self, off: u64) -> Option<Ring> {
         let n = off.saturating_sub(self.base).min(self.bytes().len() as u64) as usize;
         self.base += n as u64;
         if n == self.bytes().len() {
-            // All acknowledged: release the ring, not just its contents.
-            self.store = None;
-        } else if let Some(d) = self.store.as_deref_mut() {
+            // All acknowledged: the ring leaves the log, not just its contents.
+            return self.store.take();
+        }
+        if let Some(d) = self.store.as_deref_mut() {
             d.drain(..n);
         }
+        None
     }
 
     /// The bytes of `[start, end)` clipped to what is kept, as two slices (ring halves),
@@ -120,5 +245,78 @@ mod tests {
         assert_eq!(l.heap_bytes(), 0, "a drained log keeps no buffer");
         l.append(b"again");
         assert_eq!(l.range(11, 16).1, b"again");
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_ring_is_reused_with_its_capacity() {
+        let mut pool = RingPool::new();
+        let mut a = OutputLog::new();
+        a.append_pooled(&[7; 5000], &mut pool);
+        let cap = a.heap_bytes();
+        assert!(cap >= 5000);
+        a.trim_to_pooled(2000, &mut pool);
+        assert!(pool.is_empty(), "a partly acknowledged log keeps its ring");
+        a.trim_to_pooled(5000, &mut pool);
+        assert_eq!((a.heap_bytes(), a.len()), (0, 0), "the ring left the log");
+        assert_eq!(
+            (pool.len(), pool.heap_bytes()),
+            (1, cap),
+            "charged to the pool"
+        );
+        let mut b = OutputLog::new();
+        b.append_pooled(b"x", &mut pool);
+        assert_eq!(
+            b.heap_bytes(),
+            cap,
+            "the next log gets the ring, capacity kept"
+        );
+        assert_eq!((pool.len(), pool.heap_bytes()), (0, 0));
+        assert_eq!(b.range(0, 10).1, b"x", "and none of the old bytes");
+    }
+
+    #[test]
+    fn the_pool_is_bounded_in_count_and_size() {
+        let mut pool = RingPool::new();
+        for _ in 0..RingPool::MAX_RINGS + 3 {
+            let mut l = OutputLog::new();
+            l.append(&[1; 100]);
+            l.trim_to_pooled(100, &mut pool);
+        }
+        assert_eq!(pool.len(), RingPool::MAX_RINGS);
+        pool.release();
+        assert_eq!((pool.len(), pool.heap_bytes()), (0, 0));
+        let mut big = OutputLog::new();
+        big.append(&vec![0; RingPool::MAX_RING_BYTES + 1]);
+        big.trim_to_pooled(u64::MAX, &mut pool);
+        assert!(pool.is_empty(), "a ring over the size bound is freed");
+        let mut fits = OutputLog::new();
+        fits.append(&[0; RingPool::MAX_RING_BYTES / 2]);
+        fits.trim_to_pooled(u64::MAX, &mut pool);
+        assert_eq!(pool.len(), 1);
+        let held = pool.heap_bytes();
+        pool.set_budget(held + 10);
+        assert_eq!(pool.len(), 1, "within the budget");
+        let mut over = OutputLog::new();
+        over.append(&[0; 100]);
+        over.trim_to_pooled(u64::MAX, &mut pool);
+        assert_eq!(pool.heap_bytes(), held, "a ring over the budget is freed");
+        pool.set_budget(held - 1);
+        assert!(
+            pool.is_empty(),
+            "a lower budget frees what it no longer covers"
+        );
+    }
+
+    #[test]
+    fn a_log_without_a_pool_frees_its_ring() {
+        let mut l = OutputLog::new();
+        l.append(b"abc");
+        l.trim_to(3);
+        assert_eq!(l.heap_bytes(), 0);
     }
 }

@@ -19,6 +19,6 @@ mod reasm;
 mod seq;
 
 pub use editmap::EditMap;
-pub use log::OutputLog;
+pub use log::{OutputLog, RingPool};
 pub use reasm::{ReasmError, ReasmLimits, Reassembler};
 pub use seq::SeqSpace;
