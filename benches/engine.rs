@@ -14,13 +14,15 @@
 //! frame's capture time as the clock and the side inferred as `mailguard replay` does; the
 //! engine's timers are polled after every batch of [`BATCH`] frames, as the live worker does
 //! after every receive batch. The frames the engine emits are consumed (their lengths summed)
-//! so the work cannot be optimised away. Each mix/profile pair is measured twice, once with
-//! [`Throughput::Bytes`] (input frame bytes per second) and once with
-//! [`Throughput::Elements`] (input frames per second): criterion 0.5 reports one throughput
-//! unit per benchmark.
+//! so the work cannot be optimised away. Each mix/profile pair is timed once, with
+//! [`Throughput::Bytes`] (input frame bytes per second); each mix's frame and byte counts
+//! are written to `target/criterion/engine-mixes.tsv`, from which `scripts/bench/report.py`
+//! derives frames per second from the same timing. (Timed twice, once per unit, the two
+//! figures of one pair disagreed by up to a third: two separate 2-second measurements.)
 //!
-//! Run: `cargo bench --bench engine` (about two minutes); `cargo bench --bench engine --
-//! strict` for one profile. `scripts/bench.sh` reads the results from `target/criterion`.
+//! Run: `cargo bench --bench engine` (about a minute and a half); `cargo bench --bench
+//! engine -- strict` for one profile. `scripts/bench.sh` reads the results from
+//! `target/criterion`.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mailguard::cli::replay::side_of;
@@ -137,6 +139,7 @@ fn run(engine: &mut Engine, frames: &[(mailguard::engine::Side, &Frame)]) -> u64
 }
 
 fn bench_engine(c: &mut Criterion) {
+    let mut sizes = String::from("# mix\tframes\tbytes (benches/engine.rs)\n");
     for mix in mixes() {
         let sided: Vec<_> = mix
             .frames
@@ -150,27 +153,35 @@ fn bench_engine(c: &mut Criterion) {
             mix.name,
             bytes as f64 / count.max(1) as f64
         );
+        sizes.push_str(&format!("{}\t{count}\t{bytes}\n", mix.name));
         let mut group = c.benchmark_group(format!("engine/{}", mix.name));
         group
             .sample_size(10)
             .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
+            .measurement_time(Duration::from_secs(2))
+            .throughput(Throughput::Bytes(bytes));
         for profile in [Profile::Off, Profile::Pix51, Profile::Strict] {
-            for (unit, throughput) in [
-                ("bytes", Throughput::Bytes(bytes)),
-                ("frames", Throughput::Elements(count)),
-            ] {
-                group.throughput(throughput);
-                group.bench_function(format!("{}/{unit}", profile.name()), |b| {
-                    b.iter_batched(
-                        || Engine::new(config(profile, mix.port)),
-                        |mut engine| black_box(run(&mut engine, black_box(&sided))),
-                        BatchSize::PerIteration,
-                    )
-                });
-            }
+            group.bench_function(profile.name(), |b| {
+                b.iter_batched(
+                    || Engine::new(config(profile, mix.port)),
+                    |mut engine| black_box(run(&mut engine, black_box(&sided))),
+                    BatchSize::PerIteration,
+                )
+            });
         }
         group.finish();
+    }
+    write_sizes(&sizes);
+}
+
+/// Writes the mixes' sizes next to criterion's results, where the report looks for them.
+fn write_sizes(sizes: &str) {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let dir = std::path::Path::new(&target).join("criterion");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("engine-mixes.tsv"), sizes));
+    if let Err(e) = written {
+        eprintln!("engine bench: cannot write {}: {e}", dir.display());
     }
 }
 

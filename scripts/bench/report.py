@@ -46,7 +46,7 @@ def ratio(a, b):
 
 
 def criterion_results(root):
-    """{(mix, profile, unit): (median ns per iteration, throughput amount)}"""
+    """{(mix, profile): median ns per iteration} from criterion's output under `root`."""
     out = {}
     if not os.path.isdir(root):
         return out
@@ -62,10 +62,24 @@ def criterion_results(root):
             except (OSError, ValueError):
                 continue
             mix = meta["group_id"].split("/", 1)[-1]
-            profile, unit = meta["function_id"].split("/", 1)
-            thr = meta.get("throughput") or {}
-            amount = thr.get("Bytes") or thr.get("Elements")
-            out[(mix, profile, unit)] = (est["median"]["point_estimate"], amount)
+            profile, _, unit = meta["function_id"].partition("/")
+            if unit == "frames":
+                continue  # an older layout timed each mix twice; its byte timing is kept
+            out[(mix, profile)] = est["median"]["point_estimate"]
+    return out
+
+
+def criterion_mixes(root):
+    """{mix: (frames, bytes)} as `benches/engine.rs` wrote them (engine-mixes.tsv)."""
+    out = {}
+    try:
+        with open(os.path.join(root, "engine-mixes.tsv")) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                    out[parts[0]] = (int(parts[1]), int(parts[2]))
+    except OSError:
+        pass
     return out
 
 
@@ -411,23 +425,24 @@ class Report:
         self.w("One core, frames generated in memory by `mailguard::io::synth` before timing; "
                "one iteration is a fresh engine fed every frame of the mix (see "
                "`benches/engine.rs`). Median of criterion's samples. Input bytes and frames "
-               "per second. These are the results found in `target/criterion` when the report "
+               "per second, both from the same timing (the mix's size is in "
+               "`target/criterion/engine-mixes.tsv`). These are the results found in `target/criterion` when the report "
                "was written (from this run if it was given `--criterion`).")
         self.w()
         self.w("| mix | profile | Gbit/s | Mframes/s | bytes/frame |")
         self.w("|---|---|---:|---:|---:|")
+        mixes = criterion_mixes(self.args.criterion)
         for mix in ("bulk", "commands", "passthrough"):
+            frames, size_bytes = mixes.get(mix, (None, None))
             for prof in ("off", "pix51", "strict"):
-                b = crit.get((mix, prof, "bytes"))
-                f = crit.get((mix, prof, "frames"))
-                if not b and not f:
+                ns = crit.get((mix, prof))
+                if not ns or not size_bytes:
                     continue
-                gbps = b[1] * 8 / b[0] if b else None  # bytes*8 / ns = Gbit/s
-                mfps = f[1] / f[0] * 1e3 if f else None
-                size = b[1] / f[1] if b and f and f[1] else None
-                if gbps is not None:
-                    self.plot["engine"].setdefault(mix, {})[f"mailguard {prof}"] = gbps
-                self.w(f"| {mix} | {prof} | {fmt(gbps, 2)} | {fmt(mfps, 2)} | {fmt(size, 0)} |")
+                gbps = size_bytes * 8 / ns  # bytes*8 / ns = Gbit/s
+                mfps = frames / ns * 1e3
+                self.plot["engine"].setdefault(mix, {})[f"mailguard {prof}"] = gbps
+                self.w(f"| {mix} | {prof} | {fmt(gbps, 2)} | {fmt(mfps, 2)} | "
+                       f"{fmt(size_bytes / frames if frames else None, 0)} |")
         self.w()
 
     # ---------------------------------------------------------------- targets, notes
