@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh [--quick] [--criterion] [--only replay,scale,live] [--out FILE]
 #
-#   --quick       everything shrunk to run in about two minutes (script debugging, CI)
+#   --quick       everything shrunk to run in a few minutes (script debugging)
 #   --criterion   also run `cargo bench --bench engine` (engine alone, from memory) first;
 #                 without it the last criterion results found in target/criterion are used
 #   --only LIST   run only these parts (replay, scale, live); default all
@@ -19,7 +19,8 @@
 #   live    a namespace lab (client -- veth -- forwarder -- veth -- server); the forwarder is
 #           the kernel bridge, netsniff-ng (one process per direction, pinned together to one
 #           CPU) or `mailguard bridge` (1 pinned worker, then 2); loads: iperf3 to port 25
-#           (single stream, 4 streams, small MSS), an SMTP NOOP ping-pong for latency.
+#           (single stream, 4 streams, small MSS), an SMTP NOOP ping-pong for latency;
+#           run in each lab BENCH_RPS lists (default: the plain lab, then the steered one).
 #
 # Environment: MAILGUARD (the binary; default target/release/mailguard, built here),
 #   BENCH_DIR (scratch; default /dev/shm/mg-bench if it has room, else /tmp/mg-bench),
