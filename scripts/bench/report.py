@@ -100,7 +100,8 @@ class Report:
         self.res = load_results(args.results)
         self.lines = []
         self.targets = []
-        self.plot = {"replay": {}, "live": {}, "engine": {}}
+        # Panel key -> {group: {peer: Gbit/s}}; one live panel per lab.
+        self.plot = {"replay": {}, "engine": {}}
 
     def w(self, s=""):
         self.lines.append(s)
@@ -347,7 +348,7 @@ class Report:
                 mcpu = num(r, f"{pre}.{fk}.{lk}.machine_cpu_s")
                 per_f = ratio(fcpu, gbit) if fk != "kernel" else None
                 per_m = ratio(mcpu, gbit)
-                self.plot["live"].setdefault(f"{lname}, {lab}" if several else lname, {})[fname] = bps / 1e9
+                self.plot.setdefault(f"live {lab}", {}).setdefault(lname, {})[fname] = bps / 1e9
                 self.w(f"| {fname} | {lname} | {bps / 1e9:.2f} | "
                        f"{fmt(frames / secs / 1e3 if frames else None, 0)} | "
                        f"{fmt(per_f, 2) if fk != 'kernel' else '–'} | {fmt(per_m, 2)} | "
@@ -490,10 +491,11 @@ class Report:
         except ImportError:
             print("report: no matplotlib, no plot", file=sys.stderr)
             return
-        panels = [("replay", "Replay (one core): capture Gbit/s"),
-                  ("live", "Live (forwarder pinned to one core where it can be): Gbit/s"),
-                  ("engine", "Engine alone (one core, from memory): Gbit/s")]
-        panels = [(k, t) for k, t in panels if self.plot[k]]
+        panels = [("replay", "Replay (one core): capture Gbit/s")]
+        panels += [(k, f"Live, {k[len('live '):]} (forwarder pinned to one core where it can "
+                       "be): Gbit/s") for k in self.plot if k.startswith("live ")]
+        panels.append(("engine", "Engine alone (one core, from memory): Gbit/s"))
+        panels = [(k, t) for k, t in panels if self.plot.get(k)]
         if not panels:
             return
         fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.6 * len(panels)))
@@ -517,8 +519,10 @@ class Report:
             ax.set_xticklabels(groups)
             ax.set_ylabel("Gbit/s")
             ax.set_yscale("log")
+            top = max((v for g in groups for v in data[g].values()), default=1)
+            ax.set_ylim(top=top * 12)  # headroom for the legend above the bars
             ax.set_title(title)
-            ax.legend(fontsize=7, ncol=3)
+            ax.legend(fontsize=7, ncol=4, loc="upper center")
         fig.tight_layout()
         fig.savefig(self.args.plot, dpi=110)
 
