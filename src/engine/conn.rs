@@ -748,7 +748,7 @@ impl<P: Policy> Conn<P> {
         let o = o.min(h.log.end()).min(h.sent_max);
         if o > h.rcv_acked {
             h.rcv_acked = o;
-            h.log.trim_to_pooled(o, ctx.rings);
+            h.log.trim_to(o, ctx.rings);
             let told = h.told_ack;
             h.map.trim(told, o);
             h.retries = 0;
@@ -1133,7 +1133,7 @@ fn apply_ops(
         };
         match op {
             Op::Copy(n) => {
-                h.log.append_pooled(input, rings);
+                h.log.append(input, rings);
                 h.map.linear(*n as u64, max_edits).map_err(full)?;
             }
             Op::Delete(n) => {
@@ -1142,11 +1142,11 @@ fn apply_ops(
             }
             Op::Replace(b) => {
                 h.content_changed |= b.as_slice() != input;
-                h.log.append_pooled(b, rings);
+                h.log.append(b, rings);
                 h.map.linear(b.len() as u64, max_edits).map_err(full)?;
             }
             Op::Insert(b) => {
-                h.log.append_pooled(b, rings);
+                h.log.append(b, rings);
                 h.map.insert(b.len() as u64, max_edits).map_err(full)?;
                 h.content_changed |= !b.is_empty();
             }

@@ -156,30 +156,17 @@ impl OutputLog {
         self.store.as_deref().map_or(0, ring_bytes)
     }
 
-    /// Appends output bytes (a new ring if none is held).
-    pub fn append(&mut self, data: &[u8]) {
-        if !data.is_empty() {
-            self.store.get_or_insert_with(Box::default).extend(data);
-        }
-    }
-
     /// Appends output bytes, taking a ring from `pool` if none is held.
-    pub fn append_pooled(&mut self, data: &[u8], pool: &mut RingPool) {
+    pub fn append(&mut self, data: &[u8], pool: &mut RingPool) {
         if data.is_empty() {
             return;
         }
         self.store.get_or_insert_with(|| pool.take()).extend(data);
     }
 
-    /// Forgets bytes below `off` (acknowledged by the receiver); the ring is freed once
-    /// everything is acknowledged.
-    pub fn trim_to(&mut self, off: u64) {
-        drop(self.trim(off));
-    }
-
     /// Forgets bytes below `off` (acknowledged by the receiver); once everything is
     /// acknowledged the ring leaves the log for `pool`.
-    pub fn trim_to_pooled(&mut self, off: u64, pool: &mut RingPool) {
+    pub fn trim_to(&mut self, off: u64, pool: &mut RingPool) {
         if let Some(r) = self.trim(off) {
             pool.put(r);
         }
@@ -224,10 +211,11 @@ mod tests {
 
     #[test]
     fn range_and_trim() {
+        let mut pool = RingPool::new();
         let mut l = OutputLog::new();
-        l.append(b"hello ");
-        l.trim_to(3);
-        l.append(b"world");
+        l.append(b"hello ", &mut pool);
+        l.trim_to(3, &mut pool);
+        l.append(b"world", &mut pool);
         assert_eq!(l.base(), 3);
         assert_eq!(l.end(), 11);
         let (s, a, b) = l.range(0, 100);
@@ -239,29 +227,24 @@ mod tests {
         let (_, a, b) = l.range(20, 30);
         assert!(a.is_empty() && b.is_empty());
         assert!(l.heap_bytes() >= 8);
-        l.trim_to(1000);
+        l.trim_to(1000, &mut pool);
         assert_eq!(l.base(), 11);
         assert!(l.is_empty());
         assert_eq!(l.heap_bytes(), 0, "a drained log keeps no buffer");
-        l.append(b"again");
+        l.append(b"again", &mut pool);
         assert_eq!(l.range(11, 16).1, b"again");
     }
-}
-
-#[cfg(test)]
-mod pool_tests {
-    use super::*;
 
     #[test]
     fn a_drained_ring_is_reused_with_its_capacity() {
         let mut pool = RingPool::new();
         let mut a = OutputLog::new();
-        a.append_pooled(&[7; 5000], &mut pool);
+        a.append(&[7; 5000], &mut pool);
         let cap = a.heap_bytes();
         assert!(cap >= 5000);
-        a.trim_to_pooled(2000, &mut pool);
+        a.trim_to(2000, &mut pool);
         assert!(pool.is_empty(), "a partly acknowledged log keeps its ring");
-        a.trim_to_pooled(5000, &mut pool);
+        a.trim_to(5000, &mut pool);
         assert_eq!((a.heap_bytes(), a.len()), (0, 0), "the ring left the log");
         assert_eq!(
             (pool.len(), pool.heap_bytes()),
@@ -269,7 +252,7 @@ mod pool_tests {
             "charged to the pool"
         );
         let mut b = OutputLog::new();
-        b.append_pooled(b"x", &mut pool);
+        b.append(b"x", &mut pool);
         assert_eq!(
             b.heap_bytes(),
             cap,
@@ -282,41 +265,35 @@ mod pool_tests {
     #[test]
     fn the_pool_is_bounded_in_count_and_size() {
         let mut pool = RingPool::new();
+        // Every log below gets a new ring (this pool never gets one back).
+        let mut fresh = RingPool::new();
         for _ in 0..RingPool::MAX_RINGS + 3 {
             let mut l = OutputLog::new();
-            l.append(&[1; 100]);
-            l.trim_to_pooled(100, &mut pool);
+            l.append(&[1; 100], &mut fresh);
+            l.trim_to(100, &mut pool);
         }
         assert_eq!(pool.len(), RingPool::MAX_RINGS);
         pool.release();
         assert_eq!((pool.len(), pool.heap_bytes()), (0, 0));
         let mut big = OutputLog::new();
-        big.append(&vec![0; RingPool::MAX_RING_BYTES + 1]);
-        big.trim_to_pooled(u64::MAX, &mut pool);
+        big.append(&vec![0; RingPool::MAX_RING_BYTES + 1], &mut fresh);
+        big.trim_to(u64::MAX, &mut pool);
         assert!(pool.is_empty(), "a ring over the size bound is freed");
         let mut fits = OutputLog::new();
-        fits.append(&[0; RingPool::MAX_RING_BYTES / 2]);
-        fits.trim_to_pooled(u64::MAX, &mut pool);
+        fits.append(&[0; RingPool::MAX_RING_BYTES / 2], &mut fresh);
+        fits.trim_to(u64::MAX, &mut pool);
         assert_eq!(pool.len(), 1);
         let held = pool.heap_bytes();
         pool.set_budget(held + 10);
         assert_eq!(pool.len(), 1, "within the budget");
         let mut over = OutputLog::new();
-        over.append(&[0; 100]);
-        over.trim_to_pooled(u64::MAX, &mut pool);
+        over.append(&[0; 100], &mut fresh);
+        over.trim_to(u64::MAX, &mut pool);
         assert_eq!(pool.heap_bytes(), held, "a ring over the budget is freed");
         pool.set_budget(held - 1);
         assert!(
             pool.is_empty(),
             "a lower budget frees what it no longer covers"
         );
-    }
-
-    #[test]
-    fn a_log_without_a_pool_frees_its_ring() {
-        let mut l = OutputLog::new();
-        l.append(b"abc");
-        l.trim_to(3);
-        assert_eq!(l.heap_bytes(), 0);
     }
 }
