@@ -209,50 +209,70 @@ fn ordinary_lines_avx2(rest: &[u8], strict: bool) -> usize {
 /// The scan of [`ordinary_lines`], with the masks of each block from `masks`.
 #[inline(always)]
 fn scan_lines(rest: &[u8], strict: bool, masks: impl Fn(&[u8; 64]) -> BlockMasks) -> usize {
-    // Position 0 is a line start; later, bit 0 of a block is one after an LF at bit 63.
-    let mut start_carry = 1u64;
-    let mut cr_carry = 0u64;
-    // The latest block with a line start, as its offset and its starts: the position of
-    // the highest is worked out once at the end, not per block.
-    let mut last_starts = (0usize, 1u64);
+    let mut scan = LineScan {
+        strict,
+        // Position 0 is a line start; later, bit 0 of a block is one after an LF at bit 63.
+        start_carry: 1,
+        cr_carry: 0,
+        last_starts: (0, 1),
+    };
+    let mut blocks = rest.chunks_exact(64);
     let mut base = 0usize;
-    let mut padded = [0u8; 64];
-    // One block past the last full one, zero-padded (zero is none of the bytes looked at),
-    // so that the position just after the last byte is looked at too.
-    while base <= rest.len() {
-        let block: &[u8; 64] = match rest.get(base..base + 64).and_then(|b| b.try_into().ok()) {
-            Some(b) => b,
-            None => {
-                let part = rest.get(base..).unwrap_or_default();
-                padded.fill(0);
-                if let Some(dst) = padded.get_mut(..part.len()) {
-                    dst.copy_from_slice(part);
-                }
-                &padded
-            }
+    let mut ended = false;
+    for block in &mut blocks {
+        let Ok(block) = <&[u8; 64]>::try_from(block) else {
+            break;
         };
-        let m = masks(block);
-        let mut starts = (m.lf << 1) | start_carry;
+        if scan.block(base, masks(block)) {
+            ended = true;
+            break;
+        }
+        base += 64;
+    }
+    if !ended {
+        // One block past the last full one, zero-padded (zero is none of the bytes looked
+        // at), so that the position just after the last byte is looked at too.
+        let mut padded = [0u8; 64];
+        let part = blocks.remainder();
+        if let Some(dst) = padded.get_mut(..part.len()) {
+            dst.copy_from_slice(part);
+        }
+        scan.block(base, masks(&padded));
+    }
+    let (at, starts) = scan.last_starts;
+    (at + (63 - starts.leading_zeros()) as usize).min(rest.len())
+}
+
+/// The state [`scan_lines`] carries from one 64-byte block to the next.
+struct LineScan {
+    strict: bool,
+    start_carry: u64,
+    cr_carry: u64,
+    /// The latest block with a line start, as its offset and its starts: the position of
+    /// the highest is worked out once at the end, not per block.
+    last_starts: (usize, u64),
+}
+
+impl LineScan {
+    /// Takes in the masks of the block at `base`; true when the run ends in it.
+    #[inline(always)]
+    fn block(&mut self, base: usize, m: BlockMasks) -> bool {
+        let mut starts = (m.lf << 1) | self.start_carry;
         let mut bad = starts & (m.cr | m.lf | m.dot);
-        if strict {
-            bad |= ((m.cr << 1) | cr_carry) ^ m.lf;
+        if self.strict {
+            bad |= ((m.cr << 1) | self.cr_carry) ^ m.lf;
         }
         if bad != 0 {
             // Only the starts at or before the first bad bit count.
             starts &= u64::MAX >> (63 - bad.trailing_zeros());
         }
         if starts != 0 {
-            last_starts = (base, starts);
+            self.last_starts = (base, starts);
         }
-        if bad != 0 {
-            break;
-        }
-        start_carry = m.lf >> 63;
-        cr_carry = m.cr >> 63;
-        base += 64;
+        self.start_carry = m.lf >> 63;
+        self.cr_carry = m.cr >> 63;
+        bad != 0
     }
-    let (at, starts) = last_starts;
-    (at + (63 - starts.leading_zeros()) as usize).min(rest.len())
 }
 
 /// What one body byte did.
