@@ -25,7 +25,8 @@
 //!   the engine: no faster.
 //! - A pipe or FIFO (`/dev/stdin`) is read like a file: it cannot seek back over the magic
 //!   number read to tell the format, so those bytes are handed to the reader first (`Chunked`).
-//! - The output goes through one 256 KiB buffer, so the kernel sees large writes.
+//! - The output goes through 256 KiB buffers, so the kernel sees large writes, written by a
+//!   writer thread when the process may use more than one CPU (see [`CaptureWriter`]).
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
 
@@ -35,7 +36,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Largest capture record accepted (bigger ones are reported as corruption).
@@ -789,35 +790,209 @@ fn describe(e: &PcapError) -> String {
 /// enough to stay in L2 with the input's chunk (see [`Chunked`]).
 const WRITE_BUFFER: usize = 256 << 10;
 
+/// Buffers a threaded [`CaptureWriter`] owns at most: one being filled while the others
+/// wait for, or are in, the writer thread's `write`.
+const WRITE_BUFFERS: usize = 3;
+
+/// How a [`CaptureWriter`] chooses between writing in line and a writer thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A writer thread when the process may run on more than one CPU, else in line.
+    Auto,
+    /// Always in line: `write(2)` on the caller's thread when a buffer is full.
+    Inline,
+    /// Always a writer thread (falls back to in line if the thread cannot be started).
+    Thread,
+}
+
 /// Writes a classic pcap file (the global header via `pcap-file`, records directly so that
 /// their header fields are written exactly as given).
+///
+/// Records are gathered in a [`WRITE_BUFFER`]-byte buffer; a full buffer is written either
+/// in line or by a writer thread ([`WriteMode`]), so that the kernel's copy of one buffer
+/// into the file (and, on tmpfs, its page allocation) runs while the caller fills the next.
+/// The thread and the caller pass [`WRITE_BUFFERS`] buffers back and forth over two
+/// channels: no allocation per buffer once they exist, the bytes in the order they were
+/// given. A buffer is handed over when the next record does not fit, so every `write` ends
+/// on a whole record (a record larger than a buffer is split across buffers); a replay
+/// killed between two writes leaves a file that ends on a whole record.
+///
+/// Choices made (measured, scripts/bench/notes.md "The replay's output thread"):
+/// - [`WriteMode::Auto`] starts the thread only when `available_parallelism()` is above 1,
+///   which on Linux counts the CPUs of the process's affinity mask (`taskset -c 0`) and its
+///   cgroup's quota: on one CPU the thread only adds context switches.
+/// - The first write error of the thread ends it; the caller sees it at its next call
+///   (a flag checked per record, then the thread is joined for the error itself), as the
+///   same [`CaptureError::Write`] the in-line write gives, and again at every later call.
+///   [`CaptureWriter::flush`] hands over the last buffer, waits until the thread has
+///   written every buffer back, and returns its error; the thread lives on for more records.
+/// - Dropped without `flush`, the writer writes what it holds and waits for the thread, as
+///   `BufWriter` does when dropped; errors are then ignored.
 pub struct CaptureWriter {
-    writer: BufWriter<File>,
+    /// The buffer being filled (capacity [`WRITE_BUFFER`]).
+    buf: Vec<u8>,
+    out: Output,
     path: PathBuf,
     resolution: TsResolution,
     little_endian: bool,
     frames: u64,
+    /// The first write error, kept to be returned again by later calls.
+    failed: Option<String>,
+}
+
+/// Where a full buffer goes.
+enum Output {
+    /// Written by the caller.
+    Inline(File),
+    /// Handed to a writer thread.
+    Thread(WriterThread),
+    /// The thread has been joined (after an error, or by `flush`'s final wait).
+    Closed,
+}
+
+/// The writer thread and the two channels to it: full buffers go, empty ones come back.
+struct WriterThread {
+    full: crossbeam_channel::Sender<Vec<u8>>,
+    empty: crossbeam_channel::Receiver<Vec<u8>>,
+    /// Set by the thread when a write failed (it then stops).
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Buffers made so far (at most [`WRITE_BUFFERS`]), the one being filled included.
+    made: usize,
+    /// Empty buffers back from the thread, not in use.
+    spare: Vec<Vec<u8>>,
+    /// Returns the file on success, the first write error otherwise.
+    handle: std::thread::JoinHandle<std::io::Result<File>>,
+}
+
+impl WriterThread {
+    /// Starts the thread writing to `file`; gives the file back if it cannot start.
+    fn start(file: File) -> Result<WriterThread, File> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (full, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(WRITE_BUFFERS);
+        let (empty_tx, empty) = crossbeam_channel::bounded::<Vec<u8>>(WRITE_BUFFERS);
+        let failed = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&failed);
+        // The file goes in through a channel so that a failed spawn can give it back.
+        let (file_tx, file_rx) = crossbeam_channel::bounded::<File>(1);
+        let spawned = std::thread::Builder::new()
+            .name("pcap-writer".into())
+            .spawn(move || {
+                let mut file = file_rx
+                    .recv()
+                    .map_err(|_| std::io::Error::other("no output file"))?;
+                for mut buf in full_rx {
+                    if let Err(e) = file.write_all(&buf) {
+                        flag.store(true, Ordering::Release);
+                        return Err(e);
+                    }
+                    buf.clear();
+                    // The caller may have stopped taking buffers back (it is closing).
+                    let _ = empty_tx.try_send(buf);
+                }
+                Ok(file)
+            });
+        let Ok(handle) = spawned else {
+            return Err(file);
+        };
+        if let Err(e) = file_tx.send(file) {
+            // The thread is gone already (it cannot be: it is waiting for the file).
+            let _ = handle.join();
+            return Err(e.into_inner());
+        }
+        Ok(WriterThread {
+            full,
+            empty,
+            failed,
+            made: 1,
+            spare: Vec::with_capacity(WRITE_BUFFERS),
+            handle,
+        })
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Hands `buf` to the thread and returns an empty buffer; `None` when the thread has
+    /// stopped (a write error: join it for the error).
+    fn swap(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.full.send(buf).ok()?;
+        if let Some(b) = self.spare.pop() {
+            return Some(b);
+        }
+        if let Ok(b) = self.empty.try_recv() {
+            return Some(b);
+        }
+        if self.made < WRITE_BUFFERS {
+            self.made += 1;
+            return Some(Vec::with_capacity(WRITE_BUFFER));
+        }
+        self.empty.recv().ok()
+    }
+
+    /// Hands `buf` to the thread and waits until it has written every buffer it holds;
+    /// returns an empty buffer, `None` when the thread has stopped.
+    fn drain(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.full.send(buf).ok()?;
+        while self.spare.len() < self.made {
+            let b = self.empty.recv().ok()?;
+            self.spare.push(b);
+        }
+        self.spare.pop()
+    }
+
+    /// Waits for the thread to write everything it was given; its result.
+    fn join(self) -> std::io::Result<File> {
+        drop(self.full);
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")))
+    }
 }
 
 impl CaptureWriter {
-    /// Creates (truncates) `path` and writes `header`.
+    /// Creates (truncates) `path` and writes `header` ([`WriteMode::Auto`]).
     pub fn create(path: &Path, header: PcapHeader) -> Result<CaptureWriter, CaptureError> {
+        CaptureWriter::create_with(path, header, WriteMode::Auto)
+    }
+
+    /// Creates (truncates) `path` and writes `header`, writing full buffers as `mode` says.
+    pub fn create_with(
+        path: &Path,
+        header: PcapHeader,
+        mode: WriteMode,
+    ) -> Result<CaptureWriter, CaptureError> {
         let err = |detail: String| CaptureError::Write {
             path: path.to_path_buf(),
             detail,
         };
         let file = File::create(path).map_err(|e| err(e.to_string()))?;
-        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
-        header
-            .write_to(&mut writer)
-            .map_err(|e| err(describe(&e)))?;
+        let mut buf = Vec::with_capacity(WRITE_BUFFER);
+        header.write_to(&mut buf).map_err(|e| err(describe(&e)))?;
+        let threaded = match mode {
+            WriteMode::Auto => std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            WriteMode::Inline => false,
+            WriteMode::Thread => true,
+        };
+        let out = if threaded {
+            WriterThread::start(file).map_or_else(Output::Inline, Output::Thread)
+        } else {
+            Output::Inline(file)
+        };
         Ok(CaptureWriter {
-            writer,
+            buf,
+            out,
             path: path.to_path_buf(),
             resolution: header.ts_resolution,
             little_endian: header.endianness.is_little(),
             frames: 0,
+            failed: None,
         })
+    }
+
+    /// True when full buffers go to a writer thread.
+    pub fn is_threaded(&self) -> bool {
+        matches!(self.out, Output::Thread(_))
     }
 
     /// Frames written so far.
@@ -860,6 +1035,7 @@ impl CaptureWriter {
         orig_len: u32,
         data: &[u8],
     ) -> Result<(), CaptureError> {
+        self.check()?;
         let incl_len = u32::try_from(data.len()).map_err(|_| self.err("frame too large"))?;
         let mut record = [0u8; 16];
         let fields = [ts_sec, ts_frac, incl_len, orig_len.max(incl_len)];
@@ -871,13 +1047,90 @@ impl CaptureWriter {
             };
             chunk.copy_from_slice(&bytes);
         }
-        let result = self
-            .writer
-            .write_all(&record)
-            .and_then(|()| self.writer.write_all(data));
-        result.map_err(|e| self.err(&e.to_string()))?;
+        self.put(&record, data)?;
         self.frames += 1;
         Ok(())
+    }
+
+    /// Appends one record (`head` then `data`) to the buffer, handing the buffer over first
+    /// when the record does not fit, and in pieces when it is larger than a buffer.
+    fn put(&mut self, head: &[u8], data: &[u8]) -> Result<(), CaptureError> {
+        let len = head.len() + data.len();
+        if self.buf.len() + len > WRITE_BUFFER && !self.buf.is_empty() {
+            self.hand_over()?;
+        }
+        if len <= WRITE_BUFFER {
+            self.buf.extend_from_slice(head);
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        for part in [head, data] {
+            let mut rest = part;
+            while !rest.is_empty() {
+                if self.buf.len() == WRITE_BUFFER {
+                    self.hand_over()?;
+                }
+                let n = rest.len().min(WRITE_BUFFER - self.buf.len());
+                let (now, later) = rest.split_at(n);
+                self.buf.extend_from_slice(now);
+                rest = later;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer (in line) or swaps it for an empty one (threaded).
+    fn hand_over(&mut self) -> Result<(), CaptureError> {
+        match &mut self.out {
+            Output::Inline(file) => {
+                let written = file.write_all(&self.buf);
+                self.buf.clear();
+                written.map_err(|e| self.fail(e.to_string()))
+            }
+            Output::Thread(thread) => {
+                let buf = std::mem::take(&mut self.buf);
+                match thread.swap(buf) {
+                    Some(empty) => {
+                        self.buf = empty;
+                        Ok(())
+                    }
+                    None => Err(self.close()),
+                }
+            }
+            Output::Closed => Err(self.closed()),
+        }
+    }
+
+    /// The thread's error if it has stopped on one; the error met before, again.
+    fn check(&mut self) -> Result<(), CaptureError> {
+        if self.failed.is_some() {
+            return Err(self.closed());
+        }
+        match &self.out {
+            Output::Thread(t) if t.has_failed() => Err(self.close()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Joins the writer thread (if any), keeping its error; the error to return.
+    fn close(&mut self) -> CaptureError {
+        if let Output::Thread(t) = std::mem::replace(&mut self.out, Output::Closed) {
+            if let Err(e) = t.join() {
+                self.failed.get_or_insert(e.to_string());
+            }
+        }
+        self.closed()
+    }
+
+    /// The error met before (or, if none, that the output is closed).
+    fn closed(&self) -> CaptureError {
+        self.err(self.failed.as_deref().unwrap_or("the output is closed"))
+    }
+
+    /// Records `detail` as the writer's error; the error to return.
+    fn fail(&mut self, detail: String) -> CaptureError {
+        self.failed.get_or_insert(detail);
+        self.closed()
     }
 
     fn err(&self, detail: &str) -> CaptureError {
@@ -887,9 +1140,39 @@ impl CaptureWriter {
         }
     }
 
-    /// Flushes buffered records to the file.
+    /// Writes every buffered record to the file (threaded: hands over the buffer and waits
+    /// until the thread has written everything), returning the first write error.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
-        self.writer.flush().map_err(|e| self.err(&e.to_string()))
+        self.check()?;
+        match &mut self.out {
+            Output::Inline(file) => {
+                let written = file.write_all(&self.buf).and_then(|()| file.flush());
+                self.buf.clear();
+                written.map_err(|e| self.fail(e.to_string()))
+            }
+            Output::Thread(thread) => {
+                let buf = std::mem::take(&mut self.buf);
+                match thread.drain(buf) {
+                    Some(empty) => {
+                        self.buf = empty;
+                        Ok(())
+                    }
+                    None => Err(self.close()),
+                }
+            }
+            Output::Closed => Err(self.closed()),
+        }
+    }
+}
+
+impl Drop for CaptureWriter {
+    /// Writes what is buffered and waits for the writer thread; errors are ignored (call
+    /// [`CaptureWriter::flush`] to see them).
+    fn drop(&mut self) {
+        if self.failed.is_none() {
+            let _ = self.flush();
+        }
+        let _ = self.close();
     }
 }
 
