@@ -1858,3 +1858,214 @@ mod tests {
         assert_eq!(TsUnit::Decimal(6).to_ns(u64::MAX), u64::MAX);
     }
 }
+
+/// The writer's edges: buffer boundaries, the writer thread, errors, drop.
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    use std::time::Duration;
+
+    /// A frame of `len` bytes numbered `i`.
+    fn frame(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (k ^ i.wrapping_mul(31)) as u8).collect()
+    }
+
+    /// Small frames, with frames around and above a buffer's size among them, and a flush
+    /// (`None`) in the middle.
+    fn workload() -> Vec<Option<(u64, Vec<u8>)>> {
+        let mut sizes: Vec<usize> = (0..3000)
+            .map(|i| 1 + (i * 2_654_435_761usize) % 1600)
+            .collect();
+        let big = [
+            WRITE_BUFFER - 16,
+            WRITE_BUFFER - 15,
+            WRITE_BUFFER,
+            WRITE_BUFFER + 1,
+            3 * WRITE_BUFFER + 7,
+            MAX_RECORD as usize,
+            0,
+        ];
+        for (k, len) in big.into_iter().enumerate() {
+            sizes.insert(100 + k * 400, len);
+        }
+        let mut out: Vec<_> = sizes
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| Some((1_700_000_000_123_456_789 + i as u64 * 1_001, frame(i, len))))
+            .collect();
+        out.insert(1500, None);
+        out
+    }
+
+    /// What `pcap-file`'s own writer makes of the workload.
+    fn expected(header: PcapHeader, work: &[Option<(u64, Vec<u8>)>]) -> Vec<u8> {
+        let mut w = PcapWriter::with_header(Vec::new(), header).expect("header");
+        for (ts, data) in work.iter().flatten() {
+            let ts = Duration::from_nanos(*ts);
+            let packet = PcapPacket::new(ts, data.len() as u32, data);
+            w.write_packet(&packet).expect("packet");
+        }
+        w.into_writer()
+    }
+
+    /// Little-endian µs and big-endian ns headers, with a snaplen above the largest frame
+    /// (`pcap-file`'s writer checks it; ours writes any length).
+    fn headers() -> [PcapHeader; 2] {
+        let snaplen = 4 * MAX_RECORD;
+        [
+            PcapHeader {
+                datalink: DataLink::ETHERNET,
+                snaplen,
+                ..PcapHeader::default()
+            },
+            PcapHeader {
+                datalink: DataLink::ETHERNET,
+                endianness: Endianness::Big,
+                ts_resolution: TsResolution::NanoSecond,
+                snaplen,
+                ..PcapHeader::default()
+            },
+        ]
+    }
+
+    fn write_all(
+        w: &mut CaptureWriter,
+        work: &[Option<(u64, Vec<u8>)>],
+    ) -> Result<(), CaptureError> {
+        for item in work {
+            match item {
+                Some((ts, data)) => w.write_frame(*ts, data)?,
+                None => w.flush()?,
+            }
+        }
+        Ok(())
+    }
+
+    /// In line and threaded, little- and big-endian: the bytes `pcap-file` writes, for
+    /// thousands of small records across buffer boundaries and records as large as a
+    /// buffer, one byte more, several buffers and `MAX_RECORD`; a flush in the middle
+    /// leaves a threaded writer threaded.
+    #[test]
+    fn in_line_and_threaded_writers_write_the_same_bytes_as_pcap_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = workload();
+        for header in headers() {
+            let want = expected(header, &work);
+            for mode in [WriteMode::Inline, WriteMode::Thread] {
+                let path = dir.path().join("out.pcap");
+                let mut w = CaptureWriter::create_with(&path, header, mode).expect("create");
+                assert_eq!(w.is_threaded(), mode == WriteMode::Thread);
+                write_all(&mut w, &work).expect("write");
+                assert_eq!(w.is_threaded(), mode == WriteMode::Thread, "after a flush");
+                w.flush().expect("flush");
+                assert_eq!(w.frames(), work.iter().flatten().count() as u64);
+                let got = std::fs::read(&path).expect("read");
+                assert_eq!(got.len(), want.len(), "{mode:?} {:?}", header.endianness);
+                assert!(
+                    got == want,
+                    "{mode:?} {:?}: bytes differ",
+                    header.endianness
+                );
+            }
+        }
+    }
+
+    /// `Auto` starts the thread exactly when the process may use more than one CPU.
+    #[test]
+    fn auto_is_threaded_only_with_more_than_one_cpu() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = CaptureWriter::create(&dir.path().join("a.pcap"), headers()[0]).expect("create");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(w.is_threaded(), cpus > 1, "{cpus} CPUs");
+    }
+
+    /// Writes the workload until the first error; the error's text.
+    fn first_error(path: &Path, mode: WriteMode) -> String {
+        let mut w = CaptureWriter::create_with(path, headers()[0], mode).expect("create");
+        let e = write_all(&mut w, &workload())
+            .and_then(|()| w.flush())
+            .expect_err("the write must fail");
+        assert!(
+            matches!(&e, CaptureError::Write { path: p, .. } if p == path),
+            "{e}"
+        );
+        // Every later call says it again.
+        let again = w
+            .write_frame(1, &[0u8; 60])
+            .expect_err("write after the error");
+        assert_eq!(again.to_string(), e.to_string());
+        let again = w.flush().expect_err("flush after the error");
+        assert_eq!(again.to_string(), e.to_string());
+        e.to_string()
+    }
+
+    /// A full device: the thread's error reaches the caller with the path and the OS's
+    /// detail, the same text as in line; dropping the failed writer returns.
+    #[test]
+    fn a_full_device_is_the_same_write_error_threaded_and_in_line() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            println!("SKIP: no /dev/full");
+            return;
+        }
+        let inline = first_error(full, WriteMode::Inline);
+        let threaded = first_error(full, WriteMode::Thread);
+        assert_eq!(threaded, inline);
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+        assert_eq!(inline, format!("cannot write /dev/full: {enospc}"));
+    }
+
+    /// A FIFO whose reader has gone: the thread's EPIPE comes back with the path.
+    #[test]
+    fn a_pipe_whose_reader_is_gone_is_a_write_error_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            println!("SKIP: mkfifo unavailable");
+            return;
+        }
+        let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+        for mode in [WriteMode::Inline, WriteMode::Thread] {
+            let reader_path = fifo.clone();
+            // Opens the read end and closes it again: creating the writer waits for the
+            // open, and the writes start after the close.
+            let reader = std::thread::spawn(move || drop(File::open(reader_path)));
+            let mut w = CaptureWriter::create_with(&fifo, headers()[0], mode).expect("create");
+            reader.join().expect("reader");
+            let e = write_all(&mut w, &workload())
+                .and_then(|()| w.flush())
+                .expect_err("the write must fail");
+            assert_eq!(
+                e.to_string(),
+                format!("cannot write {}: {epipe}", fifo.display()),
+                "{mode:?}"
+            );
+        }
+    }
+
+    /// Dropped without a flush, a threaded writer writes everything it was given (as
+    /// `BufWriter` does) and returns, also on a device where the writes fail.
+    #[test]
+    fn a_writer_dropped_without_flush_writes_everything_and_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work: Vec<_> = workload().into_iter().filter(Option::is_some).collect();
+        let header = headers()[1];
+        for mode in [WriteMode::Inline, WriteMode::Thread] {
+            let path = dir.path().join("dropped.pcap");
+            let mut w = CaptureWriter::create_with(&path, header, mode).expect("create");
+            write_all(&mut w, &work).expect("write");
+            drop(w);
+            let got = std::fs::read(&path).expect("read");
+            assert!(got == expected(header, &work), "{mode:?}: bytes differ");
+        }
+        let full = Path::new("/dev/full");
+        if full.exists() {
+            let mut w =
+                CaptureWriter::create_with(full, header, WriteMode::Thread).expect("create");
+            let _ = write_all(&mut w, &work);
+            drop(w);
+        }
+    }
+}
