@@ -1053,16 +1053,24 @@ impl CaptureWriter {
     }
 
     /// Appends one record (`head` then `data`) to the buffer, handing the buffer over first
-    /// when the record does not fit, and in pieces when it is larger than a buffer.
-    fn put(&mut self, head: &[u8], data: &[u8]) -> Result<(), CaptureError> {
-        let len = head.len() + data.len();
-        if self.buf.len() + len > WRITE_BUFFER && !self.buf.is_empty() {
-            self.hand_over()?;
-        }
-        if len <= WRITE_BUFFER {
+    /// when the record does not fit.
+    #[inline]
+    fn put(&mut self, head: &[u8; 16], data: &[u8]) -> Result<(), CaptureError> {
+        if self.buf.len() + head.len() + data.len() <= WRITE_BUFFER {
             self.buf.extend_from_slice(head);
             self.buf.extend_from_slice(data);
             return Ok(());
+        }
+        self.put_after_hand_over(head, data)
+    }
+
+    /// [`CaptureWriter::put`] for a record that does not fit: hands the buffer over, then
+    /// appends the record, in pieces (handing over each full buffer) when it is larger than
+    /// a buffer.
+    #[cold]
+    fn put_after_hand_over(&mut self, head: &[u8], data: &[u8]) -> Result<(), CaptureError> {
+        if !self.buf.is_empty() {
+            self.hand_over()?;
         }
         for part in [head, data] {
             let mut rest = part;
@@ -1102,14 +1110,13 @@ impl CaptureWriter {
     }
 
     /// The thread's error if it has stopped on one; the error met before, again.
+    #[inline]
     fn check(&mut self) -> Result<(), CaptureError> {
-        if self.failed.is_some() {
-            return Err(self.closed());
+        let thread_failed = matches!(&self.out, Output::Thread(t) if t.has_failed());
+        if self.failed.is_none() && !thread_failed {
+            return Ok(());
         }
-        match &self.out {
-            Output::Thread(t) if t.has_failed() => Err(self.close()),
-            _ => Ok(()),
-        }
+        Err(self.close())
     }
 
     /// Joins the writer thread (if any), keeping its error; the error to return.
