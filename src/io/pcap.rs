@@ -815,8 +815,9 @@ pub enum WriteMode {
 /// their header fields are written exactly as given).
 ///
 /// Records are gathered in a buffer ([`WRITE_BUFFER`] bytes in line, [`THREAD_BUFFER`]
-/// threaded); a full buffer is written either in line or by a writer thread ([`WriteMode`]), so that the kernel's copy of one buffer
-/// into the file (and, on tmpfs, its page allocation) runs while the caller fills the next.
+/// threaded); a full buffer is written either in line or by a writer thread
+/// ([`WriteMode`]), so that the kernel's copy of one buffer into the file (and, on tmpfs,
+/// its page allocation) runs while the caller fills the next.
 /// The thread and the caller pass [`WRITE_BUFFERS`] buffers back and forth over two
 /// channels: no allocation per buffer once they exist, the bytes in the order they were
 /// given. A buffer is handed over when the next record does not fit, so every `write` ends
@@ -854,7 +855,7 @@ enum Output {
     Inline(File),
     /// Handed to a writer thread.
     Thread(WriterThread),
-    /// The thread has been joined (after an error, or by `flush`'s final wait).
+    /// After a write error (the thread, if any, joined), and while dropping.
     Closed,
 }
 
