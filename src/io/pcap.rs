@@ -2040,6 +2040,27 @@ mod writer_tests {
         assert_eq!(inline, format!("cannot write /dev/full: {enospc}"));
     }
 
+    /// The thread's error reaches the caller through a `write_*` call, not only `flush`:
+    /// the thread stops at its first failed write, so at the latest the hand-over after the
+    /// pool's buffers are all given (no empty one comes back) reports it.
+    #[test]
+    fn a_thread_error_is_returned_by_a_write_before_any_flush() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            println!("SKIP: no /dev/full");
+            return;
+        }
+        let mut w =
+            CaptureWriter::create_with(full, headers()[0], WriteMode::Thread).expect("create");
+        let data = frame(7, 9000);
+        let records = (WRITE_BUFFERS + 2) * THREAD_BUFFER / (data.len() + 16);
+        let failed_at = (0..records).find_map(|i| w.write_frame(i as u64, &data).err());
+        let e = failed_at.expect("a write fails before the pool is used up twice");
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+        assert_eq!(e.to_string(), format!("cannot write /dev/full: {enospc}"));
+        assert!(w.frames() < records as u64);
+    }
+
     /// A FIFO whose reader has gone: the thread's EPIPE comes back with the path.
     #[test]
     fn a_pipe_whose_reader_is_gone_is_a_write_error_with_the_path() {
