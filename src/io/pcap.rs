@@ -276,16 +276,8 @@ struct Source {
 }
 
 impl CaptureReader {
-    /// Opens `path`, recognising pcap and pcapng by their magic number. A classic pcap is
-    /// read ahead by a reader thread when the process may use more than one CPU
-    /// ([`ReadAhead`]).
+    /// Opens `path`, recognising pcap and pcapng by their magic number.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
-        let ahead = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-        CaptureReader::open_with(path, ahead)
-    }
-
-    /// [`CaptureReader::open`], with or without the reader thread.
-    fn open_with(path: &Path, ahead: bool) -> Result<CaptureReader, CaptureError> {
         let open_err = |source| CaptureError::Open {
             path: path.to_path_buf(),
             source,
@@ -329,7 +321,7 @@ impl CaptureReader {
         let bad_header = |e: PcapError| not_capture(format!("bad file header ({})", describe(&e)));
         let source = match format {
             Format::Pcap => {
-                let mut reader = RecordBuffer::new(input, ahead);
+                let mut reader = RecordBuffer::new(input);
                 let header = reader.header().map_err(bad_header)?;
                 let linktype = u32::from(header.datalink);
                 Source {
@@ -621,7 +613,7 @@ const RECORD_BUFFER: usize = 8_000_000;
 /// the same errors (`IncompleteBuffer` cases end as `UnexpectedEof`), without the crate's
 /// generic parser and its checks per record, which the replay paid for every frame.
 struct RecordBuffer {
-    input: Input,
+    source: Chunked,
     buffer: Vec<u8>,
     /// Start of the unread bytes.
     pos: usize,
@@ -630,25 +622,10 @@ struct RecordBuffer {
     little_endian: bool,
 }
 
-/// Where a [`RecordBuffer`] gets its bytes.
-enum Input {
-    /// Read by the parsing thread into the buffer's free end.
-    Direct(Chunked),
-    /// Read ahead by a reader thread into buffers swapped with the parser's.
-    Ahead(ReadAhead),
-}
-
 impl RecordBuffer {
-    /// A buffer reading `source`, ahead in a reader thread when `ahead` (falls back to
-    /// direct reads if the thread cannot start).
-    fn new(source: Chunked, ahead: bool) -> RecordBuffer {
-        let input = if ahead {
-            ReadAhead::start(source).map_or_else(Input::Direct, Input::Ahead)
-        } else {
-            Input::Direct(source)
-        };
+    fn new(source: Chunked) -> RecordBuffer {
         RecordBuffer {
-            input,
+            source,
             buffer: vec![0; RECORD_BUFFER],
             pos: 0,
             len: 0,
@@ -680,60 +657,14 @@ impl RecordBuffer {
         }
     }
 
-    /// Brings more bytes after the unread ones; the bytes added (0 at the end of the file).
+    /// Moves the unread bytes to the start and reads more after them; the bytes read.
     fn fill(&mut self) -> std::io::Result<usize> {
-        let Input::Ahead(ahead) = &mut self.input else {
-            return self.fill_direct();
-        };
-        let Some((mut next, n)) = ahead.next()? else {
-            return Ok(0);
-        };
-        let unread = self.buffer.get(self.pos..self.len).unwrap_or_default();
-        let before = AHEAD_FRONT.checked_sub(unread.len());
-        match (before, next.get_mut(before.unwrap_or(0)..AHEAD_FRONT)) {
-            (Some(at), Some(front)) if front.len() == unread.len() => {
-                // The usual case: the unread part of a record goes right before the chunk.
-                front.copy_from_slice(unread);
-                let done = std::mem::replace(&mut self.buffer, next);
-                ahead.give_back(done);
-                self.pos = at;
-                self.len = AHEAD_FRONT + n;
-                Ok(n)
-            }
-            _ => {
-                // A record claiming more than the front holds (a corrupt capture: above
-                // MAX_RECORD): as the direct read does, the unread bytes to the start and
-                // as much of the chunk as fits. Reading ends at this record, complete or
-                // not, so what does not fit is never needed.
-                self.buffer.copy_within(self.pos..self.len, 0);
-                self.len -= self.pos;
-                self.pos = 0;
-                let chunk = next.get(AHEAD_FRONT..AHEAD_FRONT + n).unwrap_or_default();
-                let room = self.buffer.len().saturating_sub(self.len).min(chunk.len());
-                let (to, from) = (
-                    self.buffer.get_mut(self.len..self.len + room),
-                    chunk.get(..room),
-                );
-                if let (Some(to), Some(from)) = (to, from) {
-                    to.copy_from_slice(from);
-                }
-                self.len += room;
-                ahead.give_back(next);
-                Ok(room)
-            }
-        }
-    }
-
-    /// [`RecordBuffer::fill`] without a reader thread: moves the unread bytes to the start
-    /// and reads more after them.
-    fn fill_direct(&mut self) -> std::io::Result<usize> {
-        let Input::Direct(source) = &mut self.input else {
-            return Ok(0);
-        };
         self.buffer.copy_within(self.pos..self.len, 0);
         self.len -= self.pos;
         self.pos = 0;
-        let n = source.read(self.buffer.get_mut(self.len..).unwrap_or_default())?;
+        let n = self
+            .source
+            .read(self.buffer.get_mut(self.len..).unwrap_or_default())?;
         self.len += n;
         Ok(n)
     }
@@ -790,127 +721,6 @@ impl RecordBuffer {
     }
 }
 
-/// Bytes a [`ReadAhead`] thread reads into each buffer (in reads of at most [`READ_CHUNK`]).
-const AHEAD_CHUNK: usize = 256 << 10;
-
-/// Where a [`ReadAhead`] thread puts a chunk in its [`RECORD_BUFFER`]-byte buffer: the
-/// bytes before it take the unread start of a record cut by the chunk's edge.
-const AHEAD_FRONT: usize = RECORD_BUFFER - AHEAD_CHUNK;
-
-/// Buffers a [`ReadAhead`] thread may fill ahead of the parser.
-const AHEAD_BUFFERS: usize = 3;
-
-/// A reader thread for classic pcap ([`RecordBuffer`]): it reads the next chunks of the
-/// file into buffers of the parser's size while the engine works on the current one.
-///
-/// The parser keeps one buffer; when it needs more bytes it takes the next filled buffer,
-/// copies the unread start of the record it was cut in before the chunk (a few hundred
-/// bytes on average, not the chunk), and gives its old buffer back to be filled again. So
-/// the records are parsed where the kernel put them, as in the direct read. Measured
-/// (scripts/bench/notes.md, "The replay's output thread"): a strict bulk replay ran 7 %
-/// faster in wall time for 1 % more CPU. Used when the process may use more than one CPU,
-/// like the writer thread.
-///
-/// A chunk is read until it is full or a read returns less than asked (a pipe with no more
-/// bytes yet, or the end): a live pipe is replayed as it arrives. The thread ends at the end
-/// of the file, at a read error (handed over in order, after the bytes before it), or when
-/// the parser is dropped (at its next hand-over; a read blocked on a pipe ends first).
-struct ReadAhead {
-    /// Filled buffers: the chunk's length at [`AHEAD_FRONT`], or the read error.
-    full: crossbeam_channel::Receiver<(Vec<u8>, std::io::Result<usize>)>,
-    empty: crossbeam_channel::Sender<Vec<u8>>,
-    /// The end of the file was handed over.
-    ended: bool,
-}
-
-impl ReadAhead {
-    /// Starts the thread reading `source`; gives the source back if it cannot start.
-    fn start(source: Chunked) -> Result<ReadAhead, Chunked> {
-        let (full_tx, full) = crossbeam_channel::bounded(AHEAD_BUFFERS);
-        let (empty, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(AHEAD_BUFFERS + 1);
-        let (source_tx, source_rx) = crossbeam_channel::bounded::<Chunked>(1);
-        let spawned = std::thread::Builder::new()
-            .name("pcap-reader".into())
-            .spawn(move || {
-                let Ok(mut source) = source_rx.recv() else {
-                    return;
-                };
-                for mut buf in empty_rx {
-                    let got =
-                        read_chunk(&mut source, buf.get_mut(AHEAD_FRONT..).unwrap_or_default());
-                    let more = matches!(got, Ok(n) if n > 0);
-                    if full_tx.send((buf, got)).is_err() || !more {
-                        return;
-                    }
-                }
-            });
-        let Ok(_detached) = spawned else {
-            return Err(source);
-        };
-        if let Err(e) = source_tx.send(source) {
-            return Err(e.into_inner());
-        }
-        for _ in 0..AHEAD_BUFFERS {
-            // Cannot fail: the channel holds them all and the thread is waiting for them.
-            let _ = empty.send(vec![0; RECORD_BUFFER]);
-        }
-        Ok(ReadAhead {
-            full,
-            empty,
-            ended: false,
-        })
-    }
-
-    /// The next filled buffer and the chunk's length in it; `None` at the end of the file.
-    fn next(&mut self) -> std::io::Result<Option<(Vec<u8>, usize)>> {
-        if self.ended {
-            return Ok(None);
-        }
-        let (buf, got) = self
-            .full
-            .recv()
-            .map_err(|_| std::io::Error::other("the reader thread stopped"))?;
-        match got {
-            Ok(0) => {
-                self.ended = true;
-                self.give_back(buf);
-                Ok(None)
-            }
-            Ok(n) => Ok(Some((buf, n))),
-            Err(e) => {
-                self.give_back(buf);
-                Err(e)
-            }
-        }
-    }
-
-    /// Hands a buffer the parser is done with back to be filled.
-    fn give_back(&self, buf: Vec<u8>) {
-        // The thread may have ended (end of file, error): then the buffer is dropped.
-        let _ = self.empty.try_send(buf);
-    }
-}
-
-/// Reads into `buf` until it is full or a read gives less than asked; the bytes read. A
-/// read error after some bytes hands those over first (the next read meets it again, as
-/// the direct read would).
-fn read_chunk(source: &mut Chunked, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
-        let asked = rest.len();
-        let n = match source.read_whole(rest) {
-            Ok(n) => n,
-            Err(_) if got > 0 => break,
-            Err(e) => return Err(e),
-        };
-        got += n;
-        if n < asked {
-            break;
-        }
-    }
-    Ok(got)
-}
-
 /// Most bytes one `read` brings in (see [`Chunked`]).
 const READ_CHUNK: usize = 128 << 10;
 
@@ -935,18 +745,6 @@ struct Chunked {
 impl Chunked {
     fn new(file: File, head: Vec<u8>) -> Chunked {
         Chunked { file, head }
-    }
-}
-
-impl Chunked {
-    /// [`Read::read`] without the [`READ_CHUNK`] cap (the reader thread's reads: the
-    /// parser meets the bytes on another core, so the cap's cache argument does not apply).
-    fn read_whole(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.head.is_empty() {
-            self.file.read(buf)
-        } else {
-            self.read(buf)
-        }
     }
 }
 
@@ -1973,89 +1771,6 @@ mod tests {
             }
         }
         (frames, None)
-    }
-
-    /// A record's timestamp, original length, stored timestamp fields and bytes.
-    type Fields = (u64, u32, Option<(u32, u32)>, Vec<u8>);
-
-    /// Everything `path` gives with or without the reader thread: each record's fields and
-    /// bytes, then the error (or none).
-    fn read_both_ways(path: &Path) -> [(Vec<Fields>, Option<String>); 2] {
-        [true, false].map(|ahead| {
-            let mut r = CaptureReader::open_with(path, ahead).expect("open");
-            let mut got = Vec::new();
-            while let Some(next) = r.next_record() {
-                match next {
-                    Ok(rec) => got.push((rec.ts_ns, rec.orig_len, rec.raw_ts, rec.data.to_vec())),
-                    Err(e) => return (got, Some(e.to_string())),
-                }
-            }
-            (got, None)
-        })
-    }
-
-    /// The reader thread gives what the direct read gives: the same records (thousands,
-    /// across many chunks; records of up to `MAX_RECORD` across chunk edges; a big-endian
-    /// file) and the same errors at the same offsets (a capture cut inside a record, a
-    /// record claiming too much, one claiming more than the buffer holds, present or not).
-    #[test]
-    fn the_reader_thread_reads_what_the_direct_read_does() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut inputs = vec![numbered_capture(dir.path(), 6000)];
-        let bytes = std::fs::read(&inputs[0]).expect("read");
-        let cut = dir.path().join("cut.pcap");
-        std::fs::write(&cut, &bytes[..bytes.len() - 1000]).expect("write");
-        inputs.push(cut);
-        let big = dir.path().join("big.pcap");
-        let header = PcapHeader {
-            datalink: DataLink::ETHERNET,
-            endianness: Endianness::Big,
-            snaplen: MAX_RECORD,
-            ..PcapHeader::default()
-        };
-        let mut w = CaptureWriter::create(&big, header).expect("create");
-        for i in 0..40u32 {
-            let len = [
-                60,
-                MAX_RECORD as usize,
-                1514,
-                AHEAD_CHUNK - 17,
-                AHEAD_CHUNK + 3,
-            ][i as usize % 5];
-            w.write_frame(
-                u64::from(i) * 1000,
-                &(0..len).map(|k| (k as u32 ^ i) as u8).collect::<Vec<u8>>(),
-            )
-            .expect("write");
-        }
-        w.flush().expect("flush");
-        inputs.push(big);
-        let head = std::fs::read(numbered_capture(dir.path(), 3)).expect("read");
-        for (k, (claim, present)) in [
-            (2u32 << 20, 2usize << 20),
-            (0xffff_fff0, 100),
-            (9_000_000, 9_000_000),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut bytes = head.clone();
-            for v in [7u32, 0, claim, claim] {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
-            bytes.resize(bytes.len() + present, 0x5a);
-            let path = dir.path().join(format!("claim{k}.pcap"));
-            std::fs::write(&path, &bytes).expect("write");
-            inputs.push(path);
-        }
-        for input in &inputs {
-            let [ahead, direct] = read_both_ways(input);
-            let name = input.display();
-            assert!(!direct.0.is_empty(), "{name}");
-            assert_eq!(ahead.0.len(), direct.0.len(), "{name}: records");
-            assert!(ahead.0 == direct.0, "{name}: records differ");
-            assert_eq!(ahead.1, direct.1, "{name}: errors");
-        }
     }
 
     /// A FIFO (or a pipe as `/dev/stdin`) cannot seek back over the magic number: its records
