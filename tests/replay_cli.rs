@@ -665,3 +665,123 @@ fn a_piped_stdin_replays_like_the_file() {
         assert!(!frames(&from_pipe).is_empty(), "{name}");
     }
 }
+
+/// A capture of `n` SMTP frames of about 1.4 KB: a few MB of output, many write buffers.
+fn bulk_input(dir: &Path, n: usize) -> PathBuf {
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| smtp_frame(format!("{i:07} {}\r\n", "x".repeat(1400)).as_bytes()))
+        .collect();
+    let records: Vec<(u32, u32, &[u8])> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (1 + i as u32, 0, f.as_slice()))
+        .collect();
+    let path = dir.join("bulk.pcap");
+    write_pcap(&path, 1, &records);
+    path
+}
+
+/// `mailguard replay` pinned to one CPU (its writer then writes in line), if `taskset` runs.
+fn replay_on_one_cpu(input: &Path, output: &Path) -> Option<Output> {
+    let o = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_mailguard"))
+        .arg("replay")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--profile", "off"])
+        .output()
+        .ok()?;
+    // taskset's own failure (no such CPU, not permitted) is not mailguard's.
+    (o.status.code() != Some(1) || !o.stderr.starts_with(b"taskset")).then_some(o)
+}
+
+/// The output written by the writer thread and in line (one CPU) is the same file, and a
+/// full device is exit 4 with the path and the OS's reason either way.
+#[test]
+fn the_output_is_the_same_written_by_a_thread_or_in_line_and_a_full_disk_is_exit_4() {
+    let dir = tmpdir();
+    let input = bulk_input(dir.path(), 3000);
+    let threaded = dir.path().join("threaded.pcap");
+    let o = replay(&input, &threaded, &["--profile", "off"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&threaded).ok(),
+        std::fs::read(&input).ok(),
+        "off forwards every frame verbatim"
+    );
+    let full = Path::new("/dev/full");
+    let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+    if full.exists() {
+        let o = replay(&input, full, &["--profile", "off"]);
+        assert_eq!(o.status.code(), Some(4));
+        assert!(
+            stderr_line(&o).contains(&format!("cannot write /dev/full: {enospc}")),
+            "{}",
+            stderr_line(&o)
+        );
+    }
+    let Some(o) = replay_on_one_cpu(&input, &dir.path().join("inline.pcap")) else {
+        println!("SKIP: taskset unavailable, the in-line writer not run");
+        return;
+    };
+    assert_eq!(o.status.code(), Some(0));
+    assert!(std::fs::read(dir.path().join("inline.pcap")).ok() == std::fs::read(&threaded).ok());
+    if full.exists() {
+        let inline = replay_on_one_cpu(&input, full).expect("taskset ran before");
+        let threaded = replay(&input, full, &["--profile", "off"]);
+        assert_eq!(inline.status.code(), Some(4));
+        assert_eq!(stderr_line(&inline), stderr_line(&threaded));
+    }
+}
+
+/// A FIFO as output: read to the end, it carries the file's bytes; closed by its reader,
+/// the replay ends with exit 4 and the broken pipe named. `/dev/null` is a success.
+#[test]
+fn a_fifo_or_dev_null_as_output() {
+    use std::io::Read as _;
+    let dir = tmpdir();
+    let input = bulk_input(dir.path(), 3000);
+    let o = replay(&input, Path::new("/dev/null"), &["--profile", "off"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(3000 frames)"));
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        println!("SKIP: mkfifo unavailable");
+        return;
+    }
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        std::fs::File::open(reader_path)
+            .and_then(|mut f| f.read_to_end(&mut got))
+            .map(|_| got)
+    });
+    let o = replay(&input, &fifo, &["--profile", "off"]);
+    let got = reader.join().expect("reader").expect("read the fifo");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        got == std::fs::read(&input).expect("input"),
+        "the fifo's bytes differ"
+    );
+    // The reader opens the FIFO and closes it at once: the replay's writes (megabytes, more
+    // than a pipe holds) meet a closed pipe.
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || drop(std::fs::File::open(reader_path)));
+    let o = replay(&input, &fifo, &["--profile", "off"]);
+    reader.join().expect("reader");
+    let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+    assert_eq!(o.status.code(), Some(4));
+    let line = stderr_line(&o);
+    assert!(
+        line.contains(&format!("cannot write {}: {epipe}", fifo.display())),
+        "{line}"
+    );
+}

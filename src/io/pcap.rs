@@ -25,7 +25,8 @@
 //!   the engine: no faster.
 //! - A pipe or FIFO (`/dev/stdin`) is read like a file: it cannot seek back over the magic
 //!   number read to tell the format, so those bytes are handed to the reader first (`Chunked`).
-//! - The output goes through one 256 KiB buffer, so the kernel sees large writes.
+//! - The output goes through large buffers (256 KiB, 1 MiB threaded): large writes, by a
+//!   writer thread when the process may use more than one CPU (see [`CaptureWriter`]).
 //! - Link types other than Ethernet are converted to Ethernet for the engine and back by
 //!   [`LinkAdapter`]: Linux SLL and SLL2, BSD loopback (`NULL`, `LOOP`) and raw IP.
 
@@ -35,7 +36,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Largest capture record accepted (bigger ones are reported as corruption).
@@ -789,35 +790,223 @@ fn describe(e: &PcapError) -> String {
 /// enough to stay in L2 with the input's chunk (see [`Chunked`]).
 const WRITE_BUFFER: usize = 256 << 10;
 
+/// Bytes of each buffer handed to a writer thread. Larger than in line: the thread's copy
+/// reads the buffer from the other core's cache whatever its size, and fewer hand-overs
+/// cost fewer wake-ups (a strict bulk replay used 4 % less CPU than with 256 KiB, the same
+/// wall time; 512 KiB and 2 MiB measured alike).
+const THREAD_BUFFER: usize = 1 << 20;
+
+/// Buffers a threaded [`CaptureWriter`] owns at most: one being filled while the others
+/// wait for, or are in, the writer thread's `write`.
+const WRITE_BUFFERS: usize = 3;
+
+/// How a [`CaptureWriter`] chooses between writing in line and a writer thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A writer thread when the process may run on more than one CPU, else in line.
+    Auto,
+    /// Always in line: `write(2)` on the caller's thread when a buffer is full.
+    Inline,
+    /// Always a writer thread (falls back to in line if the thread cannot be started).
+    Thread,
+}
+
 /// Writes a classic pcap file (the global header via `pcap-file`, records directly so that
 /// their header fields are written exactly as given).
+///
+/// Records are gathered in a buffer ([`WRITE_BUFFER`] bytes in line, [`THREAD_BUFFER`]
+/// threaded); a full buffer is written either in line or by a writer thread
+/// ([`WriteMode`]), so that the kernel's copy of one buffer into the file (and, on tmpfs,
+/// its page allocation) runs while the caller fills the next.
+/// The thread and the caller pass [`WRITE_BUFFERS`] buffers back and forth over two
+/// channels: no allocation per buffer once they exist, the bytes in the order they were
+/// given. A buffer is handed over when the next record does not fit, so every `write` ends
+/// on a whole record (a record larger than a buffer is split across buffers); a replay
+/// killed between two writes leaves a file that ends on a whole record.
+///
+/// Choices made (measured, scripts/bench/notes.md "The replay's output thread"):
+/// - [`WriteMode::Auto`] starts the thread only when `available_parallelism()` is above 1,
+///   which on Linux counts the CPUs of the process's affinity mask (`taskset -c 0`) and its
+///   cgroup's quota: on one CPU the thread only adds context switches.
+/// - The first write error of the thread ends it; the caller sees it at its next call
+///   (a flag checked per record, then the thread is joined for the error itself), as the
+///   same [`CaptureError::Write`] the in-line write gives, and again at every later call.
+///   [`CaptureWriter::flush`] hands over the last buffer, waits until the thread has
+///   written every buffer back, and returns its error; the thread lives on for more records.
+/// - Dropped without `flush`, the writer writes what it holds and waits for the thread, as
+///   `BufWriter` does when dropped; errors are then ignored.
 pub struct CaptureWriter {
-    writer: BufWriter<File>,
+    /// The buffer being filled (capacity `cap`).
+    buf: Vec<u8>,
+    /// Bytes a buffer holds before it is handed over.
+    cap: usize,
+    out: Output,
     path: PathBuf,
     resolution: TsResolution,
     little_endian: bool,
     frames: u64,
+    /// The first write error, kept to be returned again by later calls.
+    failed: Option<String>,
+}
+
+/// Where a full buffer goes.
+enum Output {
+    /// Written by the caller.
+    Inline(File),
+    /// Handed to a writer thread.
+    Thread(WriterThread),
+    /// After a write error (the thread, if any, joined), and while dropping.
+    Closed,
+}
+
+/// The writer thread and the two channels to it: full buffers go, empty ones come back.
+struct WriterThread {
+    full: crossbeam_channel::Sender<Vec<u8>>,
+    empty: crossbeam_channel::Receiver<Vec<u8>>,
+    /// Set by the thread when a write failed (it then stops).
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Buffers made so far (at most [`WRITE_BUFFERS`]), the one being filled included.
+    made: usize,
+    /// Empty buffers back from the thread, not in use.
+    spare: Vec<Vec<u8>>,
+    /// Returns the file on success, the first write error otherwise.
+    handle: std::thread::JoinHandle<std::io::Result<File>>,
+}
+
+impl WriterThread {
+    /// Starts the thread writing to `file`; gives the file back if it cannot start.
+    fn start(file: File) -> Result<WriterThread, File> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (full, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(WRITE_BUFFERS);
+        let (empty_tx, empty) = crossbeam_channel::bounded::<Vec<u8>>(WRITE_BUFFERS);
+        let failed = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&failed);
+        // The file goes in through a channel so that a failed spawn can give it back.
+        let (file_tx, file_rx) = crossbeam_channel::bounded::<File>(1);
+        let spawned = std::thread::Builder::new()
+            .name("pcap-writer".into())
+            .spawn(move || {
+                let mut file = file_rx
+                    .recv()
+                    .map_err(|_| std::io::Error::other("no output file"))?;
+                for mut buf in full_rx {
+                    if let Err(e) = file.write_all(&buf) {
+                        flag.store(true, Ordering::Release);
+                        return Err(e);
+                    }
+                    buf.clear();
+                    // The caller may have stopped taking buffers back (it is closing).
+                    let _ = empty_tx.try_send(buf);
+                }
+                Ok(file)
+            });
+        let Ok(handle) = spawned else {
+            return Err(file);
+        };
+        if let Err(e) = file_tx.send(file) {
+            // The thread is gone already (it cannot be: it is waiting for the file).
+            let _ = handle.join();
+            return Err(e.into_inner());
+        }
+        Ok(WriterThread {
+            full,
+            empty,
+            failed,
+            made: 1,
+            spare: Vec::with_capacity(WRITE_BUFFERS),
+            handle,
+        })
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Hands `buf` to the thread and returns an empty buffer; `None` when the thread has
+    /// stopped (a write error: join it for the error).
+    fn swap(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.full.send(buf).ok()?;
+        if let Some(b) = self.spare.pop() {
+            return Some(b);
+        }
+        if let Ok(b) = self.empty.try_recv() {
+            return Some(b);
+        }
+        if self.made < WRITE_BUFFERS {
+            self.made += 1;
+            return Some(Vec::with_capacity(THREAD_BUFFER));
+        }
+        self.empty.recv().ok()
+    }
+
+    /// Hands `buf` to the thread and waits until it has written every buffer it holds;
+    /// returns an empty buffer, `None` when the thread has stopped.
+    fn drain(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.full.send(buf).ok()?;
+        while self.spare.len() < self.made {
+            let b = self.empty.recv().ok()?;
+            self.spare.push(b);
+        }
+        self.spare.pop()
+    }
+
+    /// Waits for the thread to write everything it was given; its result.
+    fn join(self) -> std::io::Result<File> {
+        drop(self.full);
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")))
+    }
 }
 
 impl CaptureWriter {
-    /// Creates (truncates) `path` and writes `header`.
+    /// Creates (truncates) `path` and writes `header` ([`WriteMode::Auto`]).
     pub fn create(path: &Path, header: PcapHeader) -> Result<CaptureWriter, CaptureError> {
+        CaptureWriter::create_with(path, header, WriteMode::Auto)
+    }
+
+    /// Creates (truncates) `path` and writes `header`, writing full buffers as `mode` says.
+    pub fn create_with(
+        path: &Path,
+        header: PcapHeader,
+        mode: WriteMode,
+    ) -> Result<CaptureWriter, CaptureError> {
         let err = |detail: String| CaptureError::Write {
             path: path.to_path_buf(),
             detail,
         };
         let file = File::create(path).map_err(|e| err(e.to_string()))?;
-        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
-        header
-            .write_to(&mut writer)
-            .map_err(|e| err(describe(&e)))?;
+        let threaded = match mode {
+            WriteMode::Auto => std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            WriteMode::Inline => false,
+            WriteMode::Thread => true,
+        };
+        let out = if threaded {
+            WriterThread::start(file).map_or_else(Output::Inline, Output::Thread)
+        } else {
+            Output::Inline(file)
+        };
+        let cap = match out {
+            Output::Thread(_) => THREAD_BUFFER,
+            _ => WRITE_BUFFER,
+        };
+        let mut buf = Vec::with_capacity(cap);
+        header.write_to(&mut buf).map_err(|e| err(describe(&e)))?;
         Ok(CaptureWriter {
-            writer,
+            buf,
+            cap,
+            out,
             path: path.to_path_buf(),
             resolution: header.ts_resolution,
             little_endian: header.endianness.is_little(),
             frames: 0,
+            failed: None,
         })
+    }
+
+    /// True when full buffers go to a writer thread.
+    pub fn is_threaded(&self) -> bool {
+        matches!(self.out, Output::Thread(_))
     }
 
     /// Frames written so far.
@@ -860,6 +1049,7 @@ impl CaptureWriter {
         orig_len: u32,
         data: &[u8],
     ) -> Result<(), CaptureError> {
+        self.check()?;
         let incl_len = u32::try_from(data.len()).map_err(|_| self.err("frame too large"))?;
         let mut record = [0u8; 16];
         let fields = [ts_sec, ts_frac, incl_len, orig_len.max(incl_len)];
@@ -871,13 +1061,97 @@ impl CaptureWriter {
             };
             chunk.copy_from_slice(&bytes);
         }
-        let result = self
-            .writer
-            .write_all(&record)
-            .and_then(|()| self.writer.write_all(data));
-        result.map_err(|e| self.err(&e.to_string()))?;
+        self.put(&record, data)?;
         self.frames += 1;
         Ok(())
+    }
+
+    /// Appends one record (`head` then `data`) to the buffer, handing the buffer over first
+    /// when the record does not fit.
+    #[inline]
+    fn put(&mut self, head: &[u8; 16], data: &[u8]) -> Result<(), CaptureError> {
+        if self.buf.len() + head.len() + data.len() <= self.cap {
+            self.buf.extend_from_slice(head);
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        self.put_after_hand_over(head, data)
+    }
+
+    /// [`CaptureWriter::put`] for a record that does not fit: hands the buffer over, then
+    /// appends the record, in pieces (handing over each full buffer) when it is larger than
+    /// a buffer.
+    #[cold]
+    fn put_after_hand_over(&mut self, head: &[u8], data: &[u8]) -> Result<(), CaptureError> {
+        if !self.buf.is_empty() {
+            self.hand_over()?;
+        }
+        for part in [head, data] {
+            let mut rest = part;
+            while !rest.is_empty() {
+                if self.buf.len() >= self.cap {
+                    self.hand_over()?;
+                }
+                let n = rest.len().min(self.cap.saturating_sub(self.buf.len()));
+                let (now, later) = rest.split_at(n);
+                self.buf.extend_from_slice(now);
+                rest = later;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer (in line) or swaps it for an empty one (threaded).
+    fn hand_over(&mut self) -> Result<(), CaptureError> {
+        match &mut self.out {
+            Output::Inline(file) => {
+                let written = file.write_all(&self.buf);
+                self.buf.clear();
+                written.map_err(|e| self.fail(e.to_string()))
+            }
+            Output::Thread(thread) => {
+                let buf = std::mem::take(&mut self.buf);
+                match thread.swap(buf) {
+                    Some(empty) => {
+                        self.buf = empty;
+                        Ok(())
+                    }
+                    None => Err(self.close()),
+                }
+            }
+            Output::Closed => Err(self.closed()),
+        }
+    }
+
+    /// The thread's error if it has stopped on one; the error met before, again.
+    #[inline]
+    fn check(&mut self) -> Result<(), CaptureError> {
+        let thread_failed = matches!(&self.out, Output::Thread(t) if t.has_failed());
+        if self.failed.is_none() && !thread_failed {
+            return Ok(());
+        }
+        Err(self.close())
+    }
+
+    /// Joins the writer thread (if any), keeping its error; the error to return.
+    fn close(&mut self) -> CaptureError {
+        if let Output::Thread(t) = std::mem::replace(&mut self.out, Output::Closed) {
+            if let Err(e) = t.join() {
+                self.failed.get_or_insert(e.to_string());
+            }
+        }
+        self.closed()
+    }
+
+    /// The error met before (or, if none, that the output is closed).
+    fn closed(&self) -> CaptureError {
+        self.err(self.failed.as_deref().unwrap_or("the output is closed"))
+    }
+
+    /// Records `detail` as the writer's error; the error to return.
+    fn fail(&mut self, detail: String) -> CaptureError {
+        self.failed.get_or_insert(detail);
+        self.closed()
     }
 
     fn err(&self, detail: &str) -> CaptureError {
@@ -887,9 +1161,39 @@ impl CaptureWriter {
         }
     }
 
-    /// Flushes buffered records to the file.
+    /// Writes every buffered record to the file (threaded: hands over the buffer and waits
+    /// until the thread has written everything), returning the first write error.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
-        self.writer.flush().map_err(|e| self.err(&e.to_string()))
+        self.check()?;
+        match &mut self.out {
+            Output::Inline(file) => {
+                let written = file.write_all(&self.buf).and_then(|()| file.flush());
+                self.buf.clear();
+                written.map_err(|e| self.fail(e.to_string()))
+            }
+            Output::Thread(thread) => {
+                let buf = std::mem::take(&mut self.buf);
+                match thread.drain(buf) {
+                    Some(empty) => {
+                        self.buf = empty;
+                        Ok(())
+                    }
+                    None => Err(self.close()),
+                }
+            }
+            Output::Closed => Err(self.closed()),
+        }
+    }
+}
+
+impl Drop for CaptureWriter {
+    /// Writes what is buffered and waits for the writer thread; errors are ignored (call
+    /// [`CaptureWriter::flush`] to see them).
+    fn drop(&mut self) {
+        if self.failed.is_none() {
+            let _ = self.flush();
+        }
+        let _ = self.close();
     }
 }
 
@@ -1573,5 +1877,240 @@ mod tests {
         assert_eq!(TsUnit::Decimal(12).to_ns(7_000), 7);
         assert_eq!(TsUnit::Binary(10).to_ns(1024), 1_000_000_000);
         assert_eq!(TsUnit::Decimal(6).to_ns(u64::MAX), u64::MAX);
+    }
+}
+
+/// The writer's edges: buffer boundaries, the writer thread, errors, drop.
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    use std::time::Duration;
+
+    /// A frame of `len` bytes numbered `i`.
+    fn frame(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (k ^ i.wrapping_mul(31)) as u8).collect()
+    }
+
+    /// Small frames, with frames around and above either buffer size among them, and a flush
+    /// (`None`) in the middle.
+    fn workload() -> Vec<Option<(u64, Vec<u8>)>> {
+        let mut sizes: Vec<usize> = (0..3000)
+            .map(|i| 1 + (i * 2_654_435_761usize) % 1600)
+            .collect();
+        let big = [
+            WRITE_BUFFER - 16,
+            WRITE_BUFFER - 15,
+            WRITE_BUFFER,
+            WRITE_BUFFER + 1,
+            3 * WRITE_BUFFER + 7,
+            THREAD_BUFFER - 16,
+            THREAD_BUFFER - 15,
+            2 * THREAD_BUFFER + 5,
+            MAX_RECORD as usize,
+            0,
+        ];
+        for (k, len) in big.into_iter().enumerate() {
+            sizes.insert(100 + k * 250, len);
+        }
+        let mut out: Vec<_> = sizes
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| Some((1_700_000_000_123_456_789 + i as u64 * 1_001, frame(i, len))))
+            .collect();
+        out.insert(1500, None);
+        out
+    }
+
+    /// What `pcap-file`'s own writer makes of the workload.
+    fn expected(header: PcapHeader, work: &[Option<(u64, Vec<u8>)>]) -> Vec<u8> {
+        let mut w = PcapWriter::with_header(Vec::new(), header).expect("header");
+        for (ts, data) in work.iter().flatten() {
+            let ts = Duration::from_nanos(*ts);
+            let packet = PcapPacket::new(ts, data.len() as u32, data);
+            w.write_packet(&packet).expect("packet");
+        }
+        w.into_writer()
+    }
+
+    /// Little-endian µs and big-endian ns headers, with a snaplen above the largest frame
+    /// (`pcap-file`'s writer checks it; ours writes any length).
+    fn headers() -> [PcapHeader; 2] {
+        let snaplen = 4 * MAX_RECORD;
+        [
+            PcapHeader {
+                datalink: DataLink::ETHERNET,
+                snaplen,
+                ..PcapHeader::default()
+            },
+            PcapHeader {
+                datalink: DataLink::ETHERNET,
+                endianness: Endianness::Big,
+                ts_resolution: TsResolution::NanoSecond,
+                snaplen,
+                ..PcapHeader::default()
+            },
+        ]
+    }
+
+    fn write_all(
+        w: &mut CaptureWriter,
+        work: &[Option<(u64, Vec<u8>)>],
+    ) -> Result<(), CaptureError> {
+        for item in work {
+            match item {
+                Some((ts, data)) => w.write_frame(*ts, data)?,
+                None => w.flush()?,
+            }
+        }
+        Ok(())
+    }
+
+    /// In line and threaded, little- and big-endian: the bytes `pcap-file` writes, for
+    /// thousands of small records across buffer boundaries and records as large as a
+    /// buffer, one byte more, several buffers and `MAX_RECORD`; a flush in the middle
+    /// leaves a threaded writer threaded.
+    #[test]
+    fn in_line_and_threaded_writers_write_the_same_bytes_as_pcap_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = workload();
+        for header in headers() {
+            let want = expected(header, &work);
+            for mode in [WriteMode::Inline, WriteMode::Thread] {
+                let path = dir.path().join("out.pcap");
+                let mut w = CaptureWriter::create_with(&path, header, mode).expect("create");
+                assert_eq!(w.is_threaded(), mode == WriteMode::Thread);
+                write_all(&mut w, &work).expect("write");
+                assert_eq!(w.is_threaded(), mode == WriteMode::Thread, "after a flush");
+                w.flush().expect("flush");
+                assert_eq!(w.frames(), work.iter().flatten().count() as u64);
+                let got = std::fs::read(&path).expect("read");
+                assert_eq!(got.len(), want.len(), "{mode:?} {:?}", header.endianness);
+                assert!(
+                    got == want,
+                    "{mode:?} {:?}: bytes differ",
+                    header.endianness
+                );
+            }
+        }
+    }
+
+    /// `Auto` starts the thread exactly when the process may use more than one CPU.
+    #[test]
+    fn auto_is_threaded_only_with_more_than_one_cpu() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = CaptureWriter::create(&dir.path().join("a.pcap"), headers()[0]).expect("create");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(w.is_threaded(), cpus > 1, "{cpus} CPUs");
+    }
+
+    /// Writes the workload until the first error; the error's text.
+    fn first_error(path: &Path, mode: WriteMode) -> String {
+        let mut w = CaptureWriter::create_with(path, headers()[0], mode).expect("create");
+        let e = write_all(&mut w, &workload())
+            .and_then(|()| w.flush())
+            .expect_err("the write must fail");
+        assert!(
+            matches!(&e, CaptureError::Write { path: p, .. } if p == path),
+            "{e}"
+        );
+        // Every later call says it again.
+        let again = w
+            .write_frame(1, &[0u8; 60])
+            .expect_err("write after the error");
+        assert_eq!(again.to_string(), e.to_string());
+        let again = w.flush().expect_err("flush after the error");
+        assert_eq!(again.to_string(), e.to_string());
+        e.to_string()
+    }
+
+    /// A full device: the thread's error reaches the caller with the path and the OS's
+    /// detail, the same text as in line; dropping the failed writer returns.
+    #[test]
+    fn a_full_device_is_the_same_write_error_threaded_and_in_line() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            println!("SKIP: no /dev/full");
+            return;
+        }
+        let inline = first_error(full, WriteMode::Inline);
+        let threaded = first_error(full, WriteMode::Thread);
+        assert_eq!(threaded, inline);
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+        assert_eq!(inline, format!("cannot write /dev/full: {enospc}"));
+    }
+
+    /// The thread's error reaches the caller through a `write_*` call, not only `flush`:
+    /// the thread stops at its first failed write, so at the latest the hand-over after the
+    /// pool's buffers are all given (no empty one comes back) reports it.
+    #[test]
+    fn a_thread_error_is_returned_by_a_write_before_any_flush() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            println!("SKIP: no /dev/full");
+            return;
+        }
+        let mut w =
+            CaptureWriter::create_with(full, headers()[0], WriteMode::Thread).expect("create");
+        let data = frame(7, 9000);
+        let records = (WRITE_BUFFERS + 2) * THREAD_BUFFER / (data.len() + 16);
+        let failed_at = (0..records).find_map(|i| w.write_frame(i as u64, &data).err());
+        let e = failed_at.expect("a write fails before the pool is used up twice");
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+        assert_eq!(e.to_string(), format!("cannot write /dev/full: {enospc}"));
+        assert!(w.frames() < records as u64);
+    }
+
+    /// A FIFO whose reader has gone: the thread's EPIPE comes back with the path.
+    #[test]
+    fn a_pipe_whose_reader_is_gone_is_a_write_error_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            println!("SKIP: mkfifo unavailable");
+            return;
+        }
+        let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+        for mode in [WriteMode::Inline, WriteMode::Thread] {
+            let reader_path = fifo.clone();
+            // Opens the read end and closes it again: creating the writer waits for the
+            // open, and the writes start after the close.
+            let reader = std::thread::spawn(move || drop(File::open(reader_path)));
+            let mut w = CaptureWriter::create_with(&fifo, headers()[0], mode).expect("create");
+            reader.join().expect("reader");
+            let e = write_all(&mut w, &workload())
+                .and_then(|()| w.flush())
+                .expect_err("the write must fail");
+            assert_eq!(
+                e.to_string(),
+                format!("cannot write {}: {epipe}", fifo.display()),
+                "{mode:?}"
+            );
+        }
+    }
+
+    /// Dropped without a flush, a threaded writer writes everything it was given (as
+    /// `BufWriter` does) and returns, also on a device where the writes fail.
+    #[test]
+    fn a_writer_dropped_without_flush_writes_everything_and_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work: Vec<_> = workload().into_iter().filter(Option::is_some).collect();
+        let header = headers()[1];
+        for mode in [WriteMode::Inline, WriteMode::Thread] {
+            let path = dir.path().join("dropped.pcap");
+            let mut w = CaptureWriter::create_with(&path, header, mode).expect("create");
+            write_all(&mut w, &work).expect("write");
+            drop(w);
+            let got = std::fs::read(&path).expect("read");
+            assert!(got == expected(header, &work), "{mode:?}: bytes differ");
+        }
+        let full = Path::new("/dev/full");
+        if full.exists() {
+            let mut w =
+                CaptureWriter::create_with(full, header, WriteMode::Thread).expect("create");
+            let _ = write_all(&mut w, &work);
+            drop(w);
+        }
     }
 }
