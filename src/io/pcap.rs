@@ -1103,6 +1103,12 @@ impl CaptureWriter {
 
     /// Writes the buffer (in line) or swaps it for an empty one (threaded).
     fn hand_over(&mut self) -> Result<(), CaptureError> {
+        self.pass_buffer(false)
+    }
+
+    /// Writes the buffer in line, or hands it to the thread for an empty one; with `wait`,
+    /// also waits until the thread has written every buffer it holds.
+    fn pass_buffer(&mut self, wait: bool) -> Result<(), CaptureError> {
         match &mut self.out {
             Output::Inline(file) => {
                 let written = file.write_all(&self.buf);
@@ -1111,7 +1117,12 @@ impl CaptureWriter {
             }
             Output::Thread(thread) => {
                 let buf = std::mem::take(&mut self.buf);
-                match thread.swap(buf) {
+                let empty = if wait {
+                    thread.drain(buf)
+                } else {
+                    thread.swap(buf)
+                };
+                match empty {
                     Some(empty) => {
                         self.buf = empty;
                         Ok(())
@@ -1165,24 +1176,8 @@ impl CaptureWriter {
     /// until the thread has written everything), returning the first write error.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         self.check()?;
-        match &mut self.out {
-            Output::Inline(file) => {
-                let written = file.write_all(&self.buf).and_then(|()| file.flush());
-                self.buf.clear();
-                written.map_err(|e| self.fail(e.to_string()))
-            }
-            Output::Thread(thread) => {
-                let buf = std::mem::take(&mut self.buf);
-                match thread.drain(buf) {
-                    Some(empty) => {
-                        self.buf = empty;
-                        Ok(())
-                    }
-                    None => Err(self.close()),
-                }
-            }
-            Output::Closed => Err(self.closed()),
-        }
+        // In line, `write_all` is the whole flush: a `File` holds no buffer of its own.
+        self.pass_buffer(true)
     }
 }
 
