@@ -146,7 +146,7 @@ class Report:
                "time. `cat` and `tcpdump` are single-threaded; `mailguard replay` hands its "
                "output writes to a second thread, so its wall time can be below its CPU time: "
                "the CPU s column (user + system, all threads) is the per-core comparison, and "
-               "the targets below give both. Commands: "
+               "the targets table gives both. Commands: "
                "`cat IN > /dev/null`; `tcpdump -r IN -w OUT`; "
                "`mailguard replay IN -o OUT --profile P`.")
         self.w()
