@@ -1999,6 +1999,17 @@ mod writer_tests {
         assert_eq!(w.is_threaded(), cpus > 1, "{cpus} CPUs");
     }
 
+    /// `/dev/full` and the error text a write to it gives, if this system has it.
+    fn dev_full() -> Option<(&'static Path, String)> {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            println!("SKIP: no /dev/full");
+            return None;
+        }
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        Some((full, format!("cannot write /dev/full: {enospc}")))
+    }
+
     /// Writes the workload until the first error; the error's text.
     fn first_error(path: &Path, mode: WriteMode) -> String {
         let mut w = CaptureWriter::create_with(path, headers()[0], mode).expect("create");
@@ -2023,16 +2034,13 @@ mod writer_tests {
     /// detail, the same text as in line; dropping the failed writer returns.
     #[test]
     fn a_full_device_is_the_same_write_error_threaded_and_in_line() {
-        let full = Path::new("/dev/full");
-        if !full.exists() {
-            println!("SKIP: no /dev/full");
+        let Some((full, want)) = dev_full() else {
             return;
-        }
+        };
         let inline = first_error(full, WriteMode::Inline);
         let threaded = first_error(full, WriteMode::Thread);
         assert_eq!(threaded, inline);
-        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
-        assert_eq!(inline, format!("cannot write /dev/full: {enospc}"));
+        assert_eq!(inline, want);
     }
 
     /// The thread's error reaches the caller through a `write_*` call, not only `flush`:
@@ -2040,19 +2048,16 @@ mod writer_tests {
     /// pool's buffers are all given (no empty one comes back) reports it.
     #[test]
     fn a_thread_error_is_returned_by_a_write_before_any_flush() {
-        let full = Path::new("/dev/full");
-        if !full.exists() {
-            println!("SKIP: no /dev/full");
+        let Some((full, want)) = dev_full() else {
             return;
-        }
+        };
         let mut w =
             CaptureWriter::create_with(full, headers()[0], WriteMode::Thread).expect("create");
         let data = frame(7, 9000);
         let records = (WRITE_BUFFERS + 2) * THREAD_BUFFER / (data.len() + 16);
         let failed_at = (0..records).find_map(|i| w.write_frame(i as u64, &data).err());
         let e = failed_at.expect("a write fails before the pool is used up twice");
-        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
-        assert_eq!(e.to_string(), format!("cannot write /dev/full: {enospc}"));
+        assert_eq!(e.to_string(), want);
         assert!(w.frames() < records as u64);
     }
 
